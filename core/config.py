@@ -1,0 +1,60 @@
+"""Settings from `CHRONOS_*` environment variables: the one place every process reads configuration."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHRONOS_", extra="ignore")
+
+    data_dir: Path = Path(".chronos")
+    database_url: str | None = Field(
+        default=None, description="sqlite:///… or postgresql+psycopg://…; default: SQLite in data_dir"
+    )
+    db_pool_size: int = 10
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_url: str = "http://localhost:8233"
+    task_queue: str = "chronos"
+    jwt_secret: str | None = None
+    jwt_issuer: str = "chronos"
+    jwt_audience: str = "chronos-api"
+    access_token_ttl_seconds: int = 900
+    refresh_token_ttl_seconds: int = 30 * 24 * 3600
+    smtp_url: str | None = None
+    smtp_from: str = "chronos@localhost"
+    allow_private_targets: bool = False
+    max_body_bytes: int = 1_000_000
+    catchup_window_seconds: int = 300
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The async driver URL: aiosqlite for SQLite, psycopg 3 (async) for PostgreSQL."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'chronos.db').resolve()}"
+        if url.startswith("sqlite:"):
+            return url.replace("sqlite:", "sqlite+aiosqlite:", 1)
+        if url.startswith(("postgresql://", "postgres://")):
+            return "postgresql+psycopg://" + url.split("://", 1)[1]
+        return url
+
+    def signing_secret(self) -> str:
+        """The JWT secret; in dev it is generated once and kept in the data dir so tokens survive restarts."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        path = self.data_dir / "jwt_secret"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

