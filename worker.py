@@ -1,1 +1,42 @@
-"""Builds and runs the Chronos worker."""
+"""Builds and runs the Chronos worker; `chronos worker` calls it, once per process you want."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.http import HttpActivities
+from core.config import Settings, get_settings
+from core.temporal import connect
+from workflows.run_job import JobRunWorkflow
+
+WORKFLOWS = [JobRunWorkflow]
+
+
+@asynccontextmanager
+async def build_worker(client: Client, task_queue: str, concurrency: int = 100) -> AsyncIterator[Worker]:
+    """A worker with its activities' shared clients, closed when the worker stops."""
+    async with httpx.AsyncClient(follow_redirects=False) as http:
+        yield Worker(
+            client,
+            task_queue=task_queue,
+            workflows=WORKFLOWS,
+            activities=[HttpActivities(http).call],
+            max_concurrent_activities=concurrency,
+        )
+
+
+async def run_worker(settings: Settings | None = None, concurrency: int = 100) -> None:
+    settings = settings or get_settings()
+    client = await connect(settings.temporal_address, settings.temporal_namespace)
+    async with build_worker(client, settings.task_queue, concurrency) as worker:
+        await worker.run()
+
+
+if __name__ == "__main__":
+    asyncio.run(run_worker())

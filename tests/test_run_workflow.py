@@ -1,0 +1,104 @@
+"""JobRunWorkflow against a real Temporal dev server, a real worker and a real HTTP target."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from temporalio.client import Client, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from tests.http_target import HttpTarget, start_target
+from worker import WORKFLOWS, build_worker
+from workflows.run_job import JobRunWorkflow
+from workflows.specs import Guarantee, HttpAction, RetrySpec, RunInput, RunResult
+
+FAST_RETRY = RetrySpec(
+    max_attempts=3, backoff="fixed", initial_interval_seconds=0.1, max_interval_seconds=0.1
+)
+HISTORIES: list[WorkflowHistory] = []
+
+
+@pytest.fixture(scope="module")
+def target() -> Iterator[HttpTarget]:
+    target = start_target()
+    yield target
+    target.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+async def task_queue(temporal_client: Client) -> AsyncIterator[str]:
+    queue = f"test-run-{uuid.uuid4().hex[:8]}"
+    async with build_worker(temporal_client, queue) as worker, worker:
+        yield queue
+
+
+async def run_job(
+    client: Client,
+    queue: str,
+    url: str,
+    retry: RetrySpec = FAST_RETRY,
+    guarantee: Guarantee = "at_least_once",
+) -> tuple[str, RunResult]:
+    spec = RunInput(
+        job_id="j1",
+        owner_id="u1",
+        action=HttpAction(url=url),
+        retry=retry,
+        guarantee=guarantee,
+    )
+    run_id = f"job-j1-manual-{uuid.uuid4().hex[:8]}"
+    handle = await client.start_workflow(JobRunWorkflow.run, spec, id=run_id, task_queue=queue)
+    result = await handle.result()
+    HISTORIES.append(await handle.fetch_history())
+    return run_id, result
+
+
+async def test_success_is_one_attempt(temporal_client, task_queue, target):
+    run_id, result = await run_job(temporal_client, task_queue, target.url("/ok"))
+    assert result == RunResult(status="succeeded", attempts=1, http_status=200)
+    assert target.requests["/ok"][-1].headers["Idempotency-Key"] == run_id
+
+
+async def test_retryable_failures_are_retried_with_one_idempotency_key(temporal_client, task_queue, target):
+    target.script("/flaky", [500, 503, 200])
+    run_id, result = await run_job(temporal_client, task_queue, target.url("/flaky"))
+    assert result.status == "succeeded"
+    assert result.attempts == 3
+    keys = {r.headers["Idempotency-Key"] for r in target.requests["/flaky"]}
+    assert keys == {run_id}
+    assert len(target.requests["/flaky"]) == 3
+
+
+async def test_client_error_fails_at_once(temporal_client, task_queue, target):
+    target.script("/missing", [404])
+    _, result = await run_job(temporal_client, task_queue, target.url("/missing"))
+    assert result.status == "failed"
+    assert (result.attempts, result.http_status) == (1, 404)
+    assert "HTTP 404" in (result.error or "")
+    assert len(target.requests["/missing"]) == 1
+
+
+async def test_exhausted_retries_fail_the_run(temporal_client, task_queue, target):
+    target.script("/down", [500])
+    retry = FAST_RETRY.model_copy(update={"max_attempts": 2})
+    _, result = await run_job(temporal_client, task_queue, target.url("/down"), retry=retry)
+    assert (result.status, result.attempts, result.http_status) == ("failed", 2, 500)
+    assert len(target.requests["/down"]) == 2
+
+
+async def test_at_most_once_never_sends_twice(temporal_client, task_queue, target):
+    target.script("/once", [500])
+    _, result = await run_job(temporal_client, task_queue, target.url("/once"), guarantee="at_most_once")
+    assert (result.status, result.attempts) == ("failed", 1)
+    assert len(target.requests["/once"]) == 1
+
+
+async def test_histories_replay_on_current_code():
+    """Runs after the tests above (file order): a change that breaks determinism fails here."""
+    assert HISTORIES, "no histories were recorded"
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    for history in HISTORIES:
+        await replayer.replay_workflow(history)
