@@ -1,0 +1,134 @@
+"""Schedule models as users submit them, and their one compilation into a Temporal ScheduleSpec.
+
+Cron expressions are parsed and compiled by core/cron.py; this module adds the time zone, the window
+(start_at, end_at), jitter, the DST instants after spring-forward gaps, and the filter that keeps
+`next_runs` truthful about the repeated fall-back fires that runs skip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+from temporalio.client import ScheduleCalendarSpec, ScheduleIntervalSpec, ScheduleRange, ScheduleSpec
+
+from core.cron import CronError, CronExpression, dst_gap_calendars, is_repeated_fire, parse_cron
+
+# How far ahead the extra after-gap instants are written; reconcile renews them (DESIGN.md).
+DST_HORIZON = timedelta(days=2 * 366)
+
+
+class _Window(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    start_at: AwareDatetime | None = None
+    end_at: AwareDatetime | None = None
+    jitter_seconds: int = Field(default=0, ge=0, le=24 * 3600)
+
+    @model_validator(mode="after")
+    def _window_order(self) -> _Window:
+        if self.start_at and self.end_at and self.end_at <= self.start_at:
+            raise PydanticCustomError("window", "end_at must be after start_at")
+        return self
+
+
+class ImmediateSchedule(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    type: Literal["immediate"] = "immediate"
+
+
+class OnceSchedule(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    type: Literal["once"] = "once"
+    run_at: AwareDatetime
+
+
+class CronSchedule(_Window):
+    type: Literal["cron"] = "cron"
+    cron: str = Field(max_length=500)
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        try:
+            parse_cron(value)
+        except CronError as exc:
+            raise PydanticCustomError("cron", "{reason}", {"reason": str(exc)}) from exc
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise PydanticCustomError("timezone", "unknown IANA time zone '{zone}'", {"zone": value}) from exc
+        return value
+
+    @property
+    def expression(self) -> CronExpression:
+        return parse_cron(self.cron)
+
+
+class IntervalSchedule(_Window):
+    type: Literal["interval"] = "interval"
+    every_seconds: int = Field(ge=1, le=366 * 24 * 3600)
+    offset_seconds: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _offset_below_period(self) -> IntervalSchedule:
+        if self.offset_seconds >= self.every_seconds:
+            raise PydanticCustomError("offset", "offset_seconds must be below every_seconds")
+        return self
+
+
+Schedule = Annotated[
+    ImmediateSchedule | OnceSchedule | CronSchedule | IntervalSchedule, Field(discriminator="type")
+]
+
+
+def temporal_spec(schedule: OnceSchedule | CronSchedule | IntervalSchedule, now: datetime) -> ScheduleSpec:
+    """The Temporal ScheduleSpec for a one-time or recurring schedule (immediate jobs have none)."""
+    if isinstance(schedule, OnceSchedule):
+        at = schedule.run_at.astimezone(UTC)
+        one = ScheduleCalendarSpec(
+            second=[ScheduleRange(at.second)],
+            minute=[ScheduleRange(at.minute)],
+            hour=[ScheduleRange(at.hour)],
+            day_of_month=[ScheduleRange(at.day)],
+            month=[ScheduleRange(at.month)],
+            year=[ScheduleRange(at.year)],
+        )
+        return ScheduleSpec(calendars=[one], time_zone_name="UTC")
+    spec = ScheduleSpec(
+        start_at=schedule.start_at,
+        end_at=schedule.end_at,
+        jitter=timedelta(seconds=schedule.jitter_seconds) if schedule.jitter_seconds else None,
+    )
+    if isinstance(schedule, IntervalSchedule):
+        spec.intervals = [
+            ScheduleIntervalSpec(
+                every=timedelta(seconds=schedule.every_seconds),
+                offset=timedelta(seconds=schedule.offset_seconds),
+            )
+        ]
+        return spec
+    expr = schedule.expression
+    spec.calendars = expr.calendars() + dst_gap_calendars(expr, schedule.timezone, now, now + DST_HORIZON)
+    spec.time_zone_name = schedule.timezone
+    return spec
+
+
+def next_runs(
+    schedule: OnceSchedule | CronSchedule | IntervalSchedule, times: Iterable[datetime], limit: int = 5
+) -> list[datetime]:
+    """Temporal's coming fire times, less the repeated fall-back fires that runs skip (API.md)."""
+    if isinstance(schedule, CronSchedule):
+        expr = schedule.expression
+        times = [t for t in times if not is_repeated_fire(expr, schedule.timezone, t)]
+    return [t.astimezone(UTC) for t in times][:limit]
