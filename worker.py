@@ -11,7 +11,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.http import HttpActivities
+from activities.mirror import MirrorActivities
 from core.config import Settings, get_settings
+from core.db import Sessions, create_schema, make_engine, make_sessions
 from core.temporal import connect
 from workflows.run_job import JobRunWorkflow
 
@@ -19,14 +21,17 @@ WORKFLOWS = [JobRunWorkflow]
 
 
 @asynccontextmanager
-async def build_worker(client: Client, task_queue: str, concurrency: int = 100) -> AsyncIterator[Worker]:
+async def build_worker(
+    client: Client, sessions: Sessions, task_queue: str, concurrency: int = 100
+) -> AsyncIterator[Worker]:
     """A worker with its activities' shared clients, closed when the worker stops."""
+    mirror = MirrorActivities(sessions)
     async with httpx.AsyncClient(follow_redirects=False) as http:
         yield Worker(
             client,
             task_queue=task_queue,
             workflows=WORKFLOWS,
-            activities=[HttpActivities(http).call],
+            activities=[HttpActivities(http).call, mirror.run_started, mirror.run_finished],
             max_concurrent_activities=concurrency,
         )
 
@@ -34,8 +39,13 @@ async def build_worker(client: Client, task_queue: str, concurrency: int = 100) 
 async def run_worker(settings: Settings | None = None, concurrency: int = 100) -> None:
     settings = settings or get_settings()
     client = await connect(settings.temporal_address, settings.temporal_namespace)
-    async with build_worker(client, settings.task_queue, concurrency) as worker:
-        await worker.run()
+    engine = make_engine(settings)
+    await create_schema(engine)
+    try:
+        async with build_worker(client, make_sessions(engine), settings.task_queue, concurrency) as worker:
+            await worker.run()
+    finally:
+        await engine.dispose()
 
 
 if __name__ == "__main__":

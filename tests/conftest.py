@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
+import psycopg
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from core.config import Settings
+from core.db import Sessions, create_schema, make_engine, make_sessions
 from core.temporal import SEARCH_ATTRIBUTES, temporal_binary
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _postgres_reachable() -> bool:
+    try:
+        psycopg.connect(POSTGRES, connect_timeout=2).close()
+    except psycopg.OperationalError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +44,33 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(scope="session")
 def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
     return temporal_env.client
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+async def db_engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[AsyncEngine]:
+    """The mirror on SQLite always, and on PostgreSQL (a fresh database per session) when it is reachable."""
+    if request.param == "sqlite":
+        settings = Settings(data_dir=tmp_path_factory.mktemp("mirror"))
+        engine = make_engine(settings)
+        await create_schema(engine)
+        yield engine
+        await engine.dispose()
+        return
+    if not _postgres_reachable():
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    name = f"chronos_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    engine = make_engine(Settings(database_url=POSTGRES.rsplit("/", 1)[0] + f"/{name}"))
+    await create_schema(engine)
+    yield engine
+    await engine.dispose()
+    with psycopg.connect(POSTGRES, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def sessions(db_engine: AsyncEngine) -> Sessions:
+    return make_sessions(db_engine)

@@ -16,8 +16,12 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
+from core.config import Settings
+from core.db import create_schema, make_engine, make_sessions
+from core.models import Job
 from core.temporal import connect
 from tests.http_target import start_target
+from tests.mirror_rows import add_job
 from workflows.run_job import JobRunWorkflow
 from workflows.specs import HttpAction, RunInput
 
@@ -66,6 +70,15 @@ def stop(proc: subprocess.Popen[str], port: int) -> None:
         s.bind(("127.0.0.1", port))
 
 
+async def job_in_mirror(data_dir: Path) -> Job:
+    """The job rows in the dev mirror's own SQLite file."""
+    engine = make_engine(Settings(data_dir=data_dir))
+    await create_schema(engine)
+    job = await add_job(make_sessions(engine))
+    await engine.dispose()
+    return job
+
+
 async def test_dev_runs_jobs_stops_cleanly_and_keeps_history(tmp_path):
     port, ui_port = free_port(), free_port()
     target = start_target()
@@ -74,7 +87,8 @@ async def test_dev_runs_jobs_stops_cleanly_and_keeps_history(tmp_path):
     try:
         client = await connect(f"127.0.0.1:{port}", "default")
         await wait_for_poller(client, "chronos")
-        spec = RunInput(job_id="cli", owner_id="u", action=HttpAction(url=target.url("/dev")))
+        job = await job_in_mirror(tmp_path)
+        spec = RunInput(job_id=job.id, owner_id=job.owner_id, action=HttpAction(url=target.url("/dev")))
         result = await client.execute_workflow(JobRunWorkflow.run, spec, id=run_id, task_queue="chronos")
         assert result.status == "succeeded"
         assert len(target.requests["/dev"]) == 1

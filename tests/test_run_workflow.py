@@ -10,7 +10,10 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from tests.http_target import HttpTarget, start_target
+from core.db import Sessions
+from core.models import Job, Run
+from tests.http_target import HttpTarget, Received, start_target
+from tests.mirror_rows import add_job
 from worker import WORKFLOWS, build_worker
 from workflows.run_job import JobRunWorkflow
 from workflows.specs import Guarantee, HttpAction, RetrySpec, RunInput, RunResult
@@ -29,71 +32,97 @@ def target() -> Iterator[HttpTarget]:
 
 
 @pytest.fixture(scope="module")
-async def task_queue(temporal_client: Client) -> AsyncIterator[str]:
+async def task_queue(temporal_client: Client, sessions: Sessions) -> AsyncIterator[str]:
     queue = f"test-run-{uuid.uuid4().hex[:8]}"
-    async with build_worker(temporal_client, queue) as worker, worker:
+    async with build_worker(temporal_client, sessions, queue) as worker, worker:
         yield queue
+
+
+@pytest.fixture(scope="module")
+async def job(sessions: Sessions) -> Job:
+    return await add_job(sessions)
 
 
 async def run_job(
     client: Client,
     queue: str,
+    job: Job,
     url: str,
     retry: RetrySpec = FAST_RETRY,
     guarantee: Guarantee = "at_least_once",
 ) -> tuple[str, RunResult]:
     spec = RunInput(
-        job_id="j1",
-        owner_id="u1",
+        job_id=job.id,
+        owner_id=job.owner_id,
         action=HttpAction(url=url),
         retry=retry,
         guarantee=guarantee,
     )
-    run_id = f"job-j1-manual-{uuid.uuid4().hex[:8]}"
+    run_id = f"job-{job.id}-manual-{uuid.uuid4().hex[:8]}"
     handle = await client.start_workflow(JobRunWorkflow.run, spec, id=run_id, task_queue=queue)
     result = await handle.result()
     HISTORIES.append(await handle.fetch_history())
     return run_id, result
 
 
-async def test_success_is_one_attempt(temporal_client, task_queue, target):
-    run_id, result = await run_job(temporal_client, task_queue, target.url("/ok"))
+def sent(target: HttpTarget, path: str, run_id: str) -> list[Received]:
+    """The requests of one run: tests run once per database, against one target."""
+    return [r for r in target.requests[path] if r.headers["Idempotency-Key"] == run_id]
+
+
+async def test_success_is_one_attempt(temporal_client, task_queue, job, target, sessions):
+    run_id, result = await run_job(temporal_client, task_queue, job, target.url("/ok"))
     assert result == RunResult(status="succeeded", attempts=1, http_status=200)
     assert target.requests["/ok"][-1].headers["Idempotency-Key"] == run_id
+    async with sessions() as session:
+        run = await session.get(Run, run_id)
+    assert run is not None
+    assert (run.status, run.attempts, run.job_id, run.trigger) == ("succeeded", 1, job.id, "schedule")
+    assert run.finished_at is not None and run.started_at is not None and run.duration_ms is not None
 
 
-async def test_retryable_failures_are_retried_with_one_idempotency_key(temporal_client, task_queue, target):
+async def test_failed_run_is_recorded_with_its_reason(temporal_client, task_queue, job, target, sessions):
+    target.script("/gone", [410])
+    run_id, _ = await run_job(temporal_client, task_queue, job, target.url("/gone"))
+    async with sessions() as session:
+        run = await session.get(Run, run_id)
+    assert run is not None
+    assert (run.status, run.attempts) == ("failed", 1)
+    assert "HTTP 410" in (run.error or "")
+
+
+async def test_retryable_failures_retry_with_one_idempotency_key(temporal_client, task_queue, job, target):
     target.script("/flaky", [500, 503, 200])
-    run_id, result = await run_job(temporal_client, task_queue, target.url("/flaky"))
+    run_id, result = await run_job(temporal_client, task_queue, job, target.url("/flaky"))
     assert result.status == "succeeded"
     assert result.attempts == 3
-    keys = {r.headers["Idempotency-Key"] for r in target.requests["/flaky"]}
-    assert keys == {run_id}
-    assert len(target.requests["/flaky"]) == 3
+    assert len(sent(target, "/flaky", run_id)) == 3  # one key for every attempt
 
 
-async def test_client_error_fails_at_once(temporal_client, task_queue, target):
+async def test_client_error_fails_at_once(temporal_client, task_queue, job, target):
     target.script("/missing", [404])
-    _, result = await run_job(temporal_client, task_queue, target.url("/missing"))
+    run_id, result = await run_job(temporal_client, task_queue, job, target.url("/missing"))
     assert result.status == "failed"
     assert (result.attempts, result.http_status) == (1, 404)
     assert "HTTP 404" in (result.error or "")
-    assert len(target.requests["/missing"]) == 1
+    assert len(sent(target, "/missing", run_id)) == 1
 
 
-async def test_exhausted_retries_fail_the_run(temporal_client, task_queue, target):
+async def test_exhausted_retries_fail_the_run(temporal_client, task_queue, job, target):
     target.script("/down", [500])
     retry = FAST_RETRY.model_copy(update={"max_attempts": 2})
-    _, result = await run_job(temporal_client, task_queue, target.url("/down"), retry=retry)
+    run_id, result = await run_job(temporal_client, task_queue, job, target.url("/down"), retry=retry)
     assert (result.status, result.attempts, result.http_status) == ("failed", 2, 500)
-    assert len(target.requests["/down"]) == 2
+    assert len(sent(target, "/down", run_id)) == 2
 
 
-async def test_at_most_once_never_sends_twice(temporal_client, task_queue, target):
+async def test_at_most_once_never_sends_twice(temporal_client, task_queue, job, target):
     target.script("/once", [500])
-    _, result = await run_job(temporal_client, task_queue, target.url("/once"), guarantee="at_most_once")
+    run_id, result = await run_job(
+        temporal_client, task_queue, job, target.url("/once"), guarantee="at_most_once"
+    )
     assert (result.status, result.attempts) == ("failed", 1)
-    assert len(target.requests["/once"]) == 1
+    assert len(sent(target, "/once", run_id)) == 1
 
 
 async def test_histories_replay_on_current_code():

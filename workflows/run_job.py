@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
+from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.mirror import RunFinished, RunStarted
     from workflows.specs import HttpCall, HttpOutcome, RunInput, RunResult
 
+SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 # Time for a worker to take the task and report back, on top of the action's own timeout.
 ATTEMPT_MARGIN = timedelta(seconds=10)
+# Mirror writes retry (Temporal's default policy, no attempt limit) until the database is back.
+MIRROR_TIMEOUT = timedelta(seconds=30)
 
 
 @workflow.defn
@@ -21,6 +26,25 @@ class JobRunWorkflow:
 
     @workflow.run
     async def run(self, spec: RunInput) -> RunResult:
+        info = workflow.info()
+        started = RunStarted(
+            run_id=info.workflow_id,
+            temporal_run_id=info.run_id,
+            job_id=spec.job_id,
+            owner_id=spec.owner_id,
+            trigger=spec.trigger,
+            scheduled_at=_scheduled_at(),
+            started_at=workflow.now(),
+        )
+        await workflow.execute_activity("mirror_run_started", started, start_to_close_timeout=MIRROR_TIMEOUT)
+        result = await self._perform(spec)
+        finished = RunFinished(run_id=info.workflow_id, finished_at=workflow.now(), result=result)
+        await workflow.execute_activity(
+            "mirror_run_finished", finished, start_to_close_timeout=MIRROR_TIMEOUT
+        )
+        return result
+
+    async def _perform(self, spec: RunInput) -> RunResult:
         await workflow.wait_condition(lambda: not self._paused)
         call = HttpCall(run_id=workflow.info().workflow_id, action=spec.action)
         try:
@@ -46,6 +70,12 @@ class JobRunWorkflow:
     @workflow.query
     def paused(self) -> bool:
         return self._paused
+
+
+def _scheduled_at() -> datetime:
+    """The schedule's nominal fire time when a schedule started the run, else the start time."""
+    nominal = workflow.info().typed_search_attributes.get(SCHEDULED_START)
+    return nominal or workflow.info().start_time
 
 
 def _failure(exc: ActivityError, spec: RunInput) -> RunResult:
