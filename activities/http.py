@@ -32,7 +32,7 @@ class HttpActivities:
                 action.method,
                 str(action.url),
                 headers=headers,
-                json=action.body if action.body is not None else None,
+                json=action.body,
                 timeout=action.timeout_seconds,
             )
         except httpx.TimeoutException as exc:

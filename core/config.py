@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from functools import lru_cache
 from pathlib import Path
 
@@ -42,17 +41,6 @@ class Settings(BaseSettings):
         if url.startswith(("postgresql://", "postgres://")):
             return "postgresql+psycopg://" + url.split("://", 1)[1]
         return url
-
-    def signing_secret(self) -> str:
-        """The JWT secret; in dev it is generated once and kept in the data dir so tokens survive restarts."""
-        if self.jwt_secret:
-            return self.jwt_secret
-        path = self.data_dir / "jwt_secret"
-        if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(48))
-            path.chmod(0o600)
-        return path.read_text().strip()
 
 
 @lru_cache

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
@@ -45,9 +43,3 @@ async def create_schema(engine: AsyncEngine) -> None:
     """Create missing tables (idempotent), so a fresh data dir or database works at once."""
     async with engine.begin() as conn:
         await conn.run_sync(SQLModel.metadata.create_all)
-
-
-@asynccontextmanager
-async def session_scope(sessions: Sessions) -> AsyncIterator[AsyncSession]:
-    async with sessions() as session:
-        yield session

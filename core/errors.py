@@ -12,27 +12,6 @@ class ChronosError(Exception):
         self.detail = detail
 
 
-class NotFound(ChronosError):
-    status = 404
-    title = "Not found"
-
-
-class Conflict(ChronosError):
-    status = 409
-    title = "Conflict"
-
-
-class Invalid(ChronosError):
-    """A request that parsed but breaks a rule; `field` is the location the client should fix."""
-
-    status = 422
-    title = "Invalid request"
-
-    def __init__(self, field: tuple[str | int, ...], detail: str) -> None:
-        super().__init__(detail)
-        self.field = field
-
-
 class Unavailable(ChronosError):
     """A dependency (Temporal, the database) is down: 503 with the reason."""
 
