@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import httpx
 from temporalio.client import Client
@@ -18,6 +20,8 @@ from core.temporal import connect
 from workflows.run_job import JobRunWorkflow
 
 WORKFLOWS = [JobRunWorkflow]
+# On SIGTERM, attempts in progress get this long to finish before their tasks go back to the queue.
+GRACEFUL_SHUTDOWN = timedelta(seconds=10)
 
 
 @asynccontextmanager
@@ -33,6 +37,7 @@ async def build_worker(
             workflows=WORKFLOWS,
             activities=[HttpActivities(http).call, mirror.run_started, mirror.run_finished],
             max_concurrent_activities=concurrency,
+            graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         )
 
 
@@ -42,8 +47,12 @@ async def run_worker(settings: Settings | None = None, concurrency: int = 100) -
     engine = make_engine(settings)
     await create_schema(engine)
     try:
-        async with build_worker(client, make_sessions(engine), settings.task_queue, concurrency) as worker:
-            await worker.run()
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+        sessions = make_sessions(engine)
+        async with build_worker(client, sessions, settings.task_queue, concurrency) as worker, worker:
+            await stop.wait()  # leaving the worker's context shuts it down gracefully
     finally:
         await engine.dispose()
 

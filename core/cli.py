@@ -92,8 +92,7 @@ def dev(args: argparse.Namespace) -> int:
 def worker(args: argparse.Namespace) -> int:
     from worker import run_worker
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_worker(Settings(), concurrency=args.concurrency))
+    asyncio.run(run_worker(Settings(), concurrency=args.concurrency))
     return 0
 
 
