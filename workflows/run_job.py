@@ -33,20 +33,20 @@ class JobRunWorkflow:
             job_id=spec.job_id,
             owner_id=spec.owner_id,
             trigger=spec.trigger,
-            scheduled_at=_scheduled_at(),
+            scheduled_at=_scheduled_at(info),
             started_at=workflow.now(),
         )
         await workflow.execute_activity("mirror_run_started", started, start_to_close_timeout=MIRROR_TIMEOUT)
-        result = await self._perform(spec)
+        result = await self._perform(spec, info.workflow_id)
         finished = RunFinished(run_id=info.workflow_id, finished_at=workflow.now(), result=result)
         await workflow.execute_activity(
             "mirror_run_finished", finished, start_to_close_timeout=MIRROR_TIMEOUT
         )
         return result
 
-    async def _perform(self, spec: RunInput) -> RunResult:
+    async def _perform(self, spec: RunInput, run_id: str) -> RunResult:
         await workflow.wait_condition(lambda: not self._paused)
-        call = HttpCall(run_id=workflow.info().workflow_id, action=spec.action)
+        call = HttpCall(run_id=run_id, action=spec.action)
         try:
             outcome = await workflow.execute_activity(
                 "http_call",
@@ -72,10 +72,9 @@ class JobRunWorkflow:
         return self._paused
 
 
-def _scheduled_at() -> datetime:
+def _scheduled_at(info: workflow.Info) -> datetime:
     """The schedule's nominal fire time when a schedule started the run, else the start time."""
-    nominal = workflow.info().typed_search_attributes.get(SCHEDULED_START)
-    return nominal or workflow.info().start_time
+    return info.typed_search_attributes.get(SCHEDULED_START) or info.start_time
 
 
 def _failure(exc: ActivityError, spec: RunInput) -> RunResult:
