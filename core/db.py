@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from core import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from core.config import Settings
 
 Sessions = async_sessionmaker[AsyncSession]
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+# Key of the PostgreSQL advisory lock that every Chronos process holds while it upgrades the schema.
+SCHEMA_LOCK = 0x6368726F6E6F73  # "chronos"
 
 
 def make_engine(settings: Settings) -> AsyncEngine:
@@ -39,7 +44,29 @@ def make_sessions(engine: AsyncEngine) -> Sessions:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's settings without an ini file, so an installed package finds its migrations."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade(connection: Connection) -> None:
+    command.upgrade(alembic_config(connection), "head")
+
+
 async def create_schema(engine: AsyncEngine) -> None:
-    """Create missing tables (idempotent), so a fresh data dir or database works at once."""
-    async with engine.begin() as conn:
-        await conn.run_sync(SQLModel.metadata.create_all)
+    """Upgrade the mirror to the newest migration (idempotent), so every process can start on any database.
+
+    Processes that start at once queue on a lock held until the commit: SQLite's write lock (`BEGIN
+    IMMEDIATE` waits out the busy timeout) or a PostgreSQL advisory lock. The next one then finds the
+    schema at head. Both databases have transactional DDL, so a failed upgrade leaves nothing half done.
+    """
+    async with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+        await conn.run_sync(_upgrade)
+        await conn.commit()

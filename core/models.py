@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -9,6 +10,14 @@ from typing import Any
 from sqlalchemy import JSON, Column, DateTime, Index, TypeDecorator, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
+
+# Named constraints, so later migrations can drop them on SQLite too (batch mode needs the names).
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
 
 
 def utcnow() -> datetime:
@@ -54,6 +63,8 @@ class User(SQLModel, table=True):
     email: str = Field(unique=True, index=True, max_length=320)
     password_hash: str
     role: str = Field(default="user", max_length=16)
+    # Signs this user's notification webhooks (HMAC-SHA256); shown to the user once, at registration.
+    webhook_secret: str = Field(default_factory=lambda: secrets.token_urlsafe(32), max_length=64)
     created_at: datetime = created()
 
 
@@ -73,10 +84,14 @@ class RefreshToken(SQLModel, table=True):
 class Job(SQLModel, table=True):
     """A job definition as submitted; schedule, action, retry policy and notify are kept as their JSON."""
 
-    __table_args__ = (Index("ix_job_owner_state", "owner_id", "state"),)
+    # The list query: a user's live jobs, newest first, optionally of one state.
+    __table_args__ = (
+        Index("ix_job_owner_state_created", "owner_id", "state", "created_at"),
+        Index("ix_job_owner_created", "owner_id", "created_at"),
+    )
 
     id: str = Field(default_factory=new_id, primary_key=True)
-    owner_id: str = Field(foreign_key="user.id", index=True)
+    owner_id: str = Field(foreign_key="user.id")
     name: str = Field(max_length=200)
     description: str | None = None
     schedule: dict[str, Any] = json_column()
@@ -93,15 +108,35 @@ class Job(SQLModel, table=True):
     updated_at: datetime = created()
     deleted_at: datetime | None = when()
 
+    def run_started(self, run_id: str) -> None:
+        """A run began; a paused or cancelled job keeps saying so."""
+        self.last_run_id = run_id
+        if self.state not in ("paused", "cancelled"):
+            self.state = "running"
+
+    def run_ended(self, status: str, now: datetime) -> None:
+        """One-shot jobs end with their run; recurring ones wait for their next fire, or end past end_at."""
+        if self.state in ("paused", "cancelled"):
+            return
+        if self.schedule.get("type") in ("immediate", "once"):
+            self.state = {"succeeded": "completed", "cancelled": "cancelled"}.get(status, "failed")
+            return
+        end_at = self.schedule.get("end_at")
+        self.state = "completed" if end_at and datetime.fromisoformat(end_at) <= now else "scheduled"
+
 
 class Run(SQLModel, table=True):
     """One JobRunWorkflow execution; its id is the workflow id."""
 
-    __table_args__ = (Index("ix_run_job_created", "job_id", "created_at"),)
+    # A job's runs newest first; a user's runs over a time window (stats).
+    __table_args__ = (
+        Index("ix_run_job_created", "job_id", "created_at"),
+        Index("ix_run_owner_created", "owner_id", "created_at"),
+    )
 
     id: str = Field(primary_key=True, max_length=200)
-    job_id: str = Field(foreign_key="job.id", index=True)
-    owner_id: str = Field(index=True)
+    job_id: str = Field(foreign_key="job.id")
+    owner_id: str
     status: str = Field(max_length=16, index=True)
     trigger: str = Field(max_length=16)
     scheduled_at: datetime | None = when()
@@ -141,11 +176,23 @@ class RunLog(SQLModel, table=True):
 
 
 class DeadLetter(SQLModel, table=True):
+    __table_args__ = (Index("ix_deadletter_owner_created", "owner_id", "created_at"),)
+
     id: str = Field(default_factory=new_id, primary_key=True)
     job_id: str = Field(foreign_key="job.id", index=True)
     run_id: str = Field(foreign_key="run.id", unique=True)
-    owner_id: str = Field(index=True)
+    owner_id: str
     error: str | None = None
     attempts: int = 0
     request: dict[str, Any] | None = json_column()
+    created_at: datetime = created()
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """An `Idempotency-Key` of POST /jobs: the same key and body give back the job it made."""
+
+    owner_id: str = Field(foreign_key="user.id", primary_key=True)
+    key: str = Field(primary_key=True, max_length=200)
+    body_hash: str = Field(max_length=64)
+    job_id: str = Field(foreign_key="job.id")
     created_at: datetime = created()

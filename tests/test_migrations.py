@@ -1,0 +1,143 @@
+"""The migrations build exactly the models' schema, on SQLite and PostgreSQL, also when processes race."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from asyncio.subprocess import PIPE
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import SQLModel, select
+
+from core import models
+from core.config import Settings
+from core.db import alembic_config, create_schema, make_engine, make_sessions
+from tests.conftest import POSTGRES, _postgres_reachable
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    """Settings of an empty database: a new SQLite file, or a throwaway PostgreSQL database."""
+    if request.param == "sqlite":
+        yield Settings(data_dir=tmp_path)
+        return
+    if not _postgres_reachable():
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    name = f"chronos_migrate_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield Settings(database_url=POSTGRES.rsplit("/", 1)[0] + f"/{name}")
+    finally:
+        with psycopg.connect(POSTGRES, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+async def engine(fresh_settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(fresh_settings)
+    yield engine
+    await engine.dispose()
+
+
+def _schema_diff(connection: Connection) -> list[Any]:
+    return compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+
+
+def _revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def _inspect(engine: AsyncEngine) -> tuple[list[Any], str | None]:
+    async with engine.connect() as conn:
+        return await conn.run_sync(_schema_diff), await conn.run_sync(_revision)
+
+
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def test_upgrade_builds_the_models_schema(engine: AsyncEngine) -> None:
+    """A model change without a migration fails here: write one as docs/operations.md says."""
+    await create_schema(engine)
+    diff, revision = await _inspect(engine)
+    assert diff == []
+    assert revision == HEAD
+
+
+async def test_upgrade_again_keeps_the_data(engine: AsyncEngine) -> None:
+    await create_schema(engine)
+    async with make_sessions(engine)() as session:
+        session.add(models.User(email="alice@example.org", password_hash="x"))
+        await session.commit()
+    await create_schema(engine)
+    async with make_sessions(engine)() as session:
+        users = (await session.exec(select(models.User))).all()
+    assert [u.email for u in users] == ["alice@example.org"]
+
+
+# A Chronos process at start: it connects, waits for the go (a line on stdin), then upgrades.
+_PROCESS_START = """
+import asyncio, sys
+from core.config import Settings
+from core.db import create_schema, make_engine
+
+async def start():
+    engine = make_engine(Settings())
+    print("ready", flush=True)
+    sys.stdin.readline()
+    await create_schema(engine)
+    await engine.dispose()
+
+asyncio.run(start())
+"""
+
+
+async def test_processes_starting_at_once_upgrade_once(fresh_settings: Settings, engine: AsyncEngine) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CHRONOS_")}
+    env["CHRONOS_DATA_DIR"] = str(fresh_settings.data_dir)
+    if fresh_settings.database_url:
+        env["CHRONOS_DATABASE_URL"] = fresh_settings.database_url
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _PROCESS_START, env=env, stdin=PIPE, stdout=PIPE, stderr=PIPE
+        )
+        for _ in range(4)
+    ]
+    for p in processes:
+        assert p.stdout is not None
+        assert await p.stdout.readline() == b"ready\n"
+    for p in processes:
+        assert p.stdin is not None
+        p.stdin.write(b"go\n")
+    outcomes = await asyncio.gather(*(p.communicate() for p in processes))
+    assert [p.returncode for p in processes] == [0] * 4, [err.decode()[-2000:] for _, err in outcomes]
+    diff, revision = await _inspect(engine)
+    assert diff == []
+    assert revision == HEAD
+
+
+def _downgrade_to_base(connection: Connection) -> None:
+    command.downgrade(alembic_config(connection), "base")
+
+
+async def test_downgrade_to_base_leaves_an_empty_database(engine: AsyncEngine) -> None:
+    await create_schema(engine)
+    async with engine.begin() as conn:
+        await conn.run_sync(_downgrade_to_base)
+    async with engine.connect() as conn:
+        tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
+        revision = await conn.run_sync(_revision)
+    assert tables == ["alembic_version"]
+    assert revision is None
