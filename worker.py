@@ -12,10 +12,14 @@ import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.attempts import RunRecorder
+from activities.email import EmailActivities, Mailer
 from activities.http import HttpActivities
 from activities.mirror import MirrorActivities
+from activities.notify import NotifyActivities
 from core.config import Settings, get_settings
 from core.db import Sessions, create_schema, make_engine, make_sessions
+from core.targets import TargetGuard
 from core.temporal import connect
 from workflows.run_job import JobRunWorkflow
 
@@ -26,16 +30,34 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=10)
 
 @asynccontextmanager
 async def build_worker(
-    client: Client, sessions: Sessions, task_queue: str, concurrency: int = 100
+    client: Client,
+    sessions: Sessions,
+    task_queue: str,
+    concurrency: int = 100,
+    settings: Settings | None = None,
 ) -> AsyncIterator[Worker]:
     """A worker with its activities' shared clients, closed when the worker stops."""
+    settings = settings or get_settings()
+    recorder = RunRecorder(sessions)
     mirror = MirrorActivities(sessions)
-    async with httpx.AsyncClient(follow_redirects=False) as http:
+    mailer = Mailer(settings)
+    # Every outgoing request goes through the SSRF guard; redirects are never followed.
+    transport = TargetGuard(settings.allow_private_targets).transport()
+    async with httpx.AsyncClient(transport=transport, follow_redirects=False) as http:
+        notify = NotifyActivities(http, mailer, sessions, recorder)
         yield Worker(
             client,
             task_queue=task_queue,
             workflows=WORKFLOWS,
-            activities=[HttpActivities(http).call, mirror.run_started, mirror.run_finished],
+            activities=[
+                HttpActivities(http, recorder).call,
+                EmailActivities(mailer, recorder).send,
+                mirror.run_started,
+                mirror.attempts_made,
+                mirror.run_finished,
+                notify.email,
+                notify.webhook,
+            ],
             max_concurrent_activities=concurrency,
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         )
@@ -46,12 +68,18 @@ async def run_worker(settings: Settings | None = None, concurrency: int = 100) -
     client = await connect(settings.temporal_address, settings.temporal_namespace)
     engine = make_engine(settings)
     await create_schema(engine)
+    if settings.smtp_url is None:
+        outbox = (settings.data_dir / "outbox").resolve()
+        print(f"CHRONOS_SMTP_URL is not set: outgoing mail is kept in {outbox}", flush=True)
     try:
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(signum, stop.set)
         sessions = make_sessions(engine)
-        async with build_worker(client, sessions, settings.task_queue, concurrency) as worker, worker:
+        async with (
+            build_worker(client, sessions, settings.task_queue, concurrency, settings) as worker,
+            worker,
+        ):
             await stop.wait()  # leaving the worker's context shuts it down gracefully
     finally:
         await engine.dispose()

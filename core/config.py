@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     allow_private_targets: bool = False
     max_body_bytes: int = 1_000_000
     catchup_window_seconds: int = 300
+    reconcile_every_seconds: int = Field(default=60, ge=1, description="how often drift is reconciled")
+    worker_metrics_port: int | None = Field(
+        default=None, description="where a worker serves the Temporal SDK's Prometheus metrics"
+    )
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -484,6 +484,31 @@ class CronExpression:
         """Plain English, e.g. "at 10:15:00 on the third Friday of every month"."""
         return _describe(self)
 
+    def fire_times(self, tz: str, after: datetime, count: int) -> list[datetime]:
+        """The next `count` fire instants (UTC) after `after` under the cron DST convention, computed
+        here so a schedule can be previewed without creating it in Temporal.
+
+        Fixed times in a spring-forward gap run at the first instant after it and repeated ones at their
+        first occurrence; wildcard or stepped hours run by elapsed time (no gap times, both repeats)."""
+        zone, parsed, fixed = ZoneInfo(tz), self._parsed, self.fixed_time
+        clock = sorted(_times(parsed))
+        fires: list[datetime] = []
+        day = after.astimezone(zone).date() - timedelta(days=1)
+        while len(fires) < count and day.year <= _YEAR.high:
+            if parsed.day_matches(day):
+                instants: set[datetime] = set()
+                for at in clock:
+                    wall = datetime.combine(day, at)
+                    if not _exists(wall, zone):
+                        if fixed:
+                            instants.add(_gap_end(wall, zone))
+                        continue
+                    folds = (0,) if fixed else (0, 1)
+                    instants.update(_local(wall, zone, fold).astimezone(UTC) for fold in folds)
+                fires.extend(sorted(t for t in instants if t > after))
+            day += timedelta(days=1)
+        return fires[:count]
+
 
 def parse_cron(expr: str) -> CronExpression:
     """Parse any accepted dialect (told apart by the field count) or raise CronError naming the field."""
@@ -586,6 +611,16 @@ def _transitions(
 
 def _local(naive: datetime, zone: ZoneInfo, fold: int) -> datetime:
     return naive.replace(tzinfo=zone, fold=fold)
+
+
+def _gap_end(wall: datetime, zone: ZoneInfo) -> datetime:
+    """The first instant after the spring-forward gap that swallows `wall` (the transition itself)."""
+    low, high = (_local(wall, zone, fold).astimezone(UTC) for fold in (1, 0))
+    before = low.astimezone(zone).utcoffset()
+    while high - low > timedelta(seconds=1):
+        mid = low + (high - low) / 2
+        low, high = (mid, high) if mid.astimezone(zone).utcoffset() == before else (low, mid)
+    return high.replace(microsecond=0)
 
 
 def _exists(naive: datetime, zone: ZoneInfo) -> bool:

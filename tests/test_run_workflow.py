@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from core.config import Settings
 from core.db import Sessions
 from core.models import Job, Run
+from tests.histories import committed, keep
 from tests.http_target import HttpTarget, Received, start_target
 from tests.mirror_rows import add_job
 from worker import WORKFLOWS, build_worker
@@ -28,13 +31,16 @@ HISTORIES: list[WorkflowHistory] = []
 def target() -> Iterator[HttpTarget]:
     target = start_target()
     yield target
-    target.server.shutdown()
+    target.close()
 
 
 @pytest.fixture(scope="module")
-async def task_queue(temporal_client: Client, sessions: Sessions) -> AsyncIterator[str]:
+async def task_queue(
+    temporal_client: Client, sessions: Sessions, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
     queue = f"test-run-{uuid.uuid4().hex[:8]}"
-    async with build_worker(temporal_client, sessions, queue) as worker, worker:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("worker"), allow_private_targets=True)
+    async with build_worker(temporal_client, sessions, queue, settings=settings) as worker, worker:
         yield queue
 
 
@@ -62,6 +68,7 @@ async def run_job(
     handle = await client.start_workflow(JobRunWorkflow.run, spec, id=run_id, task_queue=queue)
     result = await handle.result()
     HISTORIES.append(await handle.fetch_history())
+    await keep(f"http_{result.status}_{result.attempts}", handle)
     return run_id, result
 
 
@@ -131,3 +138,12 @@ async def test_histories_replay_on_current_code():
     replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
     for history in HISTORIES:
         await replayer.replay_workflow(history)
+
+
+@pytest.mark.parametrize("path", committed(), ids=lambda path: path.stem)
+async def test_committed_histories_replay(path: Path):
+    """Histories recorded from earlier code (tests/histories): changing a path without `workflow.patched`
+    makes the replay non-deterministic and fails here."""
+    history = WorkflowHistory.from_json(path.stem, path.read_text())  # noqa: ASYNC240
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)

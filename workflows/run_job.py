@@ -2,27 +2,57 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
+    import email_validator  # noqa: F401  (pydantic's EmailStr imports it lazily, inside the sandbox)
+
     from activities.mirror import RunFinished, RunStarted
-    from workflows.specs import HttpCall, HttpOutcome, RunInput, RunResult
+    from workflows.specs import (
+        EmailAction,
+        EmailNotice,
+        EmailOutcome,
+        EmailSend,
+        HttpCall,
+        HttpOutcome,
+        RunInput,
+        RunNotice,
+        RunResult,
+        WebhookNotice,
+    )
 
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 # Time for a worker to take the task and report back, on top of the action's own timeout.
 ATTEMPT_MARGIN = timedelta(seconds=10)
+# An attempt whose worker stops heartbeating for this long is lost: retried, or for at_most_once failed.
+HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+EMAIL_TIMEOUT = timedelta(seconds=60)
 # Mirror writes retry (Temporal's default policy, no attempt limit) until the database is back.
 MIRROR_TIMEOUT = timedelta(seconds=30)
+# Notifications retry on their own policy; when they give up the run keeps its outcome.
+NOTIFY_TIMEOUT = timedelta(seconds=30)
+NOTIFY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=6,
+    non_retryable_error_types=["TargetRefused", "WebhookRejected", "EmailRejected"],
+)
 
 
 @workflow.defn
 class JobRunWorkflow:
     def __init__(self) -> None:
         self._paused = False
+        self._attempts: workflow.ActivityHandle[Any] | None = None
+        # A pause cancelled the attempts in flight: they resume when the run does (even if it already has).
+        self._paused_attempts = False
 
     @workflow.run
     async def run(self, spec: RunInput) -> RunResult:
@@ -35,33 +65,138 @@ class JobRunWorkflow:
             trigger=spec.trigger,
             scheduled_at=_scheduled_at(info),
             started_at=workflow.now(),
+            fixed_cron=spec.fixed_cron,
         )
-        await workflow.execute_activity("mirror_run_started", started, start_to_close_timeout=MIRROR_TIMEOUT)
-        result = await self._perform(spec, info.workflow_id)
-        finished = RunFinished(run_id=info.workflow_id, finished_at=workflow.now(), result=result)
-        await workflow.execute_activity(
-            "mirror_run_finished", finished, start_to_close_timeout=MIRROR_TIMEOUT
-        )
+        recorded = False
+        try:
+            skip = await workflow.execute_activity(
+                "mirror_run_started", started, start_to_close_timeout=MIRROR_TIMEOUT
+            )
+            recorded = True
+            if skip:  # a fall-back repeat of a fixed time: recorded, not run (no attempt, no notice)
+                result = RunResult(status="cancelled", attempts=0, error=skip)
+                await self._finish(spec, result)
+                return result
+            result = await self._perform(spec, info.workflow_id)
+        except asyncio.CancelledError:
+            # The attempt in flight (if any) is asked to stop after its request; the run ends cancelled.
+            if self._attempts is not None and not self._attempts.done():
+                self._attempts.cancel()
+            if not recorded:  # cancelled while the start was written: write it (again, idempotently)
+                await workflow.execute_activity(
+                    "mirror_run_started", started, start_to_close_timeout=MIRROR_TIMEOUT
+                )
+            await self._finish(spec, RunResult(status="cancelled", attempts=0, error="cancelled"))
+            raise
+        await self._finish(spec, result)
+        await self._notify(spec, result)
         return result
 
     async def _perform(self, spec: RunInput, run_id: str) -> RunResult:
-        await workflow.wait_condition(lambda: not self._paused)
-        call = HttpCall(run_id=run_id, action=spec.action)
+        """All attempts, retried by Temporal; a pause interrupts them between two attempts."""
+        made = 0
+        limit = spec.retry.attempt_limit(spec.guarantee)
+        while True:
+            await workflow.wait_condition(lambda: not self._paused)
+            handle = self._start_attempts(spec, run_id, made)
+            self._attempts = handle
+            await workflow.wait([handle])
+            try:
+                outcome = handle.result()
+            except (ActivityError, asyncio.CancelledError) as exc:
+                if self._paused_attempts and _interrupted(exc):
+                    self._paused_attempts = False
+                    made = await workflow.execute_activity(
+                        "mirror_attempts_made", run_id, result_type=int, start_to_close_timeout=MIRROR_TIMEOUT
+                    )
+                    if made < limit:
+                        continue
+                if isinstance(exc, ActivityError):
+                    return _failure(exc, limit)
+                raise
+            if isinstance(outcome, HttpOutcome):
+                return RunResult(
+                    status="succeeded", attempts=outcome.attempt, http_status=outcome.status_code
+                )
+            return RunResult(status="succeeded", attempts=outcome.attempt)
+
+    def _start_attempts(self, spec: RunInput, run_id: str, made: int) -> workflow.ActivityHandle[Any]:
+        retry = spec.retry.to_temporal(spec.guarantee, attempts_made=made)
+        # Cancelling (pause, cancel) waits until the attempt in progress has reported its outcome.
+        options: dict[str, Any] = {
+            "retry_policy": retry,
+            "heartbeat_timeout": HEARTBEAT_TIMEOUT,
+            "cancellation_type": ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        }
+        if isinstance(spec.action, EmailAction):
+            return workflow.start_activity(
+                "email_send",
+                EmailSend(run_id=run_id, action=spec.action, attempts_made=made),
+                result_type=EmailOutcome,
+                start_to_close_timeout=EMAIL_TIMEOUT,
+                **options,
+            )
+        return workflow.start_activity(
+            "http_call",
+            HttpCall(run_id=run_id, action=spec.action, attempts_made=made),
+            result_type=HttpOutcome,
+            start_to_close_timeout=timedelta(seconds=spec.action.timeout_seconds) + ATTEMPT_MARGIN,
+            **options,
+        )
+
+    async def _finish(self, spec: RunInput, result: RunResult) -> None:
+        finished = RunFinished(
+            run_id=workflow.info().workflow_id, finished_at=workflow.now(), result=result, action=spec.action
+        )
+        await workflow.execute_activity(
+            "mirror_run_finished", finished, start_to_close_timeout=MIRROR_TIMEOUT
+        )
+
+    async def _notify(self, spec: RunInput, result: RunResult) -> None:
+        """Emails and webhook go out side by side; one that gives up is logged, the run keeps its end."""
+        if result.status == "cancelled":
+            return
+        notice = RunNotice(
+            event="run.succeeded" if result.status == "succeeded" else "run.failed",
+            job_id=spec.job_id,
+            job_name=spec.job_name,
+            run_id=workflow.info().workflow_id,
+            owner_id=spec.owner_id,
+            status=result.status,
+            attempts=result.attempts,
+            http_status=result.http_status,
+            error=result.error,
+            finished_at=workflow.now(),
+        )
+        sends = []
+        to = spec.notify.on_success if result.status == "succeeded" else spec.notify.on_failure
+        if to:
+            sends.append(self._send("notify_email", EmailNotice(notice=notice, to=list(to))))
+        if spec.notify.webhook_url is not None:
+            sends.append(
+                self._send("notify_webhook", WebhookNotice(notice=notice, url=str(spec.notify.webhook_url)))
+            )
+        await asyncio.gather(*sends)
+
+    async def _send(self, activity: str, notice: EmailNotice | WebhookNotice) -> None:
         try:
-            outcome = await workflow.execute_activity(
-                "http_call",
-                call,
-                result_type=HttpOutcome,
-                start_to_close_timeout=timedelta(seconds=spec.action.timeout_seconds) + ATTEMPT_MARGIN,
-                retry_policy=spec.retry.to_temporal(spec.guarantee),
+            await workflow.execute_activity(
+                activity,
+                notice,
+                start_to_close_timeout=NOTIFY_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=NOTIFY_RETRY,
             )
         except ActivityError as exc:
-            return _failure(exc, spec)
-        return RunResult(status="succeeded", attempts=outcome.attempt, http_status=outcome.status_code)
+            workflow.logger.warning("%s gave up: %s", activity, exc.cause or exc)
 
     @workflow.signal
     def pause(self) -> None:
+        """Hold the run before its next attempt; the attempt in progress finishes first."""
         self._paused = True
+        if self._attempts is not None and not self._attempts.done():
+            self._paused_attempts = True
+            self._attempts.cancel()
 
     @workflow.signal
     def resume(self) -> None:
@@ -77,18 +212,24 @@ def _scheduled_at(info: workflow.Info) -> datetime:
     return info.typed_search_attributes.get(SCHEDULED_START) or info.start_time
 
 
-def _failure(exc: ActivityError, spec: RunInput) -> RunResult:
+def _interrupted(exc: ActivityError | asyncio.CancelledError) -> bool:
+    """The attempts stopped because the workflow cancelled them (a pause), not because one failed for good."""
+    if isinstance(exc, asyncio.CancelledError):
+        return True
+    return isinstance(exc.cause, CancelledError) or exc.retry_state == RetryState.CANCEL_REQUESTED
+
+
+def _failure(exc: ActivityError, limit: int) -> RunResult:
     """The run's end from the last attempt's error; the activity puts its attempt number in the details."""
     cause = exc.cause
     details = cause.details[0] if isinstance(cause, ApplicationError) and cause.details else {}
-    # No details: the attempt timed out or its worker died, so the outcome of the call is unknown.
-    default_attempts = 1 if spec.guarantee == "at_most_once" else spec.retry.max_attempts
     error = str(cause) if cause is not None else str(exc)
+    # No details: the attempt timed out or its worker died, so the outcome of the call is unknown.
     if not details:
         error = f"outcome unknown: {error}"
     return RunResult(
         status="failed",
-        attempts=int(details.get("attempt", default_attempts)),
+        attempts=int(details.get("attempt", limit)),
         http_status=details.get("http_status"),
         error=error,
     )

