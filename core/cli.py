@@ -1,4 +1,4 @@
-"""The `chronos` command: `chronos worker`, and `chronos dev` (embedded Temporal dev server and a worker)."""
+"""The `chronos` command: `dev` (everything on one machine), `worker`, `api` and `users create`."""
 
 from __future__ import annotations
 
@@ -17,16 +17,18 @@ from core.config import Settings
 from core.temporal import SEARCH_ATTRIBUTES, temporal_binary
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    """Block until the dev server accepts connections, or fail with its exit code."""
+def _wait_for_port(
+    what: str, host: str, port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0
+) -> None:
+    """Block until a child accepts connections, or fail with its exit code."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"the Temporal dev server exited with code {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            raise SystemExit(f"{what} exited with code {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
             return
         time.sleep(0.2)
-    raise SystemExit(f"the Temporal dev server did not open port {port} within {timeout:g} s")
+    raise SystemExit(f"{what} did not open port {port} within {timeout:g} s")
 
 
 def _temporal_dev_server(data_dir: Path, port: int, ui_port: int) -> subprocess.Popen[bytes]:
@@ -49,7 +51,8 @@ def _temporal_dev_server(data_dir: Path, port: int, ui_port: int) -> subprocess.
 
 
 def dev(args: argparse.Namespace) -> int:
-    """Run the dev server and (unless --no-worker) a worker until Ctrl-C or SIGTERM, then stop them all."""
+    """Run the dev server, a worker (unless --no-worker) and the API until Ctrl-C or SIGTERM, then stop
+    them all. The API and worker are child processes, as in production, sharing the data dir."""
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {
@@ -69,9 +72,15 @@ def dev(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        _wait_for_port(args.temporal_port, children[0])
+        _wait_for_port("the Temporal dev server", "127.0.0.1", args.temporal_port, children[0])
         if not args.no_worker:
             children.append(subprocess.Popen([sys.executable, "-m", "core.cli", "worker"], env=env))
+        api = [sys.executable, "-m", "core.cli", "api", "--host", args.host, "--port", str(args.port)]
+        children.append(subprocess.Popen(api, env=env))
+        _wait_for_port("the API", _reachable(args.host), args.port, children[-1])
+        base = f"http://{_reachable(args.host)}:{args.port}"
+        print(f"API:             {base}/api/v1", flush=True)
+        print(f"API docs:        {base}/docs", flush=True)
         print(f"Temporal:        127.0.0.1:{args.temporal_port}", flush=True)
         print(f"Temporal Web UI: http://127.0.0.1:{args.temporal_ui_port}", flush=True)
         print(f"Data dir:        {data_dir}", flush=True)
@@ -89,17 +98,38 @@ def dev(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reachable(host: str) -> str:
+    """Where a local client connects when the API listens on every interface."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run("api.main:create_app", factory=True, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
 def worker(args: argparse.Namespace) -> int:
     from worker import run_worker
 
-    asyncio.run(run_worker(Settings(), concurrency=args.concurrency))
+    overrides = {"worker_metrics_port": args.metrics_port} if args.metrics_port else {}
+    asyncio.run(run_worker(Settings(**overrides), concurrency=args.concurrency))
     return 0
+
+
+def users_create(args: argparse.Namespace) -> int:
+    from core.auth import users_create_command
+
+    return users_create_command(Settings(), args.email, admin=args.admin)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chronos", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    p_dev = commands.add_parser("dev", help="everything on one machine: Temporal dev server and a worker")
+    p_dev = commands.add_parser("dev", help="everything on one machine: Temporal, a worker and the API")
+    p_dev.add_argument("--host", default="127.0.0.1", help="the API's interface")
+    p_dev.add_argument("--port", type=int, default=8000, help="the API's port")
     p_dev.add_argument("--temporal-port", type=int, default=7233)
     p_dev.add_argument("--temporal-ui-port", type=int, default=8233)
     p_dev.add_argument("--data-dir", default=".chronos")
@@ -107,7 +137,19 @@ def main(argv: list[str] | None = None) -> int:
     p_dev.set_defaults(func=dev)
     p_worker = commands.add_parser("worker", help="one worker process on the task queue")
     p_worker.add_argument("--concurrency", type=int, default=100, help="activities run at once")
+    p_worker.add_argument(
+        "--metrics-port", type=int, default=None, help="serve the Temporal SDK's worker metrics on this port"
+    )
     p_worker.set_defaults(func=worker)
+    p_api = commands.add_parser("api", help="the API alone (production: several behind a load balancer)")
+    p_api.add_argument("--host", default="127.0.0.1")
+    p_api.add_argument("--port", type=int, default=8000)
+    p_api.set_defaults(func=api)
+    p_users = commands.add_parser("users", help="manage users").add_subparsers(dest="action", required=True)
+    p_create = p_users.add_parser("create", help="create a user; the password is read from stdin or prompted")
+    p_create.add_argument("email")
+    p_create.add_argument("--admin", action="store_true", help="give the admin role")
+    p_create.set_defaults(func=users_create)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 
 class ChronosError(Exception):
     status = 500
@@ -10,6 +13,61 @@ class ChronosError(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+    def extra(self) -> dict[str, Any]:
+        """Members added to the problem document beside type, title, status and detail."""
+        return {}
+
+
+class NotFound(ChronosError):
+    """Also what a user gets for another user's job: they never learn it exists."""
+
+    status = 404
+    title = "Not found"
+
+
+class Conflict(ChronosError):
+    status = 409
+    title = "Conflict"
+
+
+class Invalid(ChronosError):
+    """A request that parsed but breaks a rule; `errors` names the fields as validation errors do."""
+
+    status = 422
+    title = "Invalid request"
+
+    def __init__(self, detail: str, loc: Sequence[str | int] = ()) -> None:
+        super().__init__(detail)
+        self.loc = list(loc)
+
+    def extra(self) -> dict[str, Any]:
+        return {"errors": [{"loc": self.loc, "msg": self.detail}]} if self.loc else {}
+
+
+class Unauthorized(ChronosError):
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(ChronosError):
+    status = 403
+    title = "Forbidden"
+
+
+class OAuthError(ChronosError):
+    """A token-endpoint failure: RFC 6749 section 5.2 `error` code inside the problem document."""
+
+    status = 400
+    title = "OAuth2 error"
+
+    def __init__(self, error: str, detail: str, status: int = 400) -> None:
+        super().__init__(detail)
+        self.error = error
+        self.status = status
+
+    def extra(self) -> dict[str, Any]:
+        return {"error": self.error, "error_description": self.detail}
 
 
 class Unavailable(ChronosError):

@@ -11,6 +11,7 @@ from typing import TypeVar
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.errors import Unavailable
@@ -32,9 +33,12 @@ def temporal_binary() -> str:
     return str(path)
 
 
-async def connect(address: str, namespace: str) -> Client:
-    """The client every Chronos process uses: pydantic payloads so API models and workflow inputs match."""
-    return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
+async def connect(address: str, namespace: str, runtime: Runtime | None = None) -> Client:
+    """The client every Chronos process uses: pydantic payloads so API models and workflow inputs match.
+    A worker passes a `runtime` that serves the SDK's metrics."""
+    return await Client.connect(
+        address, namespace=namespace, data_converter=pydantic_data_converter, runtime=runtime
+    )
 
 
 class TemporalGateway:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 import pytest
@@ -12,9 +12,13 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from api.main import create_app
 from core.config import Settings
 from core.db import Sessions, create_schema, make_engine, make_sessions
-from core.temporal import SEARCH_ATTRIBUTES, temporal_binary
+from core.temporal import SEARCH_ATTRIBUTES, TemporalGateway, temporal_binary
+from tests.api_client import ApiClient, app_settings, serve
+from tests.http_target import HttpTarget, start_target
+from worker import build_worker
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -74,3 +78,30 @@ async def db_engine(
 @pytest.fixture(scope="session")
 def sessions(db_engine: AsyncEngine) -> Sessions:
     return make_sessions(db_engine)
+
+
+@pytest.fixture(scope="session")
+def target() -> Iterator[HttpTarget]:
+    """One local HTTP server for the session; tests use their own paths on it."""
+    target = start_target()
+    yield target
+    target.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def api(
+    db_engine: AsyncEngine,
+    sessions: Sessions,
+    temporal_client: Client,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[ApiClient]:
+    """The REST API on the session's database and Temporal server, with a worker on its own task queue."""
+    queue = f"api-{uuid.uuid4().hex[:8]}"
+    settings = app_settings(db_engine, tmp_path_factory.mktemp("api"), task_queue=queue)
+    app = create_app(settings, TemporalGateway.of(temporal_client))
+    async with (
+        build_worker(temporal_client, sessions, queue, settings=settings) as worker,
+        worker,
+        serve(app) as client,
+    ):
+        yield client

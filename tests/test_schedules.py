@@ -16,8 +16,10 @@ from temporalio.client import (
     ScheduleState,
 )
 
+from activities.mirror import RunStarted
 from core.schedules import CronSchedule, IntervalSchedule, OnceSchedule, next_runs, temporal_spec
 from core.schedules import Schedule as UserSchedule
+from workflows.specs import FixedCron, Trigger
 
 SCHEDULE = TypeAdapter(UserSchedule)
 
@@ -125,3 +127,29 @@ def test_invalid_schedules_say_where_and_why(body, where, says):
 def test_next_runs_are_utc():
     schedule = CronSchedule(cron="@daily", timezone="Europe/Berlin")
     assert next_runs(schedule, [datetime(2030, 1, 1, 23, tzinfo=UTC)]) == [z("2030-01-01T23:00:00Z")]
+
+
+def _fire(at: datetime, rule: FixedCron | None, trigger: Trigger = "schedule") -> RunStarted:
+    return RunStarted(
+        run_id="r",
+        temporal_run_id="t",
+        job_id="j",
+        owner_id="o",
+        trigger=trigger,
+        scheduled_at=at,
+        started_at=at,
+        fixed_cron=rule,
+    )
+
+
+def test_a_run_at_a_repeated_fall_back_time_is_skipped() -> None:
+    """`30 1 * * *` in New York: 01:30 happens twice on 2026-11-01; the second fire ends as a skip."""
+    rule = FixedCron(cron="30 1 * * *", timezone="America/New_York")
+    first, second = datetime(2026, 11, 1, 5, 30, tzinfo=UTC), datetime(2026, 11, 1, 6, 30, tzinfo=UTC)
+    assert _fire(first, rule).skip_reason() is None
+    reason = _fire(second, rule).skip_reason()
+    assert reason == "skipped: 01:30:00 already ran on 2026-11-01 (daylight-saving fall-back)"
+    assert _fire(second, rule, trigger="manual").skip_reason() is None
+    assert _fire(second, None).skip_reason() is None
+    stepped = FixedCron(cron="*/30 * * * *", timezone="America/New_York")
+    assert _fire(second, stepped).skip_reason() is None  # wildcard hours run by elapsed time

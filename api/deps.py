@@ -1,0 +1,90 @@
+"""The API's dependencies, defined once as `Annotated` aliases that routes name in their signatures."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import OAuth2PasswordBearer, SecurityScopes
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from core.auth import SCOPES, Principal, decode_access_token
+from core.config import Settings
+from core.db import Sessions
+from core.dead_letters import DeadLetterService
+from core.errors import Forbidden, Unauthorized
+from core.jobs import JobService
+from core.runs import RunService
+from core.temporal import TemporalGateway
+
+# The token URL makes the Authorize button of /docs run the OAuth2 password grant.
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", scopes=SCOPES, auto_error=False)
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_sessions(request: Request) -> Sessions:
+    sessions: Sessions = request.app.state.sessions
+    return sessions
+
+
+def get_temporal(request: Request) -> TemporalGateway:
+    gateway: TemporalGateway = request.app.state.temporal
+    return gateway
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionsDep = Annotated[Sessions, Depends(get_sessions)]
+TemporalDep = Annotated[TemporalGateway, Depends(get_temporal)]
+
+
+async def get_session(sessions: SessionsDep) -> AsyncIterator[AsyncSession]:
+    async with sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def current_principal(
+    scopes: SecurityScopes, settings: SettingsDep, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> Principal:
+    """The caller from a valid access token; 401 without one, 403 when it lacks a required scope."""
+    if not token:
+        raise Unauthorized("a bearer token is required")
+    principal = decode_access_token(settings, token)
+    missing = [s for s in scopes.scopes if s not in principal.scopes]
+    if missing:
+        raise Forbidden(f"this token lacks the scope {' '.join(missing)}")
+    return principal
+
+
+CurrentUser = Annotated[Principal, Security(current_principal)]
+Reader = Annotated[Principal, Security(current_principal, scopes=["jobs:read"])]
+Writer = Annotated[Principal, Security(current_principal, scopes=["jobs:write"])]
+Admin = Annotated[Principal, Security(current_principal, scopes=["admin"])]
+
+
+def get_jobs(settings: SettingsDep, sessions: SessionsDep, temporal: TemporalDep) -> JobService:
+    return JobService(settings, sessions, temporal)
+
+
+JobServiceDep = Annotated[JobService, Depends(get_jobs)]
+
+
+def get_runs(settings: SettingsDep, sessions: SessionsDep, temporal: TemporalDep) -> RunService:
+    return RunService(settings, sessions, temporal)
+
+
+RunServiceDep = Annotated[RunService, Depends(get_runs)]
+
+
+def get_dead_letters(sessions: SessionsDep, jobs: JobServiceDep) -> DeadLetterService:
+    return DeadLetterService(sessions, jobs)
+
+
+DeadLetterServiceDep = Annotated[DeadLetterService, Depends(get_dead_letters)]

@@ -1,0 +1,42 @@
+"""Dead-letter and stats routes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from api.deps import DeadLetterServiceDep, Reader, SessionsDep, Writer
+from api.schemas import DeadLetterPublic, Page, RunPublic, Stats
+from core.stats import stats
+
+router = APIRouter(tags=["dead letters and stats"])
+
+
+@router.get("/dead-letters", response_model=Page[DeadLetterPublic])
+async def list_dead_letters(
+    user: Reader,
+    letters: DeadLetterServiceDep,
+    job_id: str | None = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Page[DeadLetterPublic]:
+    """Runs that failed for good, newest first: yours, or everyone's for admins."""
+    return await letters.find(user, job_id, page, limit)
+
+
+@router.post("/dead-letters/{letter_id}/replay", status_code=202, response_model=RunPublic)
+async def replay_dead_letter(letter_id: str, user: Writer, letters: DeadLetterServiceDep) -> RunPublic:
+    """Start a new run of the job (trigger `replay`) and settle the dead letter."""
+    return await letters.replay(user, letter_id)
+
+
+@router.delete("/dead-letters/{letter_id}", status_code=204, response_class=Response)
+async def discard_dead_letter(letter_id: str, user: Writer, letters: DeadLetterServiceDep) -> None:
+    await letters.discard(user, letter_id)
+
+
+@router.get("/stats", response_model=Stats)
+async def get_stats(user: Reader, sessions: SessionsDep) -> Stats:
+    """Jobs by state; runs by status, success rate, duration p50/p95 and retries, last hour and day."""
+    return await stats(sessions, user)

@@ -1,0 +1,96 @@
+"""Job routes: each one names its inputs and hands them to the job service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+
+from api.deps import JobServiceDep, Reader, Writer
+from api.schemas import (
+    JobCreate,
+    JobPublic,
+    JobState,
+    JobUpdate,
+    Page,
+    PauseRequest,
+    Preview,
+    PreviewRequest,
+    RunPublic,
+)
+
+router = APIRouter(tags=["jobs"])
+
+PageNo = Annotated[int, Query(ge=1, description="1-based page number")]
+Limit = Annotated[int, Query(ge=1, le=100, description="items per page")]
+
+
+@router.post("/jobs", status_code=201, response_model=JobPublic)
+async def create_job(
+    body: JobCreate,
+    user: Writer,
+    jobs: JobServiceDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobPublic:
+    """Create a job; an `Idempotency-Key` makes a retried submit return the first answer."""
+    return await jobs.create(user, body, idempotency_key)
+
+
+@router.get("/jobs", response_model=Page[JobPublic])
+async def list_jobs(
+    user: Reader,
+    jobs: JobServiceDep,
+    state: JobState | None = None,
+    q: Annotated[str | None, Query(max_length=200, description="part of the name")] = None,
+    page: PageNo = 1,
+    limit: Limit = 20,
+) -> Page[JobPublic]:
+    return await jobs.find(user, state, q, page, limit)
+
+
+@router.get("/jobs/{job_id}", response_model=JobPublic)
+async def get_job(job_id: str, user: Reader, jobs: JobServiceDep) -> JobPublic:
+    return await jobs.get(user, job_id)
+
+
+@router.patch("/jobs/{job_id}", response_model=JobPublic)
+async def update_job(job_id: str, body: JobUpdate, user: Writer, jobs: JobServiceDep) -> JobPublic:
+    """Change fields in place; a new schedule rewrites the Temporal schedule without losing its state."""
+    return await jobs.update(user, job_id, body)
+
+
+@router.delete("/jobs/{job_id}", status_code=204, response_class=Response)
+async def delete_job(job_id: str, user: Writer, jobs: JobServiceDep) -> None:
+    await jobs.delete(user, job_id)
+
+
+@router.post("/jobs/{job_id}/pause", response_model=JobPublic)
+async def pause_job(
+    job_id: str, user: Writer, jobs: JobServiceDep, body: PauseRequest | None = None
+) -> JobPublic:
+    """No run starts while paused; runs in flight make no further attempt until resumed."""
+    return await jobs.pause(user, job_id, body.note if body else None)
+
+
+@router.post("/jobs/{job_id}/resume", response_model=JobPublic)
+async def resume_job(job_id: str, user: Writer, jobs: JobServiceDep) -> JobPublic:
+    """Paused runs continue; fires missed while paused are not made up."""
+    return await jobs.resume(user, job_id)
+
+
+@router.post("/jobs/{job_id}/trigger", status_code=202, response_model=RunPublic)
+async def trigger_job(job_id: str, user: Writer, jobs: JobServiceDep) -> RunPublic:
+    """Run now, whatever the schedule says, also while paused."""
+    return await jobs.trigger(user, job_id)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobPublic)
+async def cancel_job(job_id: str, user: Writer, jobs: JobServiceDep) -> JobPublic:
+    """No further runs; runs in flight are cancelled."""
+    return await jobs.cancel(user, job_id)
+
+
+@router.post("/schedules/preview", response_model=Preview)
+async def preview_schedule(body: PreviewRequest, user: Reader, jobs: JobServiceDep) -> Preview:
+    """Validate a schedule and see its next fire times and description without saving anything."""
+    return await jobs.preview(body)

@@ -1,0 +1,29 @@
+"""Operations endpoints outside /api/v1: liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import SessionsDep, SettingsDep, TemporalDep
+from api.errors import problem
+from core.health import readiness
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """The process is up (no dependency is checked)."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", response_model=None)
+async def ready(
+    settings: SettingsDep, sessions: SessionsDep, temporal: TemporalDep
+) -> JSONResponse | dict[str, str]:
+    """Database and Temporal reachable and a worker polling the task queue; 503 with the reason otherwise."""
+    reason = await readiness(settings, sessions, temporal)
+    if reason:
+        return problem(503, "Not ready", reason)
+    return {"status": "ready"}

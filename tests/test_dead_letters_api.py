@@ -1,0 +1,55 @@
+"""Dead letters and stats through the API: a run that fails for good is listed, replayed and discarded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.api_client import ApiClient, expect
+from tests.http_target import HttpTarget
+from tests.test_jobs_api import create, finished_runs, http_job, path
+from tests.waiting import eventually
+
+
+async def dead_letters(user: Any, **params: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = expect(await user.get("/dead-letters", params=params), 200)["items"]
+    return items
+
+
+async def test_failed_run_becomes_a_dead_letter_that_replays(api: ApiClient, target: HttpTarget) -> None:
+    alice, bob = await api.authed_user(), await api.authed_user()
+    route = path()
+    target.script(route, [404, 200])  # 404 is not retried: the run fails after one attempt
+    job = await create(alice, http_job(target.url(route), {"type": "immediate"}))
+    [run] = await finished_runs(alice, job["id"], 1)
+    assert (run["status"], run["attempts"]) == ("failed", 1)
+    assert "404" in run["error"]
+    [letter] = await eventually(lambda: dead_letters(alice, job_id=job["id"]), "the dead letter")
+    assert (letter["run_id"], letter["attempts"]) == (run["id"], 1)
+    assert await dead_letters(bob) == []
+    expect(await bob.post(f"/dead-letters/{letter['id']}/replay"), 404)
+
+    replay = expect(await alice.post(f"/dead-letters/{letter['id']}/replay"), 202)
+    assert replay["trigger"] == "replay" and replay["job_id"] == job["id"]
+    runs = await finished_runs(alice, job["id"], 2)
+    assert {r["id"]: r["status"] for r in runs}[replay["id"]] == "succeeded"
+    assert await dead_letters(alice, job_id=job["id"]) == []
+
+    admin = await api.authed_admin()
+    stats = expect(await alice.get("/stats"), 200)
+    assert stats["last_hour"]["runs"] == {"failed": 1, "succeeded": 1}
+    assert stats["last_hour"]["success_rate"] == 0.5 and stats["dead_letters"] == 0
+    assert stats["jobs"] == {"completed": 1}
+    assert expect(await bob.get("/stats"), 200)["last_day"]["runs"] == {}
+    everyone = expect(await admin.get("/stats"), 200)
+    assert sum(everyone["last_day"]["runs"].values()) >= 2
+
+
+async def test_discarded_dead_letter_is_gone(api: ApiClient, target: HttpTarget) -> None:
+    alice = await api.authed_user()
+    route = path()
+    target.script(route, [400])
+    job = await create(alice, http_job(target.url(route), {"type": "immediate"}))
+    [letter] = await eventually(lambda: dead_letters(alice, job_id=job["id"]), "the dead letter")
+    expect(await alice.delete(f"/dead-letters/{letter['id']}"), 204)
+    assert await dead_letters(alice) == []
+    expect(await alice.delete(f"/dead-letters/{letter['id']}"), 404)

@@ -1,0 +1,433 @@
+"""Jobs and runs through the REST API, with a real worker, Temporal server, database and HTTP target."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from temporalio.client import Client, ScheduleActionStartWorkflow
+
+from api.main import create_app
+from core.temporal import TemporalGateway
+from tests.api_client import ApiClient, AuthedClient, app_settings, expect, serve
+from tests.http_target import HttpTarget
+from tests.waiting import eventually
+from workflows.specs import FixedCron, RunInput
+
+FAST_RETRY = {
+    "max_attempts": 3,
+    "backoff": "fixed",
+    "initial_interval_seconds": 0.1,
+    "max_interval_seconds": 0.1,
+}
+
+
+def path() -> str:
+    return f"/{uuid.uuid4().hex[:10]}"
+
+
+def http_job(url: str, schedule: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "name": "test job",
+        "schedule": schedule,
+        "action": {"type": "http", "method": "POST", "url": url, "body": {"hello": "world"}},
+        "retry_policy": FAST_RETRY,
+        **extra,
+    }
+
+
+async def create(user: AuthedClient, body: dict[str, Any]) -> dict[str, Any]:
+    job: dict[str, Any] = expect(await user.post("/jobs", json=body), 201)
+    return job
+
+
+async def runs_of(user: AuthedClient, job_id: str, **params: Any) -> list[dict[str, Any]]:
+    page = expect(await user.get(f"/jobs/{job_id}/runs", params=params), 200)
+    items: list[dict[str, Any]] = page["items"]
+    return items
+
+
+async def finished_runs(user: AuthedClient, job_id: str, n: int) -> list[dict[str, Any]]:
+    async def done() -> list[dict[str, Any]] | None:
+        runs = [r for r in await runs_of(user, job_id) if r["finished_at"]]
+        return runs if len(runs) >= n else None
+
+    return await eventually(done, f"{n} finished runs of job {job_id}")
+
+
+def calls(target: HttpTarget, route: str) -> int:
+    return len(target.requests[route])
+
+
+async def test_immediate_job_runs_once_and_is_recorded(api: ApiClient, target: HttpTarget) -> None:
+    alice = await api.authed_user()
+    route = path()
+    job = await create(alice, http_job(target.url(route), {"type": "immediate"}))
+    assert job["state"] == "running" and job["next_runs"] == []
+    assert "ChronosJobId" in job["temporal"]["ui_url"]
+    [run] = await finished_runs(alice, job["id"], 1)
+    assert (run["status"], run["trigger"], run["attempts"]) == ("succeeded", "immediate", 1)
+    received = target.requests[route][0]
+    assert received.headers["Idempotency-Key"] == run["id"]
+    assert received.body == b'{"hello":"world"}' or b'"hello"' in received.body
+    detail = expect(await alice.get(f"/runs/{run['id']}"), 200)
+    assert detail["temporal"]["workflow_id"] == run["id"]
+    assert detail["temporal"]["ui_url"].endswith("/history")
+    job = expect(await alice.get(f"/jobs/{job['id']}"), 200)
+    assert job["state"] == "completed"
+    assert job["last_run"]["id"] == run["id"]
+
+
+async def test_cron_job_with_seconds_fires_and_lists_next_runs(api: ApiClient, target: HttpTarget) -> None:
+    alice = await api.authed_user()
+    route = path()
+    job = await create(alice, http_job(target.url(route), {"type": "cron", "cron": "*/1 * * * * *"}))
+    assert job["state"] == "scheduled"
+    upcoming = [datetime.fromisoformat(t) for t in job["next_runs"]]
+    assert len(upcoming) == 5 and upcoming == sorted(upcoming)
+    assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(upcoming))
+    assert job["temporal"]["schedule_id"] == f"job-{job['id']}"
+    runs = await finished_runs(alice, job["id"], 2)
+    assert {r["trigger"] for r in runs} == {"schedule"}
+    assert all(r["status"] == "succeeded" for r in runs)
+    expect(await alice.delete(f"/jobs/{job['id']}"), 204)
+
+
+async def test_five_field_cron_compiles_to_calendars(api: ApiClient, temporal_client: Client) -> None:
+    alice = await api.authed_user()
+    body = http_job(
+        "http://example.org/x", {"type": "cron", "cron": "0 9 13 * 5", "timezone": "Europe/Berlin"}
+    )
+    job = await create(alice, body)
+    described = await temporal_client.get_schedule_handle(job["temporal"]["schedule_id"]).describe()
+    spec = described.schedule.spec
+    assert spec.cron_expressions == [] and len(spec.calendars) == 2  # POSIX OR: day 13, or Friday
+    action = described.schedule.action
+    assert isinstance(action, ScheduleActionStartWorkflow)
+    [spec_input] = await temporal_client.data_converter.decode(action.args, [RunInput])
+    assert spec_input.fixed_cron == FixedCron(cron="0 9 13 * 5", timezone="Europe/Berlin")
+    assert (spec_input.job_id, spec_input.trigger) == (job["id"], "schedule")
+    for at in job["next_runs"]:
+        local = datetime.fromisoformat(at).astimezone(ZoneInfo("Europe/Berlin"))
+        assert (local.hour, local.minute) == (9, 0) and (local.day == 13 or local.weekday() == 4)
+
+
+async def test_interval_job_fires(api: ApiClient, target: HttpTarget) -> None:
+    alice = await api.authed_user()
+    route = path()
+    job = await create(alice, http_job(target.url(route), {"type": "interval", "every_seconds": 1}))
+    await finished_runs(alice, job["id"], 2)
+    expect(await alice.post(f"/jobs/{job['id']}/cancel"), 200)
+
+
+async def test_once_job_fires_once_and_keeps_its_record(api: ApiClient, target: HttpTarget) -> None:
+    alice = await api.authed_user()
+    route = path()
+    run_at = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0)
+    job = await create(alice, http_job(target.url(route), {"type": "once", "run_at": run_at.isoformat()}))
+    assert [datetime.fromisoformat(t) for t in job["next_runs"]] == [run_at]
+    [run] = await finished_runs(alice, job["id"], 1)
+    assert run["status"] == "succeeded"
+    assert datetime.fromisoformat(run["scheduled_at"]) == run_at
+    job = await eventually(lambda: _state(alice, job["id"], "completed"), "the one-time job to be completed")
+    assert job["next_runs"] == []
+
+
+async def _state(user: AuthedClient, job_id: str, state: str) -> dict[str, Any] | None:
+    job: dict[str, Any] = expect(await user.get(f"/jobs/{job_id}"), 200)
+    return job if job["state"] == state else None
+
+
+async def test_pause_stops_firing_and_resume_restarts(
+    api: ApiClient, target: HttpTarget, temporal_client: Client
+) -> None:
+    alice = await api.authed_user()
+    route = path()
+    job = await create(alice, http_job(target.url(route), {"type": "cron", "cron": "* * * * * *"}))
+    await eventually(lambda: calls(target, route) >= 1, "a first call")
+    paused = expect(await alice.post(f"/jobs/{job['id']}/pause", json={"note": "maintenance"}), 200)
+    assert paused["paused"] is True and paused["state"] == "paused"
+    assert len(paused["next_runs"]) == 5  # still read back while paused
+    described = await temporal_client.get_schedule_handle(f"job-{job['id']}").describe()
+    assert described.schedule.state.paused and described.schedule.state.note == "maintenance"
+    await finished_runs(alice, job["id"], 1)  # a run that started before the pause may still finish
+    before = calls(target, route)
+    with pytest.raises(AssertionError):  # nothing fires for two seconds
+        await eventually(lambda: calls(target, route) > before + 1, "a call while paused", within=2)
+    resumed = expect(await alice.post(f"/jobs/{job['id']}/resume"), 200)
+    assert resumed["paused"] is False
+    await eventually(lambda: calls(target, route) > before + 1, "calls after resume")
+    expect(await alice.delete(f"/jobs/{job['id']}"), 204)
+
+
+async def test_delete_stops_firing_and_hides_the_job(
+    api: ApiClient, target: HttpTarget, temporal_client: Client
+) -> None:
+    alice = await api.authed_user()
+    route = path()
+    job = await create(alice, http_job(target.url(route), {"type": "cron", "cron": "* * * * * *"}))
+    await eventually(lambda: calls(target, route) >= 1, "a first call")
+    expect(await alice.delete(f"/jobs/{job['id']}"), 204)
+    expect(await alice.get(f"/jobs/{job['id']}"), 404)
+    schedules = [s.id async for s in await temporal_client.list_schedules()]
+    assert f"job-{job['id']}" not in schedules
+    admin = await api.authed_admin()
+    assert await runs_of(admin, job["id"]), "an admin still reads a deleted job's runs"
+    expect(await alice.get(f"/jobs/{job['id']}/runs"), 404)
+
+
+async def test_trigger_runs_now_even_while_paused(api: ApiClient, target: HttpTarget) -> None:
+    alice = await api.authed_user()
+    route = path()
+    job = await create(alice, http_job(target.url(route), {"type": "cron", "cron": "0 0 1 1 *"}, paused=True))
+    assert job["state"] == "paused"
+    run = expect(await alice.post(f"/jobs/{job['id']}/trigger"), 202)
+    assert run["trigger"] == "manual" and run["status"] in ("scheduled", "running", "succeeded")
+    assert run["id"].startswith(f"job-{job['id']}-manual-")
+    [done] = await finished_runs(alice, job["id"], 1)
+    assert done["id"] == run["id"] and done["status"] == "succeeded"
+
+
+async def test_patch_reschedules_in_place(api: ApiClient, temporal_client: Client) -> None:
+    alice = await api.authed_user()
+    job = await create(alice, http_job("http://example.org/x", {"type": "cron", "cron": "0 0 12 * * ?"}))
+    changed = expect(
+        await alice.patch(
+            f"/jobs/{job['id']}",
+            json={"name": "renamed", "schedule": {"type": "cron", "cron": "0 30 6 * * MON-FRI"}},
+        ),
+        200,
+    )
+    assert changed["name"] == "renamed" and changed["schedule"]["cron"] == "0 30 6 * * MON-FRI"
+    for at in changed["next_runs"]:
+        moment = datetime.fromisoformat(at)
+        assert (moment.hour, moment.minute, moment.second) == (6, 30, 0) and moment.weekday() < 5
+    described = await temporal_client.get_schedule_handle(f"job-{job['id']}").describe()
+    assert [c.comment for c in described.schedule.spec.calendars] == ["0 30 6 * * MON-FRI"]
+    assert described.info.last_updated_at is not None  # the same schedule, updated
+
+
+async def test_users_see_only_their_own_jobs(api: ApiClient, target: HttpTarget) -> None:
+    alice, bob = await api.authed_user(), await api.authed_user()
+    job = await create(alice, http_job(target.url(path()), {"type": "immediate"}))
+    [run] = await finished_runs(alice, job["id"], 1)
+    for method, url in [
+        ("GET", f"/jobs/{job['id']}"),
+        ("PATCH", f"/jobs/{job['id']}"),
+        ("DELETE", f"/jobs/{job['id']}"),
+        ("POST", f"/jobs/{job['id']}/pause"),
+        ("POST", f"/jobs/{job['id']}/trigger"),
+        ("GET", f"/jobs/{job['id']}/runs"),
+        ("GET", f"/runs/{run['id']}"),
+        ("POST", f"/runs/{run['id']}/cancel"),
+    ]:
+        answer = await bob.request(method, url, json={} if method == "PATCH" else None)
+        assert answer.status_code == 404, (method, url, answer.text)
+    assert expect(await bob.get("/jobs"), 200)["total"] == 0
+    mine = expect(await alice.get("/jobs"), 200)
+    assert [j["id"] for j in mine["items"]] == [job["id"]]
+    admin = await api.authed_admin()
+    assert expect(await admin.get(f"/jobs/{job['id']}"), 200)["owner_id"] == alice.id
+
+
+async def test_list_paginates_and_filters(api: ApiClient) -> None:
+    alice = await api.authed_user()
+    ids = []
+    for i in range(5):
+        body = http_job("http://example.org/x", {"type": "cron", "cron": "@daily"}, paused=i % 2 == 0)
+        body["name"] = f"report {i}"
+        ids.append((await create(alice, body))["id"])
+    page = expect(await alice.get("/jobs", params={"limit": 2, "page": 2}), 200)
+    assert (page["total"], page["page"], page["limit"]) == (5, 2, 2)
+    assert [j["id"] for j in page["items"]] == list(reversed(ids))[2:4]
+    paused = expect(await alice.get("/jobs", params={"state": "paused"}), 200)
+    assert paused["total"] == 3
+    named = expect(await alice.get("/jobs", params={"q": "REPORT 3"}), 200)
+    assert [j["id"] for j in named["items"]] == [ids[3]]
+    bad = expect(await alice.get("/jobs", params={"state": "sleeping"}), 422)
+    assert bad["errors"][0]["loc"] == ["query", "state"]
+
+
+async def test_secret_headers_are_masked(api: ApiClient) -> None:
+    alice = await api.authed_user()
+    body = http_job("http://example.org/x", {"type": "cron", "cron": "@hourly"})
+    body["action"]["headers"] = {
+        "Authorization": "Bearer s3cr3t-t0ken-value-123",
+        "Content-Type": "text/plain",
+    }
+    job = await create(alice, body)
+    headers = job["action"]["headers"]
+    assert headers["Content-Type"] == "text/plain"
+    assert "s3cr3t" not in headers["Authorization"] and headers["Authorization"].endswith("-123")
+
+
+@pytest.mark.parametrize(
+    ("schedule", "loc", "words"),
+    [
+        (
+            {"type": "cron", "cron": "0 25 * * *"},
+            ["body", "schedule", "cron"],
+            "hour: 25 is out of range",
+        ),
+        (
+            {"type": "cron", "cron": "@daily", "timezone": "Mars/Base"},
+            ["body", "schedule", "timezone"],
+            "Mars",
+        ),
+        ({"type": "once", "run_at": "2030-01-01T10:00:00"}, ["body", "schedule", "run_at"], "timezone"),
+        ({"type": "interval", "every_seconds": 0}, ["body", "schedule", "every_seconds"], "greater"),
+        ({"type": "weekly"}, ["body", "schedule"], "type"),
+    ],
+)
+async def test_invalid_schedules_name_the_field(
+    api: ApiClient, schedule: dict[str, Any], loc: list[str], words: str
+) -> None:
+    alice = await api.authed_user()
+    problem = expect(await alice.post("/jobs", json=http_job("http://example.org/x", schedule)), 422)
+    assert problem["status"] == 422 and problem["title"]
+    assert problem["errors"][0]["loc"][: len(loc)] == loc, problem
+    assert words.lower() in problem["errors"][0]["msg"].lower(), problem
+    assert expect(await alice.get("/jobs"), 200)["total"] == 0
+
+
+async def test_bad_requests_are_problems(api: ApiClient) -> None:
+    alice = await api.authed_user()
+    bad_url = http_job("not a url", {"type": "immediate"})
+    problem = expect(await alice.post("/jobs", json=bad_url), 422)
+    assert problem["errors"][0]["loc"] == ["body", "action", "http", "url"] or problem["errors"][0]["loc"][
+        :3
+    ] == [
+        "body",
+        "action",
+        "url",
+    ]
+    malformed = await alice.post("/jobs", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert malformed.status_code == 400 and malformed.headers["content-type"] == "application/problem+json"
+    huge = http_job("http://example.org/x", {"type": "immediate"})
+    huge["action"]["body"] = {"blob": "x" * 2_000_000}
+    assert (await alice.post("/jobs", json=huge)).status_code == 413
+    missing = await alice.get("/jobs/nope")
+    assert missing.status_code == 404 and missing.json()["detail"] == "job nope not found"
+    anonymous = await api.get("/jobs")
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == "Bearer"
+    reader = await api.authed_user(scope="jobs:read")
+    assert (
+        await reader.post("/jobs", json=http_job("http://example.org/x", {"type": "immediate"}))
+    ).status_code == 403
+    assert expect(await alice.get("/jobs"), 200)["total"] == 0
+
+
+async def test_idempotency_key_returns_the_first_job(api: ApiClient) -> None:
+    alice = await api.authed_user()
+    body = http_job("http://example.org/x", {"type": "cron", "cron": "@daily"})
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    first = expect(await alice.post("/jobs", json=body, headers=key), 201)
+    again = expect(await alice.post("/jobs", json=body, headers=key), 201)
+    assert again["id"] == first["id"]
+    other = expect(await alice.post("/jobs", json={**body, "name": "other"}, headers=key), 409)
+    assert "Idempotency-Key" in other["detail"]
+    assert expect(await alice.get("/jobs"), 200)["total"] == 1
+
+
+async def test_preview_describes_without_saving(api: ApiClient) -> None:
+    alice = await api.authed_user()
+    body = {
+        "schedule": {"type": "cron", "cron": "0 15 10 ? * FRI#3", "timezone": "Europe/Berlin"},
+        "count": 3,
+        "after": "2026-11-24T00:00:00Z",
+    }
+    preview = expect(await alice.post("/schedules/preview", json=body), 200)
+    assert preview["dialect"] == "spring"
+    assert preview["description"] == "at 10:15:00 on the third Friday of every month, Europe/Berlin"
+    assert preview["next_runs"] == ["2026-12-18T09:15:00Z", "2027-01-15T09:15:00Z", "2027-02-19T09:15:00Z"]
+    assert expect(await alice.get("/jobs"), 200)["total"] == 0
+
+
+async def test_temporal_down_is_503_and_creates_nothing(
+    db_engine: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    settings = app_settings(db_engine, tmp_path_factory.mktemp("down"))
+    down = TemporalGateway("127.0.0.1:1", "default", timeout=2)
+    async with serve(create_app(settings, down)) as api:
+        alice = await api.authed_user()
+        answer = await alice.post(
+            "/jobs", json=http_job("http://example.org/x", {"type": "cron", "cron": "@daily"})
+        )
+        problem = expect(answer, 503)
+        assert "unreachable" in problem["detail"]
+        assert expect(await alice.get("/jobs"), 200)["total"] == 0
+        ready = await api.request("GET", "http://chronos.test/ready")
+        assert ready.status_code == 503 and "Temporal" in ready.json()["detail"]
+
+
+async def test_ready_once_a_worker_polls(api: ApiClient) -> None:
+    health = expect(await api.request("GET", "http://chronos.test/health"), 200)
+    assert health == {"status": "ok"}
+    ready = await eventually(lambda: _ready(api), "the API to see the worker polling its task queue")
+    assert ready == {"status": "ready"}
+
+
+async def _ready(api: ApiClient) -> dict[str, Any] | None:
+    answer = await api.request("GET", "http://chronos.test/ready")
+    return answer.json() if answer.status_code == 200 else None
+
+
+async def test_overlap_window_and_jitter_reach_the_schedule(api: ApiClient, temporal_client: Client) -> None:
+    alice = await api.authed_user()
+    start, end = datetime(2030, 1, 1, tzinfo=UTC), datetime(2030, 6, 1, tzinfo=UTC)
+    for policy in ("skip", "buffer_one", "buffer_all", "cancel_other", "terminate_other", "allow_all"):
+        schedule = {
+            "type": "interval",
+            "every_seconds": 3600,
+            "start_at": start.isoformat(),
+            "end_at": end.isoformat(),
+            "jitter_seconds": 30,
+        }
+        job = await create(alice, http_job("http://example.org/x", schedule, overlap_policy=policy))
+        described = await temporal_client.get_schedule_handle(f"job-{job['id']}").describe()
+        assert described.schedule.policy.overlap.name == policy.upper()
+        assert described.schedule.policy.catchup_window == timedelta(seconds=300)
+        spec = described.schedule.spec
+        assert (spec.start_at, spec.end_at, spec.jitter) == (start, end, timedelta(seconds=30))
+        assert datetime.fromisoformat(job["next_runs"][0]) >= start
+
+
+async def test_paused_run_makes_no_further_attempt_until_resumed(api: ApiClient, target: HttpTarget) -> None:
+    alice = await api.authed_user()
+    route = path()
+    target.script(route, [500, 200])
+    retry = {"max_attempts": 3, "backoff": "fixed", "initial_interval_seconds": 2, "max_interval_seconds": 2}
+    job = await create(alice, {**http_job(target.url(route), {"type": "immediate"}), "retry_policy": retry})
+    await eventually(lambda: calls(target, route) == 1, "the first, failing attempt")
+    run_id = job["last_run"]["id"]
+    expect(await alice.post(f"/runs/{run_id}/pause"), 202)
+    with pytest.raises(AssertionError):  # the retry due after 2 s does not come while paused
+        await eventually(lambda: calls(target, route) > 1, "a retry while paused", within=4)
+    expect(await alice.post(f"/runs/{run_id}/resume"), 202)
+    [run] = await finished_runs(alice, job["id"], 1)
+    assert (run["status"], run["attempts"], calls(target, route)) == ("succeeded", 2, 2)
+
+
+async def test_private_and_metadata_targets_are_refused_at_submit(
+    api: ApiClient, db_engine: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    alice = await api.authed_user()  # this app allows private targets, as `chronos dev` does
+    metadata = http_job("http://169.254.169.254/latest/meta-data", {"type": "immediate"})
+    problem = expect(await alice.post("/jobs", json=metadata), 422)
+    assert problem["errors"] == [
+        {"loc": ["body", "action", "url"], "msg": "169.254.169.254 is a cloud metadata address"}
+    ]
+    settings = app_settings(db_engine, tmp_path_factory.mktemp("strict"), allow_private_targets=False)
+    async with serve(create_app(settings, TemporalGateway("127.0.0.1:1", "default"))) as strict:
+        bob = await strict.authed_user()
+        for url, words in [("http://127.0.0.1:8080/x", "loopback"), ("http://10.1.2.3/x", "private")]:
+            problem = expect(await bob.post("/jobs", json=http_job(url, {"type": "immediate"})), 422)
+            assert words in problem["detail"], problem
+        hook = http_job("https://example.org/x", {"type": "cron", "cron": "@daily"})
+        hook["notify"] = {"webhook_url": "http://192.168.1.1/hook"}
+        problem = expect(await bob.post("/jobs", json=hook), 422)
+        assert problem["errors"][0]["loc"] == ["body", "notify", "webhook_url"]
