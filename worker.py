@@ -17,13 +17,17 @@ from activities.email import EmailActivities, Mailer
 from activities.http import HttpActivities
 from activities.mirror import MirrorActivities
 from activities.notify import NotifyActivities
+from activities.reconcile import reconcile_activities
 from core.config import Settings, get_settings
 from core.db import Sessions, create_schema, make_engine, make_sessions
+from core.metrics import worker_runtime
+from core.reconcile import ensure_reconcile_schedule
 from core.targets import TargetGuard
 from core.temporal import connect
+from workflows.reconcile import RECONCILE_WORKFLOWS
 from workflows.run_job import JobRunWorkflow
 
-WORKFLOWS = [JobRunWorkflow]
+WORKFLOWS = [JobRunWorkflow, *RECONCILE_WORKFLOWS]
 # On SIGTERM, attempts in progress get this long to finish before their tasks go back to the queue.
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
 
@@ -57,6 +61,7 @@ async def build_worker(
                 mirror.run_finished,
                 notify.email,
                 notify.webhook,
+                *reconcile_activities(settings, sessions),
             ],
             max_concurrent_activities=concurrency,
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
@@ -65,7 +70,8 @@ async def build_worker(
 
 async def run_worker(settings: Settings | None = None, concurrency: int = 100) -> None:
     settings = settings or get_settings()
-    client = await connect(settings.temporal_address, settings.temporal_namespace)
+    runtime = worker_runtime(settings.worker_metrics_port) if settings.worker_metrics_port else None
+    client = await connect(settings.temporal_address, settings.temporal_namespace, runtime=runtime)
     engine = make_engine(settings)
     await create_schema(engine)
     if settings.smtp_url is None:
@@ -80,6 +86,7 @@ async def run_worker(settings: Settings | None = None, concurrency: int = 100) -
             build_worker(client, sessions, settings.task_queue, concurrency, settings) as worker,
             worker,
         ):
+            await ensure_reconcile_schedule(client, settings)  # and a first pass at every start
             await stop.wait()  # leaving the worker's context shuts it down gracefully
     finally:
         await engine.dispose()

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
-from api.routes import auth, dead_letters, jobs, ops, runs
+from api.routes import auth, dead_letters, jobs, metrics, ops, runs
 from core.config import Settings, get_settings
 from core.db import create_schema, make_engine, make_sessions
 from core.temporal import TemporalGateway
@@ -43,4 +43,5 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
     for router in (auth.router, jobs.router, runs.router, dead_letters.router):
         app.include_router(router, prefix="/api/v1")
     app.include_router(ops.router)
+    app.include_router(metrics.router)
     return app

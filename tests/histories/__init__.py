@@ -1,4 +1,4 @@
-"""Committed JobRunWorkflow histories: the replay test proves the current code still replays each of them.
+"""Committed workflow histories: the replay test proves the current code still replays each of them.
 
 Run the suite with `CHRONOS_RECORD_HISTORIES=1` to (re)write them after a deliberate, patched change.
 """

@@ -1,0 +1,246 @@
+"""Reconciliation activities: repair the drift that crashes and hand edits leave between mirror and Temporal.
+
+A job's row and its Temporal Schedule are written in two steps, and a run is closed in the mirror by an
+activity of its own workflow; a crash between the steps, a schedule deleted in the Web UI or a terminated
+workflow leaves the two apart. Each activity repairs one slice (a range of job ids, a page of open runs),
+so 10,000 jobs make many small heartbeating activities instead of one giant one, and repeating any of them
+changes nothing that is already right.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from sqlalchemy import update
+from sqlmodel import col, select
+from temporalio import activity
+from temporalio.client import Client, ScheduleAlreadyRunningError, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.mirror import MirrorActivities, RunFinished
+from core.config import Settings
+from core.db import Sessions
+from core.jobs import ACTIVE_RUNS, create_schedule, schedule_id, timed_schedule
+from core.models import Job, Run, utcnow
+from core.schedules import OnceSchedule
+from workflows.run_job import JobRunWorkflow
+from workflows.specs import RunResult
+
+FixKind = Literal["schedule_recreated", "orphan_schedule_deleted", "run_closed", "job_completed"]
+# Prometheus name of the fixes counter, served with the SDK's metrics on the worker's metrics port.
+FIXES_METRIC = "chronos_reconcile_fixes_total"
+SCHEDULE_PREFIX = schedule_id("")
+# Younger things may be mid-creation (a job's schedule exists before its row commits; a run's row before
+# its workflow starts): reconciliation leaves them to the next pass.
+GRACE = timedelta(minutes=3)
+RUNS_PER_PAGE = 200
+ENDED: dict[WorkflowExecutionStatus, Literal["failed", "cancelled"]] = {
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.TERMINATED: "failed",
+    WorkflowExecutionStatus.TIMED_OUT: "failed",
+    WorkflowExecutionStatus.CANCELED: "cancelled",
+}
+
+
+class Shard(BaseModel):
+    """Jobs whose id is in [low, high) (high None: no upper end), and the schedules named after them."""
+
+    low: str
+    high: str | None = None
+    grace_seconds: float = GRACE.total_seconds()
+
+    def query(self) -> str:
+        """Temporal's schedule visibility filter for the shard: schedule ids sort as their job ids do."""
+        query = f'ScheduleId >= "{schedule_id(self.low)}"'
+        if self.high is not None:
+            query += f' AND ScheduleId < "{schedule_id(self.high)}"'
+        return query
+
+    def holds(self, sid: str) -> bool:
+        """Whether a listed schedule is a job's and in the shard: the visibility query only narrows the
+        listing (the dev server's, given STARTS_WITH as well, returned ids outside the range)."""
+        job_id = sid.removeprefix(SCHEDULE_PREFIX)
+        return (
+            sid.startswith(SCHEDULE_PREFIX)
+            and job_id >= self.low
+            and (self.high is None or job_id < self.high)
+        )
+
+
+# Job ids are hex: sixteen shards split them evenly, and the first and last are open-ended so that
+# a schedule with any other name still falls in one.
+_BOUNDS = "123456789abcdef"
+SHARDS = [Shard(low=low, high=high) for low, high in zip(["", *_BOUNDS], [*_BOUNDS, None], strict=True)]
+
+
+class RunsPage(BaseModel):
+    """Open runs after this run id, in id order."""
+
+    after: str | None = None
+    grace_seconds: float = GRACE.total_seconds()
+
+
+class RunsPass(BaseModel):
+    fixes: dict[str, int]
+    next_page: RunsPage | None
+
+
+def needs_schedule(job: Job, now: datetime) -> bool:
+    """A live timed job needs a schedule while Temporal could still fire it: a one-time job until its
+    run_at, a recurring one until its end_at."""
+    timed = timed_schedule(job)
+    if isinstance(timed, OnceSchedule):
+        return timed.run_at > now
+    return timed.end_at is None or timed.end_at > now
+
+
+def recurring_ended(job: Job, now: datetime) -> bool:
+    """A recurring job waiting for a fire that its end_at rules out: Job.run_ended's rule, with no run."""
+    if job.state != "scheduled":
+        return False
+    timed = timed_schedule(job)
+    return not isinstance(timed, OnceSchedule) and timed.end_at is not None and timed.end_at <= now
+
+
+class ReconcileActivities:
+    def __init__(self, settings: Settings, sessions: Sessions) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.mirror = MirrorActivities(sessions)
+
+    @activity.defn(name="reconcile_schedules")
+    async def schedules(self, shard: Shard) -> dict[str, int]:
+        """Recreate missing schedules of the shard's live jobs, delete schedules no live job owns, and
+        complete recurring jobs past their end_at."""
+        fixes: Counter[str] = Counter()
+        client = activity.client()
+        # Schedules first, then jobs: a job committed in between is seen with its schedule.
+        listed = {s.id async for s in await client.list_schedules(shard.query()) if shard.holds(s.id)}
+        now = utcnow()
+        async with self.sessions() as session:
+            query = select(Job).where(
+                col(Job.deleted_at).is_(None), col(Job.state) != "cancelled", col(Job.id) >= shard.low
+            )
+            if shard.high is not None:
+                query = query.where(col(Job.id) < shard.high)
+            jobs = [job for job in await session.exec(query) if job.schedule.get("type") != "immediate"]
+            for job in jobs:
+                if not recurring_ended(job, now):
+                    continue
+                # Only if still waiting: a pause or an edit since the read wins.
+                done = await session.exec(
+                    update(Job)
+                    .where(col(Job.id) == job.id, col(Job.state) == "scheduled")
+                    .values(state="completed", updated_at=now)
+                )
+                if done.rowcount:
+                    _fixed(fixes, "job_completed", f"job {job.id} is past its end_at: completed")
+            await session.commit()
+        for job in jobs:
+            activity.heartbeat()
+            if schedule_id(job.id) not in listed and needs_schedule(job, now):
+                await self._recreate(client, job, fixes)
+        owned = {schedule_id(job.id) for job in jobs}
+        for orphan in sorted(listed - owned):
+            activity.heartbeat()
+            await self._delete_orphan(client, orphan, now - timedelta(seconds=shard.grace_seconds), fixes)
+        return dict(fixes)
+
+    async def _recreate(self, client: Client, job: Job, fixes: Counter[str]) -> None:
+        try:
+            await create_schedule(client, self.settings, job)
+        except ScheduleAlreadyRunningError:
+            return  # the listing lagged behind a schedule created a moment ago
+        _fixed(fixes, "schedule_recreated", f"job {job.id}: schedule {schedule_id(job.id)} was missing")
+
+    async def _delete_orphan(
+        self, client: Client, sid: str, born_before: datetime, fixes: Counter[str]
+    ) -> None:
+        handle = client.get_schedule_handle(sid)
+        try:
+            created = (await handle.describe()).info.created_at
+            if created > born_before:
+                return
+            await handle.delete()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return
+            raise
+        _fixed(fixes, "orphan_schedule_deleted", f"schedule {sid} had no live job: deleted")
+
+    @activity.defn(name="reconcile_runs")
+    async def runs(self, page: RunsPage) -> RunsPass:
+        """Close the page's open runs whose workflow ended (or never began) without telling the mirror."""
+        fixes: Counter[str] = Counter()
+        client = activity.client()
+        async with self.sessions() as session:
+            query = select(Run.id, Run.created_at).where(col(Run.status).in_(ACTIVE_RUNS))
+            if page.after is not None:
+                query = query.where(col(Run.id) > page.after)
+            rows = list(await session.exec(query.order_by(col(Run.id)).limit(RUNS_PER_PAGE)))
+        born_before = utcnow() - timedelta(seconds=page.grace_seconds)
+        for run_id, created_at in rows:
+            activity.heartbeat()
+            ended = await _ended(client, run_id, lost=created_at <= born_before)
+            if ended is None or not await self._still_open(run_id):
+                continue
+            await self.mirror.run_finished(RunFinished(run_id=run_id, finished_at=ended[0], result=ended[1]))
+            how = ended[1].error or "from its workflow's result"
+            _fixed(fixes, "run_closed", f"run {run_id} closed as {ended[1].status}: {how}")
+        more = len(rows) == RUNS_PER_PAGE
+        return RunsPass(
+            fixes=dict(fixes),
+            next_page=page.model_copy(update={"after": rows[-1][0]}) if more else None,
+        )
+
+    async def _still_open(self, run_id: str) -> bool:
+        """The workflow may have recorded its end since the page was read."""
+        async with self.sessions() as session:
+            run = await session.get(Run, run_id)
+            return run is not None and run.status in ACTIVE_RUNS
+
+
+async def _ended(client: Client, run_id: str, lost: bool) -> tuple[datetime, RunResult] | None:
+    """When and how the run's workflow ended, or None while it runs (or may still be starting)."""
+    handle = client.get_workflow_handle_for(JobRunWorkflow.run, run_id)
+    try:
+        described = await handle.describe()
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        if not lost:
+            return None
+        return utcnow(), _closed("failed", "not found")
+    status, finished_at = described.status, described.close_time or utcnow()
+    if status == WorkflowExecutionStatus.COMPLETED:
+        try:
+            return finished_at, await handle.result(follow_runs=False)
+        except RPCError:  # the history is gone (retention): the run did complete
+            return finished_at, RunResult(status="succeeded", attempts=0)
+    if status is None or status not in ENDED:
+        return None
+    return finished_at, _closed(ENDED[status], status.name.lower())
+
+
+def _closed(status: Literal["failed", "cancelled"], how: str) -> RunResult:
+    # attempts=0: the mirror keeps the count of the attempts it recorded.
+    return RunResult(status=status, attempts=0, error=f"closed by reconciliation: workflow {how}")
+
+
+def _fixed(fixes: Counter[str], kind: FixKind, message: str) -> None:
+    """One log line and one count per repair."""
+    activity.logger.warning("reconcile %s: %s", kind, message)
+    fixes[kind] += 1
+    activity.metric_meter().create_counter(FIXES_METRIC, "drift repaired by reconciliation").add(
+        1, {"kind": kind}
+    )
+
+
+def reconcile_activities(settings: Settings, sessions: Sessions) -> list[Callable[..., Any]]:
+    """The activities a worker registers next to ReconcileWorkflow."""
+    reconcile = ReconcileActivities(settings, sessions)
+    return [reconcile.schedules, reconcile.runs]

@@ -1,0 +1,296 @@
+"""Reconciliation: drift made by hand in Temporal or in the mirror is repaired by a ReconcileWorkflow pass."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlmodel import col, select, update
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleCalendarSpec,
+    ScheduleOverlapPolicy,
+    ScheduleRange,
+    ScheduleSpec,
+    ScheduleState,
+)
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import Worker
+
+from activities.reconcile import reconcile_activities
+from core.config import Settings
+from core.db import Sessions
+from core.jobs import schedule_id
+from core.metrics import worker_runtime
+from core.models import DeadLetter, Job, Run, new_id, utcnow
+from core.reconcile import RECONCILE_SCHEDULE_ID, ensure_reconcile_schedule
+from tests.api_client import ApiClient, AuthedClient, expect
+from tests.histories import keep
+from tests.http_target import HttpTarget
+from tests.waiting import eventually
+from workflows.reconcile import RECONCILE_WORKFLOWS, ReconcileInput, ReconcileWorkflow
+from workflows.run_job import JobRunWorkflow
+from workflows.specs import HttpAction, RunInput
+
+YEARLY = {"type": "cron", "cron": "0 0 1 1 *"}  # never fires while the tests run
+
+
+@dataclass
+class Reconciler:
+    """A worker running only reconciliation, on its own queue, with the SDK's metrics on its own port."""
+
+    client: Client
+    queue: str
+    metrics_url: str
+
+    async def run(self, **options: Any) -> dict[str, int]:
+        handle = await self.client.start_workflow(
+            ReconcileWorkflow.run,
+            ReconcileInput(**options),
+            id=f"reconcile-test-{uuid.uuid4().hex[:8]}",
+            task_queue=self.queue,
+        )
+        result = await handle.result()
+        await keep("reconcile_pass", handle)
+        return result
+
+    async def scrape(self) -> str:
+        async with httpx.AsyncClient() as http:
+            return (await http.get(self.metrics_url)).text
+
+    async def fixes_counted(self, kind: str) -> float:
+        text = await self.scrape()
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "chronos_reconcile_fixes_total" and sample.labels.get("kind") == kind
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+async def reconciler(
+    api: ApiClient, sessions: Sessions, temporal_client: Client
+) -> AsyncIterator[Reconciler]:
+    """Reconciles the API fixture's mirror: recreated schedules start runs on the API worker's queue."""
+    port = free_port()
+    client = await Client.connect(
+        temporal_client.service_client.config.target_host,
+        namespace=temporal_client.namespace,
+        data_converter=pydantic_data_converter,
+        runtime=worker_runtime(port, host="127.0.0.1"),
+    )
+    queue = f"reconcile-{uuid.uuid4().hex[:8]}"
+    activities = reconcile_activities(api.settings, sessions)
+    async with Worker(client, task_queue=queue, workflows=RECONCILE_WORKFLOWS, activities=activities):
+        yield Reconciler(client, queue, f"http://127.0.0.1:{port}/metrics")
+
+
+async def create_job(user: AuthedClient, target: HttpTarget, schedule: dict[str, Any]) -> dict[str, Any]:
+    body = {
+        "name": "reconciled",
+        "schedule": schedule,
+        "action": {"type": "http", "method": "POST", "url": target.url(f"/{uuid.uuid4().hex[:10]}")},
+    }
+    job: dict[str, Any] = expect(await user.post("/jobs", json=body), 201)
+    return job
+
+
+async def exists(client: Client, sid: str) -> bool:
+    try:
+        await client.get_schedule_handle(sid).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+async def test_schedule_deleted_in_temporal_is_recreated(
+    api: ApiClient, temporal_client: Client, reconciler: Reconciler, target: HttpTarget
+) -> None:
+    alice = await api.authed_user()
+    job = await create_job(alice, target, YEARLY)
+    paused = await create_job(alice, target, YEARLY)
+    expect(await alice.post(f"/jobs/{paused['id']}/pause", json={"note": "holiday"}), 200)
+    sids = [schedule_id(job["id"]), schedule_id(paused["id"])]
+    for sid in sids:
+        await temporal_client.get_schedule_handle(sid).delete()
+    assert expect(await alice.get(f"/jobs/{job['id']}"), 200)["next_runs"] == []
+    counted_before = await reconciler.fixes_counted("schedule_recreated")
+
+    fixes = await reconciler.run()
+
+    assert fixes["schedule_recreated"] >= 2
+    again = expect(await alice.get(f"/jobs/{job['id']}"), 200)
+    assert again["next_runs"] == job["next_runs"] != []
+    restored = await temporal_client.get_schedule_handle(schedule_id(paused["id"])).describe()
+    assert restored.schedule.state.paused and restored.schedule.state.note == "holiday"
+    action = restored.schedule.action
+    assert isinstance(action, ScheduleActionStartWorkflow) and action.task_queue == api.settings.task_queue
+
+    async def counted() -> bool:
+        return await reconciler.fixes_counted("schedule_recreated") >= counted_before + 2
+
+    seen: bool = await eventually(counted, "the fixes counted on the worker's metrics port")
+    assert seen
+    assert "temporal_worker_task_slots_available" in await reconciler.scrape()  # the SDK's own worker metrics
+
+    # A second pass leaves them alone: the schedules are still the ones the first pass made.
+    made = {sid: (await temporal_client.get_schedule_handle(sid).describe()).info.created_at for sid in sids}
+    await reconciler.run()
+    for sid, created_at in made.items():
+        assert (await temporal_client.get_schedule_handle(sid).describe()).info.created_at == created_at
+
+
+async def test_orphan_schedule_is_removed_once_past_the_grace(
+    api: ApiClient, temporal_client: Client, reconciler: Reconciler, target: HttpTarget
+) -> None:
+    alice = await api.authed_user()
+    owned = await create_job(alice, target, YEARLY)
+    orphan = schedule_id(new_id())
+    spec = RunInput(job_id="gone", owner_id="nobody", action=HttpAction(url=target.url("/orphan")))
+    await temporal_client.create_schedule(
+        orphan,
+        Schedule(
+            action=ScheduleActionStartWorkflow(JobRunWorkflow.run, spec, id=orphan, task_queue="nobody"),
+            spec=ScheduleSpec(calendars=[ScheduleCalendarSpec(month=[ScheduleRange(1)])]),
+            state=ScheduleState(paused=True),
+        ),
+    )
+
+    await reconciler.run()  # too young: it may belong to a job whose row is not committed yet
+    assert await exists(temporal_client, orphan)
+
+    fixes = await reconciler.run(grace_seconds=0)
+
+    assert fixes["orphan_schedule_deleted"] >= 1
+    assert not await exists(temporal_client, orphan)
+    assert await exists(temporal_client, schedule_id(owned["id"]))
+
+
+async def test_runs_whose_workflow_ended_unrecorded_are_closed(
+    api: ApiClient, temporal_client: Client, sessions: Sessions, reconciler: Reconciler, target: HttpTarget
+) -> None:
+    alice = await api.authed_user()
+    job = await create_job(alice, target, YEARLY)
+    spec = RunInput(job_id=job["id"], owner_id=alice.id, action=HttpAction(url=target.url("/reconciled")))
+
+    def run_id() -> str:
+        return f"job-{job['id']}-manual-{uuid.uuid4().hex[:8]}"
+
+    # Completed, but its end never reached the mirror.
+    completed = run_id()
+    result = await temporal_client.execute_workflow(
+        JobRunWorkflow.run, spec, id=completed, task_queue=api.settings.task_queue
+    )
+    # Terminated before any worker took it.
+    terminated = run_id()
+    handle = await temporal_client.start_workflow(
+        JobRunWorkflow.run, spec, id=terminated, task_queue=f"nobody-{uuid.uuid4().hex[:8]}"
+    )
+    await handle.terminate("by hand")
+    # Rows whose workflow never started: one long ago (lost), one a moment ago (maybe still starting).
+    lost, starting = run_id(), run_id()
+    long_ago = utcnow() - timedelta(minutes=10)
+    async with sessions() as session:
+        await session.exec(
+            update(Run).where(col(Run.id) == completed).values(status="running", finished_at=None)
+        )
+        for rid, created in ((terminated, utcnow()), (lost, long_ago), (starting, utcnow())):
+            session.add(
+                Run(
+                    id=rid,
+                    job_id=job["id"],
+                    owner_id=alice.id,
+                    status="running" if rid == terminated else "scheduled",
+                    trigger="manual",
+                    started_at=created,
+                    created_at=created,
+                )
+            )
+        await session.commit()
+
+    fixes = await reconciler.run()
+
+    assert fixes["run_closed"] >= 3
+    async with sessions() as session:
+        runs = {r.id: r for r in await session.exec(select(Run).where(col(Run.job_id) == job["id"]))}
+        letters = {
+            d.run_id for d in await session.exec(select(DeadLetter).where(DeadLetter.job_id == job["id"]))
+        }
+    closed = runs[completed]
+    assert (closed.status, closed.attempts, closed.error) == (result.status, result.attempts, result.error)
+    assert runs[completed].finished_at is not None
+    assert (runs[terminated].status, runs[terminated].error) == (
+        "failed",
+        "closed by reconciliation: workflow terminated",
+    )
+    assert runs[terminated].finished_at is not None and runs[terminated].duration_ms is not None
+    assert (runs[lost].status, runs[lost].error) == ("failed", "closed by reconciliation: workflow not found")
+    assert runs[starting].status == "scheduled" and runs[starting].finished_at is None
+    assert letters == {terminated, lost} | ({completed} if result.status == "failed" else set())
+
+
+async def test_workers_ensure_the_reconcile_schedule_and_start_a_pass(
+    temporal_client: Client, reconciler: Reconciler
+) -> None:
+    settings = Settings(task_queue=reconciler.queue, reconcile_every_seconds=3600)
+    handle = await ensure_reconcile_schedule(temporal_client, settings)
+    try:
+        query = (
+            f'WorkflowType = "ReconcileWorkflow" AND TaskQueue = "{reconciler.queue}" '
+            f'AND WorkflowId STARTS_WITH "{RECONCILE_SCHEDULE_ID}-" AND ExecutionStatus = "Completed"'
+        )
+
+        async def passed() -> list[Any]:
+            return [w async for w in temporal_client.list_workflows(query)]
+
+        passes: list[Any] = await eventually(passed, "a pass started by the reconcile schedule", within=60)
+        assert passes  # at once, not an hour later
+        await handle.pause(note="operator")
+        await ensure_reconcile_schedule(
+            temporal_client, settings.model_copy(update={"reconcile_every_seconds": 120}), run_now=False
+        )
+        described = await handle.describe()
+        assert [i.every for i in described.schedule.spec.intervals] == [timedelta(seconds=120)]
+        assert described.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
+        assert described.schedule.state.paused and described.schedule.state.note == "operator"
+    finally:
+        await handle.delete()
+
+
+async def test_recurring_job_past_its_end_is_completed_without_a_schedule(
+    api: ApiClient, temporal_client: Client, sessions: Sessions, reconciler: Reconciler, target: HttpTarget
+) -> None:
+    alice = await api.authed_user()
+    job = await create_job(alice, target, YEARLY)
+    sid = schedule_id(job["id"])
+    await temporal_client.get_schedule_handle(sid).delete()
+    ended = {**YEARLY, "end_at": (utcnow() - timedelta(minutes=1)).isoformat()}
+    async with sessions() as session:
+        await session.exec(update(Job).where(col(Job.id) == job["id"]).values(schedule=ended))
+        await session.commit()
+
+    fixes = await reconciler.run()
+
+    assert fixes["job_completed"] >= 1
+    assert expect(await alice.get(f"/jobs/{job['id']}"), 200)["state"] == "completed"
+    assert not await exists(temporal_client, sid)  # nothing left for it to fire

@@ -1,0 +1,59 @@
+"""ReconcileWorkflow: one pass of drift repair, started by its own Temporal Schedule (`chronos-reconcile`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.reconcile import GRACE, SHARDS, RunsPage, RunsPass
+
+# A slice that fails is retried a little, then left to the next pass a minute later.
+SLICE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+SLICE_TIMEOUT = timedelta(minutes=5)
+HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+
+
+class ReconcileInput(BaseModel):
+    """The schedule starts passes with the defaults; an operator's manual pass may shorten the grace."""
+
+    grace_seconds: float = GRACE.total_seconds()
+
+
+@workflow.defn
+class ReconcileWorkflow:
+    @workflow.run
+    async def run(self, spec: ReconcileInput) -> dict[str, int]:
+        """Every shard of jobs and schedules, then every page of open runs; the fixes counted by kind."""
+        fixes: Counter[str] = Counter()
+        for shard in SHARDS:
+            fixes.update(
+                await workflow.execute_activity(
+                    "reconcile_schedules",
+                    shard.model_copy(update={"grace_seconds": spec.grace_seconds}),
+                    result_type=dict[str, int],
+                    start_to_close_timeout=SLICE_TIMEOUT,
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                    retry_policy=SLICE_RETRY,
+                )
+            )
+        page: RunsPage | None = RunsPage(grace_seconds=spec.grace_seconds)
+        while page is not None:
+            done = await workflow.execute_activity(
+                "reconcile_runs",
+                page,
+                result_type=RunsPass,
+                start_to_close_timeout=SLICE_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=SLICE_RETRY,
+            )
+            fixes.update(done.fixes)
+            page = done.next_page
+        return dict(fixes)
+
+
+RECONCILE_WORKFLOWS = [ReconcileWorkflow]
