@@ -23,7 +23,7 @@ from worker import build_worker
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-def _postgres_reachable() -> bool:
+def postgres_reachable() -> bool:
     try:
         psycopg.connect(POSTGRES, connect_timeout=2).close()
     except psycopg.OperationalError:
@@ -62,7 +62,7 @@ async def db_engine(
         yield engine
         await engine.dispose()
         return
-    if not _postgres_reachable():
+    if not postgres_reachable():
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
     name = f"chronos_test_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(POSTGRES, autocommit=True) as admin:

@@ -23,6 +23,11 @@ async def test_failed_run_becomes_a_dead_letter_that_replays(api: ApiClient, tar
     [run] = await finished_runs(alice, job["id"], 1)
     assert (run["status"], run["attempts"]) == ("failed", 1)
     assert "404" in run["error"]
+    [attempt] = expect(await alice.get(f"/runs/{run['id']}"), 200)["attempt_history"]
+    assert (attempt["number"], attempt["status"], attempt["http_status"]) == (1, "failed", 404)
+    logs = [line["message"] for line in expect(await alice.get(f"/runs/{run['id']}/logs"), 200)["items"]]
+    assert any("HTTP 404" in m for m in logs) and any("not retryable" in m for m in logs), logs
+    expect(await bob.get(f"/runs/{run['id']}/logs"), 404)
     [letter] = await eventually(lambda: dead_letters(alice, job_id=job["id"]), "the dead letter")
     assert (letter["run_id"], letter["attempts"]) == (run["id"], 1)
     assert await dead_letters(bob) == []

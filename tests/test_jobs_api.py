@@ -8,12 +8,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 from temporalio.client import Client, ScheduleActionStartWorkflow
 
 from api.main import create_app
+from core.config import Settings
 from core.temporal import TemporalGateway
 from tests.api_client import ApiClient, AuthedClient, app_settings, expect, serve
+from tests.conftest import POSTGRES, postgres_reachable
 from tests.http_target import HttpTarget
 from tests.waiting import eventually
 from workflows.specs import FixedCron, RunInput
@@ -431,3 +434,46 @@ async def test_private_and_metadata_targets_are_refused_at_submit(
         hook["notify"] = {"webhook_url": "http://192.168.1.1/hook"}
         problem = expect(await bob.post("/jobs", json=hook), 422)
         assert problem["errors"][0]["loc"] == ["body", "notify", "webhook_url"]
+
+
+async def test_not_ready_while_no_worker_polls(
+    db_engine: Any, tmp_path_factory: pytest.TempPathFactory, temporal_client: Client
+) -> None:
+    settings = app_settings(db_engine, tmp_path_factory.mktemp("idle"), task_queue=f"idle-{uuid.uuid4().hex}")
+    async with serve(create_app(settings, TemporalGateway.of(temporal_client))) as idle:
+        answer = await idle.request("GET", "http://chronos.test/ready")
+        assert answer.status_code == 503
+        assert answer.json()["detail"] == f"no worker is polling the task queue '{settings.task_queue}'"
+
+
+async def test_database_outage_is_503_and_recovers(
+    tmp_path_factory: pytest.TempPathFactory, temporal_client: Client
+) -> None:
+    """PostgreSQL refusing connections mid-flight: the API answers 503 with a reason, then recovers."""
+    if not postgres_reachable():
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    name = f"chronos_outage_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("outage"), database_url=POSTGRES.rsplit("/", 1)[0] + f"/{name}"
+    )
+    try:
+        async with serve(create_app(settings, TemporalGateway.of(temporal_client))) as api:
+            alice = await api.authed_user()
+            assert expect(await alice.get("/jobs"), 200)["total"] == 0
+            with psycopg.connect(POSTGRES, autocommit=True) as admin:
+                admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false")
+                admin.execute(
+                    f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+                )
+            problem = expect(await alice.get("/jobs"), 503)
+            assert problem["detail"] == "the database is unreachable; try again shortly"
+            ready = await api.request("GET", "http://chronos.test/ready")
+            assert ready.status_code == 503 and "database" in ready.json()["detail"]
+            with psycopg.connect(POSTGRES, autocommit=True) as admin:
+                admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")
+            assert expect(await alice.get("/jobs"), 200)["total"] == 0
+    finally:
+        with psycopg.connect(POSTGRES, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")

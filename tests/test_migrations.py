@@ -24,7 +24,7 @@ from sqlmodel import SQLModel, select
 from core import models
 from core.config import Settings
 from core.db import alembic_config, create_schema, make_engine, make_sessions
-from tests.conftest import POSTGRES, _postgres_reachable
+from tests.conftest import POSTGRES, postgres_reachable
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -33,7 +33,7 @@ def fresh_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
     if request.param == "sqlite":
         yield Settings(data_dir=tmp_path)
         return
-    if not _postgres_reachable():
+    if not postgres_reachable():
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
     name = f"chronos_migrate_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(POSTGRES, autocommit=True) as admin:
