@@ -146,10 +146,14 @@ class EmailActivities:
         action: EmailAction = req.action
         prefix = f"{req.run_id}:email"
         recipients = ", ".join([*action.to, *action.cc])
-        await self.recorder.attempt_started(
-            req.run_id,
-            number,
-            LogLine(f"{prefix}:{number}:started", "info", f"attempt {number} started: email to {recipients}"),
+        await heartbeating(
+            self.recorder.attempt_started(
+                req.run_id,
+                number,
+                LogLine(
+                    f"{prefix}:{number}:started", "info", f"attempt {number} started: email to {recipients}"
+                ),
+            )
         )
         message = self.mailer.compose(
             req.run_id, list(action.to), action.subject, action.body, action.html, list(action.cc)
@@ -169,13 +173,15 @@ class EmailActivities:
             )
         else:
             line = failure_line(prefix, info, error, number)
-        await self.recorder.attempt_finished(
-            req.run_id,
-            number,
-            status="failed" if error else "succeeded",
-            duration_ms=duration_ms,
-            lines=[line],
-            error=error.message if error else None,
+        await heartbeating(
+            self.recorder.attempt_finished(
+                req.run_id,
+                number,
+                status="failed" if error else "succeeded",
+                duration_ms=duration_ms,
+                lines=[line],
+                error=error.message if error else None,
+            )
         )
         if error is not None:
             raise error

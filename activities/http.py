@@ -53,14 +53,16 @@ class HttpActivities:
         number = req.attempts_made + info.attempt
         action = req.action
         prefix = f"{req.run_id}:http"
-        await self.recorder.attempt_started(
-            req.run_id,
-            number,
-            LogLine(
-                f"{prefix}:{number}:started",
-                "info",
-                f"attempt {number} started: {action.method} {action.url}",
-            ),
+        await heartbeating(
+            self.recorder.attempt_started(
+                req.run_id,
+                number,
+                LogLine(
+                    f"{prefix}:{number}:started",
+                    "info",
+                    f"attempt {number} started: {action.method} {action.url}",
+                ),
+            )
         )
         # Every attempt of one run carries the same key, so targets can deduplicate retries.
         headers = {"Idempotency-Key": req.run_id, **action.headers}
@@ -93,14 +95,16 @@ class HttpActivities:
             )
         if error is not None:
             lines.append(failure_line(prefix, info, error, number))
-        await self.recorder.attempt_finished(
-            req.run_id,
-            number,
-            status="failed" if error else "succeeded",
-            duration_ms=duration_ms,
-            lines=lines,
-            http_status=status,
-            error=error.message if error else None,
+        await heartbeating(
+            self.recorder.attempt_finished(
+                req.run_id,
+                number,
+                status="failed" if error else "succeeded",
+                duration_ms=duration_ms,
+                lines=lines,
+                http_status=status,
+                error=error.message if error else None,
+            )
         )
         if error is not None:
             raise error
