@@ -21,3 +21,11 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# Every target of issue 7, Chronos beside bare Temporal on one dev server each; about 8 minutes on 2 cores.
+bench: $(STAMP)
+	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.lateness
+	$(BIN)/python -m bench.schedules
+	$(BIN)/python -m bench.api_latency --seconds 5
+	$(BIN)/python -m bench.workers

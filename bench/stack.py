@@ -1,0 +1,361 @@
+"""What every benchmark starts: a Temporal dev server, the HTTP target, Chronos workers and API, the bare
+worker, each a child process with its log in the run's scratch directory, all stopped on the way out.
+
+Also the measuring tools they share: N requests from a fixed number of clients, requests at a fixed rate
+(latency counted from when a request was due, so a slow answer cannot hide the queue behind it), tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from temporalio.client import Client
+
+from bench.target import TargetClient
+from core.health import live_pollers
+from core.temporal import SEARCH_ATTRIBUTES, temporal_binary
+
+BIN = Path(sys.executable).parent
+PASSWORD = "bench password 1234"
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"{now}, {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}"
+
+
+def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """A child with its output in `log`, so a failed benchmark can say why."""
+    with log.open("wb") as out:
+        return subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+
+
+def verdict(what: str, value: float, bound: float, higher_is_better: bool) -> str:
+    """The line that says whether a target is met, for the bottom of a benchmark's output."""
+    met = value >= bound if higher_is_better else value <= bound
+    sign = "≥" if higher_is_better else "≤"
+    return f"{what} = {value:.2f}, target {sign} {bound:g}: {'met' if met else 'NOT met'}"
+
+
+async def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{what} did not open port {port} within {within:g} s")
+
+
+@dataclass
+class Stack:
+    """One benchmark's processes; `chronos_env` is what a Chronos worker or API process is configured with."""
+
+    workdir: Path
+    temporal_port: int
+    temporal: Client
+    target: TargetClient
+    database_url: str | None = None
+    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.temporal_port}"
+
+    @property
+    def mirror_url(self) -> str:
+        """A synchronous SQLAlchemy URL of the mirror, for seeding and checking it from the benchmark."""
+        if self.database_url:
+            return self.database_url.replace("postgresql://", "postgresql+psycopg://", 1)
+        return f"sqlite:///{self.workdir / 'chronos.db'}"
+
+    def chronos_env(self, task_queue: str = "chronos") -> dict[str, str]:
+        env = {
+            **os.environ,
+            "CHRONOS_TEMPORAL_ADDRESS": self.address,
+            "CHRONOS_TASK_QUEUE": task_queue,
+            "CHRONOS_DATA_DIR": str(self.workdir),
+            "CHRONOS_ALLOW_PRIVATE_TARGETS": "true",
+            "CHRONOS_JWT_SECRET": "bench-secret-bench-secret-bench-secret",
+        }
+        if self.database_url:
+            env["CHRONOS_DATABASE_URL"] = self.database_url
+        return env
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """With BENCH_PROFILE=<dir>, py-spy samples the child for its whole life into <dir>/<name>.txt
+        (collapsed stacks: `py-spy` must be installed; it is not a dependency of the project)."""
+        proc = spawn(args, self.workdir / f"{name}.log", env)
+        self.children[name] = proc
+        if profiles := os.environ.get("BENCH_PROFILE"):
+            Path(profiles).mkdir(parents=True, exist_ok=True)
+            out = str(Path(profiles) / f"{name}.txt")
+            spy = [str(BIN / "py-spy"), "record", "--pid", str(proc.pid), "--format", "raw", "-o", out]
+            self.children[f"{name}-py-spy"] = spawn(
+                [*spy, "--rate", "200", "--gil"], self.workdir / f"{name}-py-spy.log"
+            )
+        return proc
+
+    def stop(self, name: str, timeout: float = 20) -> None:
+        proc = self.children.pop(name)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def start_chronos_worker(self, name: str = "chronos-worker", concurrency: int = 100) -> None:
+        self.spawn(
+            name, [str(BIN / "chronos"), "worker", "--concurrency", str(concurrency)], self.chronos_env()
+        )
+
+    def start_bare_worker(self, name: str = "bare-worker", concurrency: int = 100) -> None:
+        args = [sys.executable, "-m", "bench.bare", "--address", self.address, "--task-queue", "bare"]
+        self.spawn(name, [*args, "--concurrency", str(concurrency)])
+
+    async def start_api(self) -> Api:
+        port = free_port()
+        proc = self.spawn("api", [str(BIN / "chronos"), "api", "--port", str(port)], self.chronos_env())
+        await wait_port(port, proc, "the Chronos API")
+        return await Api.login(f"http://127.0.0.1:{port}")
+
+    async def wait_for_pollers(self, task_queue: str, within: float = 60) -> None:
+        """Until a worker polls `task_queue`, so start-up time stays out of the measurement."""
+        deadline = time.monotonic() + within
+        while not await live_pollers(self.temporal, task_queue):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no worker polls {task_queue} after {within:g} s; see {self.workdir}")
+            await asyncio.sleep(0.2)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) each process has used so far, this benchmark's own included."""
+        used = {"benchmark": sum(os.times()[:2])}
+        tick = os.sysconf("SC_CLK_TCK")
+        for name, proc in self.children.items():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                used[name] = (int(fields[11]) + int(fields[12])) / tick
+        return used
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.workdir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+@asynccontextmanager
+async def stack(*, in_memory: bool = False, postgres: bool = False) -> AsyncIterator[Stack]:
+    """A dev server (its file database unless `in_memory`) with Chronos's search attributes, and the target;
+    with `postgres`, a fresh database on the local PostgreSQL for the mirror (dropped afterwards)."""
+    workdir = Path(tempfile.mkdtemp(prefix="chronos-bench-"))
+    temporal_port, target_port = free_port(), free_port()
+    args = [temporal_binary(), "server", "start-dev", "--headless", "--port", str(temporal_port)]
+    args += ["--log-level", "error"]
+    if not in_memory:
+        args += ["--db-filename", str(workdir / "temporal.db")]
+    for key in SEARCH_ATTRIBUTES:
+        args += ["--search-attribute", f"{key.name}=Keyword"]
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    db_name = f"chronos_bench_{os.getpid()}"
+    s: Stack | None = None
+    try:
+        server = spawn(args, workdir / "temporal.log")
+        children["temporal"] = server
+        target_args = [sys.executable, "-m", "bench.target", "--port", str(target_port)]
+        target = spawn(target_args, workdir / "target.log")
+        children["target"] = target
+        await wait_port(temporal_port, server, "the Temporal dev server")
+        await wait_port(target_port, target, "the HTTP target")
+        client = await connect_when_up(f"127.0.0.1:{temporal_port}")
+        database_url = None
+        if postgres:
+            database_url = create_postgres_database(db_name)
+        s = Stack(workdir, temporal_port, client, TargetClient(target_port), database_url, children)
+        yield s
+    finally:
+        if s is not None:
+            await s.target.aclose()
+            for name in [n for n in list(children) if n not in ("temporal", "target")]:
+                s.stop(name)
+        for proc in children.values():
+            proc.terminate()
+        for proc in children.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if postgres:
+            drop_postgres_database(db_name)
+        if os.environ.get("BENCH_KEEP") is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"kept {workdir}")
+
+
+async def connect_when_up(address: str, within: float = 30) -> Client:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            client = await Client.connect(address)
+            await client.count_workflows()
+            return client
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.3)
+
+
+def postgres_reachable() -> bool:
+    import psycopg
+
+    try:
+        psycopg.connect(POSTGRES_ADMIN, connect_timeout=2).close()
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+def create_postgres_database(name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_postgres_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Api:
+    """A logged-in user of the Chronos API; one pooled client shared by the benchmark's concurrent callers."""
+
+    def __init__(self, base: str, http: httpx.AsyncClient, user_id: str) -> None:
+        self.base = base
+        self.http = http
+        self.user_id = user_id
+
+    @classmethod
+    async def login(cls, base: str) -> Api:
+        http = httpx.AsyncClient(
+            base_url=f"{base}/api/v1", timeout=60, limits=httpx.Limits(max_connections=64)
+        )
+        email = f"bench-{time.time_ns()}@example.org"
+        answer = await http.post("/auth/register", json={"email": email, "password": PASSWORD})
+        answer.raise_for_status()
+        answer = await http.post("/auth/login", json={"email": email, "password": PASSWORD})
+        answer.raise_for_status()
+        http.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
+        return cls(base, http, (await http.get("/auth/me")).json()["id"])
+
+    async def create_job(self, name: str, schedule: dict[str, Any], url: str) -> dict[str, Any]:
+        body = {"name": name, "schedule": schedule, "action": {"type": "http", "method": "POST", "url": url}}
+        answer = await self.http.post("/jobs", json=body)
+        if answer.status_code != 201:
+            raise RuntimeError(f"POST /jobs answered {answer.status_code}: {answer.text[:500]}")
+        job: dict[str, Any] = answer.json()
+        return job
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+async def with_clients(count: int, clients: int, call: Callable[[int], Awaitable[Any]]) -> list[float]:
+    """`call(i)` for i in range(count), from `clients` concurrent callers; the latency of each call."""
+    queue = iter(range(count))
+    latencies: list[float] = []
+
+    async def caller() -> None:
+        for i in queue:
+            started = time.perf_counter()
+            await call(i)
+            latencies.append(time.perf_counter() - started)
+
+    await asyncio.gather(*(caller() for _ in range(clients)))
+    return latencies
+
+
+async def at_fixed_rate(rate: float, seconds: float, call: Callable[[int], Awaitable[Any]]) -> list[float]:
+    """Open loop: request i is due at start + i/rate whatever came before; latency is counted from then."""
+    count = int(rate * seconds)
+    start = time.perf_counter() + 0.05
+    latencies: list[float] = []
+
+    async def one(i: int) -> None:
+        due = start + i / rate
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        await call(i)
+        latencies.append(time.perf_counter() - due)
+
+    tasks = []
+    for i in range(count):
+        await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter() - 0.01))
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    return latencies
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100); NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table, so a run's output pastes straight into docs/bench.md."""
+    cells = [[str(c) for c in header], *[[_cell(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = [f"### {title}", ""]
+    for n, row in enumerate(cells):
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+        if n == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
