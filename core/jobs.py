@@ -1,13 +1,14 @@
 """Job service: the rules behind every job route, and the only code that turns jobs into Temporal schedules.
 
-A job's definition is written to the mirror and its Temporal Schedule (`job-<id>`) in one step: the row is
-flushed, the schedule created, then the row committed, so a Temporal failure leaves nothing behind (an
-orphan schedule from a failed commit is removed by reconciliation).
+No transaction stays open across a call to Temporal (on SQLite it would hold the one write lock that
+every other request and worker waits on). A timed job's schedule (`job-<id>`) is created first and its
+row committed after, so a Temporal failure leaves nothing behind (an orphan schedule from a failed
+commit is removed by reconciliation); a run the API starts is committed first and the workflow started
+after, and a failed start removes the row again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import uuid
@@ -16,7 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from pydantic import TypeAdapter
-from sqlalchemy import func
+from sqlalchemy import delete, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import (
@@ -49,7 +50,7 @@ from core.config import Settings
 from core.cron import parse_cron
 from core.db import Sessions
 from core.errors import Conflict, Invalid, NotFound
-from core.models import IdempotencyKey, Job, Run, utcnow
+from core.models import IdempotencyKey, Job, Run, new_id, utcnow
 from core.schedules import (
     CronSchedule,
     ImmediateSchedule,
@@ -201,6 +202,7 @@ class JobService:
                 if replay is not None:
                     return await self._public(session, replay)
             job = Job(
+                id=new_id(),
                 owner_id=user.id,
                 name=body.name,
                 description=body.description,
@@ -213,8 +215,10 @@ class JobService:
                 paused=body.paused,
                 state="paused" if body.paused else "scheduled",
             )
+            if not isinstance(body.schedule, ImmediateSchedule):
+                await self.temporal.call(lambda c: self._create_schedule(c, job))
             session.add(job)
-            await session.flush()
+            await session.flush()  # the key refers to the job: insert the job first
             if idempotency_key is not None:
                 session.add(
                     IdempotencyKey(
@@ -222,11 +226,9 @@ class JobService:
                     )
                 )
             if isinstance(body.schedule, ImmediateSchedule):
-                run = await self._start_run(session, job, "immediate")
-                job.state, job.last_run_id = "running", run.id
+                await self._start_run(session, job, "immediate")
             else:
-                await self.temporal.call(lambda c: self._create_schedule(c, job))
-            await session.commit()
+                await session.commit()
             return await self._public(session, job)
 
     async def _idempotent(
@@ -257,13 +259,22 @@ class JobService:
                 query = query.where(func.lower(Job.name).contains(q.lower()))
             total = (await session.exec(select(func.count()).select_from(query.subquery()))).one()
             rows = await session.exec(
-                query.order_by(col(Job.created_at).desc(), col(Job.id))
+                query.order_by(col(Job.created_at).desc(), col(Job.id).desc())
                 .offset((page - 1) * limit)
                 .limit(limit)
             )
             jobs = list(rows)
-            items = await asyncio.gather(*(self._public(session, job) for job in jobs))
-            return Page(items=list(items), total=total, page=page, limit=limit)
+            last_ids = [job.last_run_id for job in jobs if job.last_run_id]
+            last_runs: dict[str, Run] = {}
+            if last_ids:
+                found = await session.exec(select(Run).where(col(Run.id).in_(last_ids)))
+                last_runs = {run.id: run for run in found}
+            now = datetime.now(UTC)
+            items = [
+                self._assemble(job, upcoming_local(job, now), last_runs.get(job.last_run_id or ""))
+                for job in jobs
+            ]
+            return Page(items=items, total=total, page=page, limit=limit)
 
     async def get(self, user: Principal, job_id: str) -> JobPublic:
         async with self.sessions() as session:
@@ -294,7 +305,6 @@ class JobService:
             if job.state == "completed" and new_schedule is not None:
                 job.state = "paused" if job.paused else "scheduled"
             session.add(job)
-            await session.flush()
             if job.schedule["type"] != "immediate":
                 await self.temporal.call(lambda c: self._update_schedule(c, job))
             await session.commit()
@@ -317,7 +327,6 @@ class JobService:
             job.paused, job.pause_note, job.state = True, note, "paused"
             job.updated_at = utcnow()
             session.add(job)
-            await session.flush()
             await self.temporal.call(lambda c: self._set_paused(c, job, note))
             await session.commit()
             return await self._public(session, job)
@@ -326,11 +335,10 @@ class JobService:
         async with self.sessions() as session:
             job = await self._owned(session, user, job_id)
             self._refuse_cancelled(job)
-            job.paused, job.pause_note = False, None
-            job.state = await self._resumed_state(session, job)
+            state = await self._resumed_state(session, job)
+            job.paused, job.pause_note, job.state = False, None, state
             job.updated_at = utcnow()
             session.add(job)
-            await session.flush()
             await self.temporal.call(lambda c: self._set_paused(c, job, None))
             await session.commit()
             return await self._public(session, job)
@@ -340,9 +348,6 @@ class JobService:
             job = await self._owned(session, user, job_id)
             self._refuse_cancelled(job)
             run = await self._start_run(session, job, trigger)
-            job.last_run_id = run.id
-            session.add(job)
-            await session.commit()
             return run_public(run, self.links)
 
     async def cancel(self, user: Principal, job_id: str) -> JobPublic:
@@ -350,7 +355,6 @@ class JobService:
             job = await self._owned(session, user, job_id)
             job.state, job.updated_at = "cancelled", utcnow()
             session.add(job)
-            await session.flush()
             await self.temporal.call(lambda c: self._drop_schedule(c, job))
             await self.temporal.call(lambda c: self._cancel_runs(c, job))
             await session.commit()
@@ -423,7 +427,8 @@ class JobService:
             await _ignore_gone(client.get_workflow_handle(execution.id).cancel())
 
     async def _start_run(self, session: AsyncSession, job: Job, trigger: Trigger) -> Run:
-        """A run the API starts: the row first (so the caller can read it at once), then the workflow."""
+        """A run the API starts: its row is committed first (the caller reads it at once, the worker
+        finds it), then the workflow starts; if Temporal refuses, the rows are put back as they were."""
         run_id = run_workflow_id(job.id, trigger)
         run = Run(
             id=run_id,
@@ -433,19 +438,34 @@ class JobService:
             trigger=trigger,
             scheduled_at=utcnow(),
         )
-        session.add(run)
-        await session.flush()
+        previous = (job.state, job.last_run_id)
+        job.last_run_id = run_id
+        if trigger == "immediate" or job.state not in ("paused", "cancelled"):
+            job.state = "running"
+        session.add_all([job, run])
+        await session.commit()
         spec = run_input(job, trigger)
-        handle = await self.temporal.call(
-            lambda c: c.start_workflow(
-                JobRunWorkflow.run,
-                spec,
-                id=run_id,
-                task_queue=self.settings.task_queue,
-                search_attributes=attributes(job, trigger),
-                memo={"job_name": job.name},
+        try:
+            handle = await self.temporal.call(
+                lambda c: c.start_workflow(
+                    JobRunWorkflow.run,
+                    spec,
+                    id=run_id,
+                    task_queue=self.settings.task_queue,
+                    search_attributes=attributes(job, trigger),
+                    memo={"job_name": job.name},
+                )
             )
-        )
+        except Exception:
+            await session.delete(run)
+            await session.flush()
+            if trigger == "immediate":  # the job was made by this request: nothing of it remains
+                await session.exec(delete(IdempotencyKey).where(col(IdempotencyKey.job_id) == job.id))
+                await session.delete(job)
+            else:
+                job.state, job.last_run_id = previous
+            await session.commit()
+            raise
         run.temporal_run_id = handle.first_execution_run_id or handle.result_run_id
         return run
 
@@ -476,8 +496,12 @@ class JobService:
         return "running" if last is not None and last.status in ACTIVE_RUNS else "scheduled"
 
     async def _public(self, session: AsyncSession, job: Job) -> JobPublic:
+        """One job as answers show it, its next runs read back from the Temporal schedule."""
         upcoming = await self.temporal.call(lambda c: self._next_runs(c, job))
         last = await session.get(Run, job.last_run_id) if job.last_run_id else None
+        return self._assemble(job, upcoming, last)
+
+    def _assemble(self, job: Job, upcoming: list[datetime], last: Run | None) -> JobPublic:
         return JobPublic.model_validate(
             {
                 **job.model_dump(),
@@ -516,6 +540,21 @@ async def _ignore_gone(call: Any) -> None:
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise
+
+
+def upcoming_local(job: Job, now: datetime, count: int = 5) -> list[datetime]:
+    """A job's next runs computed here rather than asked of Temporal: lists show many jobs at once, and a
+    describe() per listed job would cost Temporal more than the whole page (docs/bench.md). The same
+    rules as the schedule's spec; GET /jobs/{id} reads the schedule itself."""
+    if job.schedule["type"] == "immediate" or job.state == "cancelled" or job.deleted_at:
+        return []
+    schedule = timed_schedule(job)
+    if isinstance(schedule, OnceSchedule):
+        at = schedule.run_at.astimezone(UTC)
+        return [at] if at > now else []
+    if isinstance(schedule, IntervalSchedule):
+        return interval_fires(schedule, now, count)
+    return cron_fires(schedule, now, count)
 
 
 def interval_fires(schedule: IntervalSchedule, after: datetime, count: int) -> list[datetime]:

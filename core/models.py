@@ -86,8 +86,8 @@ class Job(SQLModel, table=True):
 
     # The list query: a user's live jobs, newest first, optionally of one state.
     __table_args__ = (
-        Index("ix_job_owner_state_created", "owner_id", "state", "created_at"),
-        Index("ix_job_owner_created", "owner_id", "created_at"),
+        Index("ix_job_owner_state_created", "owner_id", "state", "created_at", "id"),
+        Index("ix_job_owner_created", "owner_id", "created_at", "id"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True)

@@ -251,6 +251,9 @@ async def test_list_paginates_and_filters(api: ApiClient) -> None:
     assert paused["total"] == 3
     named = expect(await alice.get("/jobs", params={"q": "REPORT 3"}), 200)
     assert [j["id"] for j in named["items"]] == [ids[3]]
+    listed = expect(await alice.get("/jobs", params={"limit": 100}), 200)["items"]
+    for item in listed:  # lists compute next runs locally; a job's own answer reads its schedule
+        assert item["next_runs"] == expect(await alice.get(f"/jobs/{item['id']}"), 200)["next_runs"]
     bad = expect(await alice.get("/jobs", params={"state": "sleeping"}), 422)
     assert bad["errors"][0]["loc"] == ["query", "state"]
 
@@ -362,6 +365,8 @@ async def test_temporal_down_is_503_and_creates_nothing(
         )
         problem = expect(answer, 503)
         assert "unreachable" in problem["detail"]
+        now = http_job("http://example.org/x", {"type": "immediate"})
+        expect(await alice.post("/jobs", json=now, headers={"Idempotency-Key": "k1"}), 503)
         assert expect(await alice.get("/jobs"), 200)["total"] == 0
         ready = await api.request("GET", "http://chronos.test/ready")
         assert ready.status_code == 503 and "Temporal" in ready.json()["detail"]

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 20:56:58.613853
+Create Date: 2026-11-24 21:19:05.185592
 """
 
 from collections.abc import Sequence
@@ -54,8 +54,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_job")),
     )
     with op.batch_alter_table("job", schema=None) as batch_op:
-        batch_op.create_index("ix_job_owner_created", ["owner_id", "created_at"], unique=False)
-        batch_op.create_index("ix_job_owner_state_created", ["owner_id", "state", "created_at"], unique=False)
+        batch_op.create_index("ix_job_owner_created", ["owner_id", "created_at", "id"], unique=False)
+        batch_op.create_index(
+            "ix_job_owner_state_created", ["owner_id", "state", "created_at", "id"], unique=False
+        )
         batch_op.create_index(batch_op.f("ix_job_state"), ["state"], unique=False)
 
     op.create_table(
