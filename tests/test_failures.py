@@ -91,14 +91,21 @@ async def log_of(sessions: Sessions, run_id: str) -> list[str]:
         return [line.message for line in rows.all()]
 
 
-async def activity_scheduled(handle: WorkflowHandle, activity_type: str) -> None:
-    """Wait until the workflow has scheduled an activity of that type."""
+async def activity_ran(handle: WorkflowHandle, activity_type: str) -> None:
+    """Wait until the workflow has scheduled an activity of that type, or run it as a local activity."""
     while True:
         async for event in handle.fetch_history_events():
-            attrs = event.activity_task_scheduled_event_attributes
+            scheduled = event.activity_task_scheduled_event_attributes
             if (
                 event.HasField("activity_task_scheduled_event_attributes")
-                and attrs.activity_type.name == activity_type
+                and scheduled.activity_type.name == activity_type
+            ):
+                return
+            marker = event.marker_recorded_event_attributes
+            if event.HasField("marker_recorded_event_attributes") and any(
+                activity_type.encode() in payload.data
+                for payloads in marker.details.values()
+                for payload in payloads.payloads
             ):
                 return
         await asyncio.sleep(0.1)
@@ -235,7 +242,7 @@ async def test_pause_holds_the_next_attempt_until_resume(temporal_client, task_q
     handle = await start(temporal_client, task_queue, run_input(job, HttpAction(url=target.url(path)), SLOW))
     await target.wait_for(path)
     await handle.signal(JobRunWorkflow.pause)
-    await activity_scheduled(handle, "mirror_attempts_made")
+    await activity_ran(handle, "mirror_attempts_made")
     assert await handle.query(JobRunWorkflow.paused)
     assert len(target.requests[path]) == 1
     await handle.signal(JobRunWorkflow.resume)

@@ -36,6 +36,7 @@ HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 EMAIL_TIMEOUT = timedelta(seconds=60)
 # Mirror writes retry (Temporal's default policy, no attempt limit) until the database is back.
 MIRROR_TIMEOUT = timedelta(seconds=30)
+LOCAL_MIRROR = "local-mirror-writes"
 # Notifications retry on their own policy; when they give up the run keeps its outcome.
 NOTIFY_TIMEOUT = timedelta(seconds=30)
 NOTIFY_RETRY = RetryPolicy(
@@ -69,9 +70,7 @@ class JobRunWorkflow:
         )
         recorded = False
         try:
-            skip = await workflow.execute_activity(
-                "mirror_run_started", started, start_to_close_timeout=MIRROR_TIMEOUT
-            )
+            skip = await _mirror("mirror_run_started", started)
             recorded = True
             if skip:  # a fall-back repeat of a fixed time: recorded, not run (no attempt, no notice)
                 result = RunResult(status="cancelled", attempts=0, error=skip)
@@ -83,9 +82,7 @@ class JobRunWorkflow:
             if self._attempts is not None and not self._attempts.done():
                 self._attempts.cancel()
             if not recorded:  # cancelled while the start was written: write it (again, idempotently)
-                await workflow.execute_activity(
-                    "mirror_run_started", started, start_to_close_timeout=MIRROR_TIMEOUT
-                )
+                await _mirror("mirror_run_started", started)
             await self._finish(spec, RunResult(status="cancelled", attempts=0, error="cancelled"))
             raise
         await self._finish(spec, result)
@@ -106,9 +103,7 @@ class JobRunWorkflow:
             except (ActivityError, asyncio.CancelledError) as exc:
                 if self._paused_attempts and _interrupted(exc):
                     self._paused_attempts = False
-                    made = await workflow.execute_activity(
-                        "mirror_attempts_made", run_id, result_type=int, start_to_close_timeout=MIRROR_TIMEOUT
-                    )
+                    made = int(await _mirror("mirror_attempts_made", run_id))
                     if made < limit:
                         continue
                 if isinstance(exc, ActivityError):
@@ -148,9 +143,7 @@ class JobRunWorkflow:
         finished = RunFinished(
             run_id=workflow.info().workflow_id, finished_at=workflow.now(), result=result, action=spec.action
         )
-        await workflow.execute_activity(
-            "mirror_run_finished", finished, start_to_close_timeout=MIRROR_TIMEOUT
-        )
+        await _mirror("mirror_run_finished", finished)
 
     async def _notify(self, spec: RunInput, result: RunResult) -> None:
         """Emails and webhook go out side by side; one that gives up is logged, the run keeps its end."""
@@ -205,6 +198,15 @@ class JobRunWorkflow:
     @workflow.query
     def paused(self) -> bool:
         return self._paused
+
+
+async def _mirror(activity: str, arg: Any) -> Any:
+    """A write to the mirror. Runs started since LOCAL_MIRROR make it a local activity: it runs in the
+    worker that holds the run, with no task queue round trip, which was a third of a run's server work
+    (docs/bench.md); earlier histories replay their regular activities."""
+    if workflow.patched(LOCAL_MIRROR):
+        return await workflow.execute_local_activity(activity, arg, start_to_close_timeout=MIRROR_TIMEOUT)
+    return await workflow.execute_activity(activity, arg, start_to_close_timeout=MIRROR_TIMEOUT)
 
 
 def _scheduled_at(info: workflow.Info) -> datetime:
