@@ -22,13 +22,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_dev(data_dir: Path, port: int, ui_port: int, api_port: int) -> subprocess.Popen[str]:
+def start_dev(data_dir: Path, port: int, ui_port: int, api_port: int, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "CHRONOS_TASK_QUEUE": "chronos"}
     env.pop("CHRONOS_JWT_SECRET", None)  # tokens must survive the restart through the data dir's key
     proc = subprocess.Popen(
         [
             *(sys.executable, "-m", "core.cli", "dev", "--data-dir", str(data_dir), "--port", str(api_port)),
-            *("--temporal-port", str(port), "--temporal-ui-port", str(ui_port)),
+            *("--temporal-port", str(port), "--temporal-ui-port", str(ui_port), *extra),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -43,6 +43,17 @@ def start_dev(data_dir: Path, port: int, ui_port: int, api_port: int) -> subproc
             assert f"http://127.0.0.1:{api_port}/docs" in text and f"http://127.0.0.1:{ui_port}" in text
             return proc
     raise AssertionError(f"chronos dev exited ({proc.wait()}) before printing its URLs")
+
+
+def start_worker(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    """`chronos worker` as an operator starts one beside `chronos dev --no-worker`."""
+    env = {
+        **os.environ,
+        "CHRONOS_DATA_DIR": str(data_dir),
+        "CHRONOS_TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
+        "CHRONOS_TASK_QUEUE": "chronos",
+    }
+    return subprocess.Popen([sys.executable, "-m", "core.cli", "worker"], env=env)
 
 
 def stop(proc: subprocess.Popen[str], *ports: int) -> None:
@@ -93,3 +104,26 @@ async def test_dev_serves_the_api_stops_cleanly_and_keeps_everything(tmp_path: P
     finally:
         stop(proc, port, ui_port, api_port)
         target.server.shutdown()
+
+
+async def test_dev_without_worker_is_ready_once_a_worker_joins(tmp_path: Path) -> None:
+    """`chronos dev --no-worker` leaves the workers to you: /ready says so until `chronos worker` polls."""
+    port, ui_port, api_port = free_port(), free_port(), free_port()
+    proc = start_dev(tmp_path, port, ui_port, api_port, "--no-worker")
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as http:
+            idle = await http.get("/ready")
+            assert idle.status_code == 503
+            assert idle.json()["detail"] == "no worker is polling the task queue 'chronos'"
+            worker = start_worker(tmp_path, port)
+
+            async def ready() -> bool:
+                return (await http.get("/ready")).status_code == 200
+
+            await eventually(ready, "the API to see the worker polling")
+    finally:
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=30) == 0
+        stop(proc, port, ui_port, api_port)
