@@ -13,7 +13,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.errors import ChronosError, Unauthorized
+from core.errors import ChronosError, TooManyRequests, Unauthorized
 
 log = logging.getLogger("chronos.api")
 
@@ -65,6 +65,8 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
 async def _domain(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ChronosError)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    if isinstance(exc, TooManyRequests):
+        headers = {"Retry-After": str(exc.retry_after)}
     if exc.status == 503:
         log.warning("dependency down: %s", exc.detail)
     return problem(exc.status, exc.title, exc.detail, headers=headers, **exc.extra())

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.routes import auth, dead_letters, jobs, metrics, ops, runs
+from api.throttle import Throttle
 from core.config import Settings, get_settings
 from core.db import create_schema, make_engine, make_sessions
 from core.temporal import TemporalGateway
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         description="Durable job scheduling on Temporal: HTTP and email jobs, now, once or on a schedule.",
         lifespan=lifespan,
     )
+    app.state.throttle = Throttle(settings.auth_attempts_per_minute)
     errors.install(app)
     app.add_middleware(errors.BodyLimit, max_bytes=settings.max_body_bytes)
     for router in (auth.router, jobs.router, runs.router, dead_letters.router):

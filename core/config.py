@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     smtp_from: str = "chronos@localhost"
     allow_private_targets: bool = False
     max_body_bytes: int = 1_000_000
+    auth_attempts_per_minute: int = 30
     catchup_window_seconds: int = 300
     reconcile_every_seconds: int = Field(default=60, ge=1, description="how often drift is reconciled")
     worker_metrics_port: int | None = Field(

@@ -70,6 +70,15 @@ class OAuthError(ChronosError):
         return {"error": self.error, "error_description": self.detail}
 
 
+class TooManyRequests(ChronosError):
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class Unavailable(ChronosError):
     """A dependency (Temporal, the database) is down: 503 with the reason."""
 

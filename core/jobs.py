@@ -240,7 +240,7 @@ class JobService:
             return None
         if found.created_at < utcnow() - IDEMPOTENCY_TTL:
             await session.delete(found)
-            await session.flush()
+            await session.commit()
             return None
         if found.body_hash != body_hash(body):
             raise Conflict(f"Idempotency-Key '{key}' was used with a different body")

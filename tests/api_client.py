@@ -28,7 +28,7 @@ def app_settings(engine: AsyncEngine, data_dir: Path, **overrides: Any) -> Setti
     return Settings(
         data_dir=data_dir,
         database_url=engine.url.render_as_string(hide_password=False),
-        **{"allow_private_targets": True, **overrides},
+        **{"allow_private_targets": True, "auth_attempts_per_minute": 100_000, **overrides},
     )
 
 

@@ -85,7 +85,7 @@ def target() -> Iterator[HttpTarget]:
     """One local HTTP server for the session; tests use their own paths on it."""
     target = start_target()
     yield target
-    target.server.shutdown()
+    target.close()
 
 
 @pytest.fixture(scope="session")

@@ -370,3 +370,21 @@ async def test_a_refresh_that_loses_a_race_counts_as_reuse(api: ApiClient) -> No
             await refresh_grant(late, api.settings, token, None)
     assert lost.value.error == "invalid_grant"
     assert oauth_error(await api.refresh(winner["refresh_token"])) == "invalid_grant"
+
+
+async def test_credential_endpoints_are_throttled(db_engine, tmp_path_factory) -> None:
+    """Guessing passwords at speed meets a 429 with Retry-After, on every credential endpoint."""
+    settings = app_settings(db_engine, tmp_path_factory.mktemp("throttle"), auth_attempts_per_minute=3)
+    async with serve(create_app(settings)) as api:
+        email = new_email()
+        await api.register(email)
+        wrong = {"grant_type": "password", "username": email, "password": "not the password"}
+        answers = [await api.token(**wrong) for _ in range(2)]  # the registration counted too
+        assert [a.status_code for a in answers] == [400, 400]
+        blocked = await api.token(**wrong)
+        assert blocked.status_code == 429
+        assert 0 < int(blocked.headers["Retry-After"]) <= 60
+        assert blocked.headers["content-type"] == "application/problem+json"
+        login = await api.post("/auth/login", json={"email": email, "password": PASSWORD})
+        assert login.status_code == 429
+        assert expect(await api.get("/jobs"), 401)["status"] == 401  # other endpoints are not throttled

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import sysconfig
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from core.config import Settings
 from core.db import Sessions, create_schema, make_engine, make_sessions
 from core.models import Attempt, DeadLetter, Job, Run, RunLog
 from tests.histories import keep
-from tests.http_target import HANG, Answer, HttpTarget, start_target
+from tests.http_target import HANG, Answer
 from tests.mirror_rows import add_job
 from worker import build_worker
 from workflows.run_job import JobRunWorkflow
@@ -35,13 +35,6 @@ FAST = RetrySpec(max_attempts=3, backoff="fixed", initial_interval_seconds=0.1, 
 TEST_SERVER = str(Path(sysconfig.get_path("scripts")) / "temporal-test-server")
 # Backoff this long never elapses within a test: a test that finishes proves something cut it short.
 SLOW = RetrySpec(max_attempts=3, backoff="fixed", initial_interval_seconds=600, max_interval_seconds=600)
-
-
-@pytest.fixture(scope="module")
-def target() -> Iterator[HttpTarget]:
-    target = start_target()
-    yield target
-    target.close()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from core.config import Settings
 from core.db import Sessions
 from core.models import Job, RunLog, User
 from tests.histories import keep
-from tests.http_target import HttpTarget, start_target
 from tests.mirror_rows import add_job
 from tests.smtp_server import SmtpSink, start_smtp
 from worker import build_worker
@@ -24,13 +23,6 @@ from workflows.run_job import JobRunWorkflow
 from workflows.specs import HttpAction, NotifySpec, RetrySpec, RunInput, RunResult
 
 FAST = RetrySpec(max_attempts=2, backoff="fixed", initial_interval_seconds=0.1, max_interval_seconds=0.1)
-
-
-@pytest.fixture(scope="module")
-def target() -> Iterator[HttpTarget]:
-    target = start_target()
-    yield target
-    target.close()
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ from core.config import Settings
 from core.db import Sessions
 from core.models import Job, Run
 from tests.histories import committed, keep
-from tests.http_target import HttpTarget, Received, start_target
+from tests.http_target import HttpTarget, Received
 from tests.mirror_rows import add_job
 from worker import WORKFLOWS, build_worker
 from workflows.run_job import JobRunWorkflow
@@ -25,13 +25,6 @@ FAST_RETRY = RetrySpec(
     max_attempts=3, backoff="fixed", initial_interval_seconds=0.1, max_interval_seconds=0.1
 )
 HISTORIES: list[WorkflowHistory] = []
-
-
-@pytest.fixture(scope="module")
-def target() -> Iterator[HttpTarget]:
-    target = start_target()
-    yield target
-    target.close()
 
 
 @pytest.fixture(scope="module")

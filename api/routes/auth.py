@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Response
+from fastapi import APIRouter, Depends, Form, Response
 
 from api.deps import CurrentUser, SessionDep, SettingsDep
+from api.throttle import throttled
 from core import auth
 from core.auth import Credentials, Login, Me, RefreshTokenBody, Registered, TokenGrant, TokenRequest
 
 router = APIRouter(tags=["auth"])
+# Register, token and login answer 429 with Retry-After when one address tries too often.
+Throttled = [Depends(throttled)]
 
 OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {
@@ -20,13 +23,18 @@ OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/auth/register", status_code=201, responses={409: {"description": "The email is taken"}})
+@router.post(
+    "/auth/register",
+    status_code=201,
+    responses={409: {"description": "The email is taken"}},
+    dependencies=Throttled,
+)
 async def register(body: Credentials, session: SessionDep) -> Registered:
     """Create an account with the role `user`. Keep the `webhook_secret`: it is shown only here."""
     return Registered.model_validate(await auth.register(session, body.email, body.password))
 
 
-@router.post("/auth/token", responses=OAUTH_ERRORS)
+@router.post("/auth/token", responses=OAUTH_ERRORS, dependencies=Throttled)
 async def token(
     form: Annotated[TokenRequest, Form()], session: SessionDep, settings: SettingsDep, response: Response
 ) -> TokenGrant:
@@ -35,7 +43,7 @@ async def token(
     return await auth.grant(session, settings, form)
 
 
-@router.post("/auth/login", responses=OAUTH_ERRORS)
+@router.post("/auth/login", responses=OAUTH_ERRORS, dependencies=Throttled)
 async def login(body: Login, session: SessionDep, settings: SettingsDep, response: Response) -> TokenGrant:
     """The password grant with a JSON body."""
     response.headers["Cache-Control"] = "no-store"

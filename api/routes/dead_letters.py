@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Response
 
-from fastapi import APIRouter, Query, Response
-
-from api.deps import DeadLetterServiceDep, Reader, SessionsDep, Writer
+from api.deps import DeadLetterServiceDep, Limit, PageNo, Reader, SessionsDep, Writer
 from api.schemas import DeadLetterPublic, Page, RunPublic, Stats
 from core.stats import stats
 
@@ -18,8 +16,8 @@ async def list_dead_letters(
     user: Reader,
     letters: DeadLetterServiceDep,
     job_id: str | None = None,
-    page: Annotated[int, Query(ge=1)] = 1,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    page: PageNo = 1,
+    limit: Limit = 20,
 ) -> Page[DeadLetterPublic]:
     """Runs that failed for good, newest first: yours, or everyone's for admins."""
     return await letters.find(user, job_id, page, limit)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 
-from api.deps import JobServiceDep, Reader, Writer
+from api.deps import JobServiceDep, Limit, PageNo, Reader, Writer
 from api.schemas import (
     JobCreate,
     JobPublic,
@@ -20,9 +20,6 @@ from api.schemas import (
 )
 
 router = APIRouter(tags=["jobs"])
-
-PageNo = Annotated[int, Query(ge=1, description="1-based page number")]
-Limit = Annotated[int, Query(ge=1, le=100, description="items per page")]
 
 
 @router.post("/jobs", status_code=201, response_model=JobPublic)

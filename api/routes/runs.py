@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Query
-
-from api.deps import Reader, RunServiceDep, Writer
+from api.deps import Limit, PageNo, Reader, RunServiceDep, Writer
 from api.schemas import LogPage, Page, RunDetail, RunPublic, RunStatus
 
 router = APIRouter(tags=["runs"])
@@ -18,8 +16,8 @@ async def list_runs(
     user: Reader,
     runs: RunServiceDep,
     status: RunStatus | None = None,
-    page: Annotated[int, Query(ge=1)] = 1,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    page: PageNo = 1,
+    limit: Limit = 20,
 ) -> Page[RunPublic]:
     """The job's runs, newest first."""
     return await runs.for_job(user, job_id, status, page, limit)
