@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from itertools import product
 from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo
@@ -609,6 +610,14 @@ def _transitions(
         t = upto
 
 
+@lru_cache(maxsize=1024)
+def _day_transitions(tz: str, first: date, last: date) -> tuple[tuple[datetime, timedelta, timedelta], ...]:
+    """The zone's transitions from the first day through the last (UTC days): scanning two years costs
+    milliseconds, and every schedule of a zone made on one day asks for the same span."""
+    start = datetime.combine(first, time(), UTC)
+    return tuple(_transitions(ZoneInfo(tz), start, datetime.combine(last, time(), UTC) + timedelta(days=1)))
+
+
 def _local(naive: datetime, zone: ZoneInfo, fold: int) -> datetime:
     return naive.replace(tzinfo=zone, fold=fold)
 
@@ -635,10 +644,11 @@ def dst_gap_calendars(
     once right after it (a 02:30 daily job in New York runs at 03:00 on the day clocks go forward)."""
     if not expr.fixed_time:
         return []
-    zone, parsed = ZoneInfo(tz), expr._parsed
+    parsed = expr._parsed
     extras: list[ScheduleCalendarSpec] = []
-    for instant, before, after in _transitions(zone, start, end):
-        if after <= before:
+    days = (start.astimezone(UTC).date(), end.astimezone(UTC).date())
+    for instant, before, after in _day_transitions(tz, *days):
+        if not start <= instant < end or after <= before:
             continue
         gap_start, gap_end = (instant + before).replace(tzinfo=None), (instant + after).replace(tzinfo=None)
         if any(gap_start <= t < gap_end for t in parsed.wall_times(gap_start.date(), gap_end.date())):
