@@ -511,8 +511,10 @@ class CronExpression:
         return fires[:count]
 
 
+@lru_cache(maxsize=4096)
 def parse_cron(expr: str) -> CronExpression:
-    """Parse any accepted dialect (told apart by the field count) or raise CronError naming the field."""
+    """Parse any accepted dialect (told apart by the field count) or raise CronError naming the field.
+    Cached: an expression is parsed on every validation, schedule build and skip check."""
     source = expr.strip()
     if not source:
         raise CronError("expression", "is empty")
