@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import update
+from sqlalchemy import Connection, Table, bindparam, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import col
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -22,6 +22,31 @@ from core.db import Sessions
 from core.models import Attempt, RunLog, utcnow
 
 T = TypeVar("T")
+
+ATTEMPT: Table = Attempt.__table__  # type: ignore[attr-defined]
+LOG: Table = RunLog.__table__  # type: ignore[attr-defined]
+
+# The statements of every attempt, built once (SQLAlchemy then finds them compiled in its cache).
+LOSE_EARLIER_ATTEMPTS = (
+    update(ATTEMPT)
+    .where(
+        ATTEMPT.c.run_id == bindparam("run"),
+        ATTEMPT.c.number < bindparam("below"),
+        ATTEMPT.c.status == "running",
+    )
+    .values(status="unknown", error="no result: the worker was lost or the attempt timed out")
+)
+FINISH_ATTEMPT = (
+    update(ATTEMPT)
+    .where(ATTEMPT.c.run_id == bindparam("run"), ATTEMPT.c.number == bindparam("attempt"))
+    .values(
+        status=bindparam("status"),
+        finished_at=bindparam("finished_at"),
+        duration_ms=bindparam("duration_ms"),
+        http_status=bindparam("http_status"),
+        error=bindparam("error"),
+    )
+)
 
 
 def dialect_insert(sessions: Sessions) -> Any:
@@ -81,32 +106,39 @@ async def heartbeating(work: Awaitable[T]) -> T:
 
 
 class RunRecorder:
-    """Writes attempts and log lines of runs into the mirror; every write is idempotent."""
+    """Writes attempts and log lines of runs into the mirror; every write is idempotent.
+
+    Each write is one short transaction of Core statements built once, run in one call into the
+    database's thread (`run_sync`): no ORM session, as this runs twice for every attempt."""
 
     def __init__(self, sessions: Sessions) -> None:
         self.sessions = sessions
+        self.engine: AsyncEngine = sessions.kw["bind"]
         self.insert = dialect_insert(sessions)
+        opened = self.insert(ATTEMPT).values(
+            run_id=bindparam("run_id"),
+            number=bindparam("number"),
+            status="running",
+            started_at=bindparam("started_at"),
+        )
+        self._open_attempt = opened.on_conflict_do_update(
+            index_elements=["run_id", "number"],
+            set_={"status": opened.excluded.status, "started_at": opened.excluded.started_at},
+        )
+        self._log_lines = self.insert(LOG).on_conflict_do_nothing(index_elements=["key"])
 
     async def attempt_started(self, run_id: str, number: int, line: LogLine) -> None:
         """Open attempt `number`; earlier attempts still open lost their worker or timed out."""
-        async with self.sessions() as session:
-            await session.exec(
-                update(Attempt)
-                .where(
-                    col(Attempt.run_id) == run_id,
-                    col(Attempt.number) < number,
-                    col(Attempt.status) == "running",
-                )
-                .values(status="unknown", error="no result: the worker was lost or the attempt timed out")
-            )
-            row = {"run_id": run_id, "number": number, "status": "running", "started_at": line.ts}
-            await session.exec(
-                self.insert(Attempt)
-                .values(row)
-                .on_conflict_do_update(index_elements=["run_id", "number"], set_=row)
-            )
-            await self._log(session, run_id, [line])
-            await session.commit()
+        async with self.engine.connect() as conn:
+            await conn.run_sync(self._attempt_started, run_id, number, line)
+
+    def _attempt_started(self, conn: Connection, run_id: str, number: int, line: LogLine) -> None:
+        with conn.begin():
+            row = {"run_id": run_id, "number": number, "started_at": line.ts}
+            conn.execute(self._open_attempt, row)
+            if number > 1:  # attempt 1 has no earlier attempts
+                conn.execute(LOSE_EARLIER_ATTEMPTS, {"run": run_id, "below": number})
+            self._log(conn, run_id, [line])
 
     async def attempt_finished(
         self,
@@ -119,34 +151,40 @@ class RunRecorder:
         http_status: int | None = None,
         error: str | None = None,
     ) -> None:
-        async with self.sessions() as session:
-            await session.exec(
-                update(Attempt)
-                .where(col(Attempt.run_id) == run_id, col(Attempt.number) == number)
-                .values(
-                    status=status,
-                    finished_at=utcnow(),
-                    duration_ms=duration_ms,
-                    http_status=http_status,
-                    error=error,
-                )
-            )
-            await self._log(session, run_id, lines)
-            await session.commit()
+        values = {
+            "run": run_id,
+            "attempt": number,
+            "status": status,
+            "finished_at": utcnow(),
+            "duration_ms": duration_ms,
+            "http_status": http_status,
+            "error": error,
+        }
+        async with self.engine.connect() as conn:
+            await conn.run_sync(self._attempt_finished, values, lines)
+
+    def _attempt_finished(self, conn: Connection, values: dict[str, Any], lines: list[LogLine]) -> None:
+        with conn.begin():
+            conn.execute(FINISH_ATTEMPT, values)
+            self._log(conn, values["run"], lines)
 
     async def log(self, run_id: str, *lines: LogLine) -> None:
-        async with self.sessions() as session:
-            await self._log(session, run_id, list(lines))
-            await session.commit()
+        async with self.engine.connect() as conn:
+            await conn.run_sync(self._log_in_transaction, run_id, list(lines))
 
-    async def _log(self, session: Any, run_id: str, lines: list[LogLine]) -> None:
+    def _log_in_transaction(self, conn: Connection, run_id: str, lines: list[LogLine]) -> None:
+        with conn.begin():
+            self._log(conn, run_id, lines)
+
+    def _log(self, conn: Connection, run_id: str, lines: list[LogLine]) -> None:
+        """The lines in one statement (one row, or one executemany of the prepared insert)."""
         if not lines:
             return
         rows = [
             {"run_id": run_id, "key": line.key, "ts": line.ts, "level": line.level, "message": line.message}
             for line in lines
         ]
-        await session.exec(self.insert(RunLog).values(rows).on_conflict_do_nothing(index_elements=["key"]))
+        conn.execute(self._log_lines, rows[0] if len(rows) == 1 else rows)
 
 
 def failure_line(

@@ -3,18 +3,67 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
-from sqlalchemy import func, select, update
-from sqlmodel import col
+from sqlalchemy import Connection, Table, bindparam, case, func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
-from activities.attempts import dialect_insert
+from activities.attempts import ATTEMPT, LOG, dialect_insert
 from core.cron import is_repeated_fire, parse_cron
 from core.db import Sessions
-from core.models import Attempt, DeadLetter, Job, Run, RunLog, new_id, utcnow
+from core.models import DeadLetter, Job, Run, new_id, utcnow
 from workflows.specs import Action, FixedCron, RunResult, Trigger, masked_action
+
+RUN: Table = Run.__table__  # type: ignore[attr-defined]
+JOB: Table = Job.__table__  # type: ignore[attr-defined]
+DEAD: Table = DeadLetter.__table__  # type: ignore[attr-defined]
+
+# The statements of every run, built once (SQLAlchemy then finds them compiled in its cache).
+JOB_STATE = select(JOB.c.state, JOB.c.schedule, JOB.c.last_run_id).where(JOB.c.id == bindparam("job"))
+SET_JOB_STATE = (
+    update(JOB)
+    .where(JOB.c.id == bindparam("job"))
+    .values(state=bindparam("state"), last_run_id=bindparam("last_run_id"))
+)
+ATTEMPTS_MADE = select(func.count()).select_from(ATTEMPT).where(ATTEMPT.c.run_id == bindparam("run"))
+CLOSE_OPEN_ATTEMPTS = (
+    update(ATTEMPT)
+    .where(ATTEMPT.c.run_id == bindparam("run"), ATTEMPT.c.status == "running")
+    .values(status=bindparam("status"), error=bindparam("error"), finished_at=bindparam("finished_at"))
+)
+RUN_AND_JOB = (
+    select(
+        RUN.c.job_id,
+        RUN.c.owner_id,
+        RUN.c.started_at,
+        RUN.c.duration_ms,
+        select(func.count())
+        .select_from(ATTEMPT)
+        .where(ATTEMPT.c.run_id == RUN.c.id)
+        .scalar_subquery()
+        .label("made"),
+        JOB.c.state.label("job_state"),
+        JOB.c.schedule,
+        JOB.c.last_run_id,
+    )
+    .select_from(RUN.outerjoin(JOB, JOB.c.id == RUN.c.job_id))
+    .where(RUN.c.id == bindparam("run"))
+)
+FINISH_RUN = (
+    update(RUN)
+    .where(RUN.c.id == bindparam("run"))
+    .values(
+        status=bindparam("status"),
+        attempts=bindparam("attempts"),
+        error=bindparam("error"),
+        result=bindparam("result"),
+        finished_at=bindparam("finished_at"),
+        duration_ms=bindparam("duration_ms"),
+    )
+)
 
 
 class RunStarted(BaseModel):
@@ -54,98 +103,155 @@ def end_line(result: RunResult) -> str:
     return f"run failed after {result.attempts} attempt(s): {result.error}"
 
 
+def detached_job(job_id: str, state: str, schedule: dict[str, Any], last_run_id: str | None) -> Job:
+    """A Job outside any session with just the columns its run rules (`run_started`, `run_ended`) read
+    and write: the rules stay in one place, and the mirror writes what they decide with one UPDATE."""
+    columns: dict[str, Any] = {"id": job_id, "state": state, "schedule": schedule, "last_run_id": last_run_id}
+    return Job(**columns)
+
+
 class MirrorActivities:
+    """Each write is one short transaction of Core statements (no ORM unit of work: this runs for every
+    run, twice, and was the largest part of the worker's CPU). The job's state still follows the one rule
+    in `Job.run_started` / `Job.run_ended`, applied to the columns it reads."""
+
     def __init__(self, sessions: Sessions) -> None:
         self.sessions = sessions
+        self.engine: AsyncEngine = sessions.kw["bind"]
         self.insert = dialect_insert(sessions)
+        self._upsert_run = self.insert(RUN).values(
+            id=bindparam("id"),
+            job_id=bindparam("job_id"),
+            owner_id=bindparam("owner_id"),
+            status="running",
+            trigger=bindparam("trigger"),
+            temporal_run_id=bindparam("temporal_run_id"),
+            scheduled_at=bindparam("scheduled_at"),
+            started_at=bindparam("started_at"),
+            attempts=0,
+            created_at=bindparam("created_at"),
+        )
+        # The API may have written the row already, for runs it starts itself: a finished run stays so.
+        self._upsert_run = self._upsert_run.on_conflict_do_update(
+            index_elements=["id"],
+            set_={
+                "status": case((RUN.c.finished_at.is_(None), "running"), else_=RUN.c.status),
+                "trigger": self._upsert_run.excluded.trigger,
+                "temporal_run_id": self._upsert_run.excluded.temporal_run_id,
+                "scheduled_at": self._upsert_run.excluded.scheduled_at,
+                "started_at": self._upsert_run.excluded.started_at,
+            },
+        ).returning(RUN.c.finished_at)
+        self._log_line = self.insert(LOG).on_conflict_do_nothing(index_elements=["key"])
+        self._dead_letter = self.insert(DEAD).on_conflict_do_nothing(index_elements=["run_id"])
 
     @activity.defn(name="mirror_run_started")
     async def run_started(self, event: RunStarted) -> str | None:
-        async with self.sessions() as session:
-            run = await session.get(Run, event.run_id)
-            if run is None:  # the API may have written the row already, for runs it starts itself
-                run = Run(
-                    id=event.run_id,
-                    job_id=event.job_id,
-                    owner_id=event.owner_id,
-                    status="running",
-                    trigger=event.trigger,
-                )
-            if run.finished_at is None:
-                run.status = "running"
-            run.trigger = event.trigger
-            run.temporal_run_id = event.temporal_run_id
-            run.scheduled_at = event.scheduled_at
-            run.started_at = event.started_at
-            session.add(run)
-            job = await session.get(Job, event.job_id)
-            if job is not None and run.finished_at is None:
-                job.run_started(run.id)
-                session.add(job)
-            await session.commit()
+        async with self.engine.connect() as conn:
+            await conn.run_sync(self._run_started, event)
         return event.skip_reason()
+
+    def _run_started(self, conn: Connection, event: RunStarted) -> None:
+        with conn.begin():
+            params = {
+                "id": event.run_id,
+                "job_id": event.job_id,
+                "owner_id": event.owner_id,
+                "trigger": event.trigger,
+                "temporal_run_id": event.temporal_run_id,
+                "scheduled_at": event.scheduled_at,
+                "started_at": event.started_at,
+                "created_at": utcnow(),
+            }
+            finished_at = conn.execute(self._upsert_run, params).scalar_one()
+            if finished_at is not None:
+                return
+            row = conn.execute(JOB_STATE, {"job": event.job_id}).first()
+            if row is not None:
+                job = detached_job(event.job_id, row.state, row.schedule, row.last_run_id)
+                job.run_started(event.run_id)
+                conn.execute(
+                    SET_JOB_STATE, {"job": job.id, "state": job.state, "last_run_id": job.last_run_id}
+                )
 
     @activity.defn(name="mirror_attempts_made")
     async def attempts_made(self, run_id: str) -> int:
         """How many attempts a run has made: a pause can interrupt the retries between two of them."""
-        async with self.sessions() as session:
-            count = await session.scalar(
-                select(func.count()).select_from(Attempt).where(col(Attempt.run_id) == run_id)
-            )
+        async with self.engine.connect() as conn:
+            count = await conn.scalar(ATTEMPTS_MADE, {"run": run_id})
         return int(count or 0)
 
     @activity.defn(name="mirror_run_finished")
     async def run_finished(self, event: RunFinished) -> None:
         """Close the run, its attempts left open, and for a failed run write its dead letter (once)."""
+        async with self.engine.connect() as conn:
+            await conn.run_sync(self._run_finished, event)
+
+    def _run_finished(self, conn: Connection, event: RunFinished) -> None:
         result = event.result
-        async with self.sessions() as session:
-            run = await session.get(Run, event.run_id)
-            if run is None:
-                raise RuntimeError(f"run {event.run_id} has no started record yet")  # retried by Temporal
+        with conn.begin():
             open_status, open_error = (
                 ("cancelled", "run cancelled")
                 if result.status == "cancelled"
                 else ("unknown", "outcome unknown: no result from the worker")
             )
-            await session.exec(
-                update(Attempt)
-                .where(col(Attempt.run_id) == event.run_id, col(Attempt.status) == "running")
-                .values(status=open_status, error=open_error, finished_at=event.finished_at)
+            # A write first, so that on SQLite what follows reads under the write lock.
+            conn.execute(
+                CLOSE_OPEN_ATTEMPTS,
+                {
+                    "run": event.run_id,
+                    "status": open_status,
+                    "error": open_error,
+                    "finished_at": event.finished_at,
+                },
             )
-            made = await session.scalar(
-                select(func.count()).select_from(Attempt).where(col(Attempt.run_id) == event.run_id)
-            )
-            run.status = result.status
-            run.attempts = max(result.attempts, int(made or 0))
-            run.error = result.error
-            run.result = result.model_dump(exclude={"error"})
-            run.finished_at = event.finished_at
+            run = conn.execute(RUN_AND_JOB, {"run": event.run_id}).first()
+            if run is None:
+                raise RuntimeError(f"run {event.run_id} has no started record yet")  # retried by Temporal
+            attempts = max(result.attempts, int(run.made or 0))
+            values: dict[str, Any] = {
+                "run": event.run_id,
+                "status": result.status,
+                "attempts": attempts,
+                "error": result.error,
+                "result": result.model_dump(exclude={"error"}),
+                "finished_at": event.finished_at,
+                "duration_ms": run.duration_ms,
+            }
             if run.started_at is not None:
-                run.duration_ms = int((event.finished_at - run.started_at).total_seconds() * 1000)
-            session.add(run)
-            job = await session.get(Job, run.job_id)
-            if job is not None and job.last_run_id == run.id:  # a newer run of the job speaks for it now
+                values["duration_ms"] = int((event.finished_at - run.started_at).total_seconds() * 1000)
+            conn.execute(FINISH_RUN, values)
+            if run.job_state is not None and run.last_run_id == event.run_id:
+                # A newer run of the job speaks for it now, unless this is its last run.
+                job = detached_job(run.job_id, run.job_state, run.schedule, run.last_run_id)
                 job.run_ended(result.status, event.finished_at)
-                session.add(job)
-            line = {"run_id": run.id, "key": f"{run.id}:run:finished", "ts": event.finished_at}
+                if job.state != run.job_state:
+                    conn.execute(
+                        SET_JOB_STATE, {"job": job.id, "state": job.state, "last_run_id": job.last_run_id}
+                    )
             level = {"succeeded": "info", "failed": "error"}.get(result.status, "warning")
-            await session.exec(
-                self.insert(RunLog)
-                .values(**line, level=level, message=end_line(result))
-                .on_conflict_do_nothing(index_elements=["key"])
+            conn.execute(
+                self._log_line,
+                {
+                    "run_id": event.run_id,
+                    "key": f"{event.run_id}:run:finished",
+                    "ts": event.finished_at,
+                    "level": level,
+                    "message": end_line(result),
+                },
             )
             if result.status == "failed":
                 request = masked_action(event.action) if event.action is not None else None
-                dead = {"id": new_id(), "job_id": run.job_id, "run_id": run.id, "owner_id": run.owner_id}
-                await session.exec(
-                    self.insert(DeadLetter)
-                    .values(
-                        **dead,
-                        error=result.error,
-                        attempts=run.attempts,
-                        request=request,
-                        created_at=utcnow(),
-                    )
-                    .on_conflict_do_nothing(index_elements=["run_id"])
+                conn.execute(
+                    self._dead_letter,
+                    {
+                        "id": new_id(),
+                        "job_id": run.job_id,
+                        "run_id": event.run_id,
+                        "owner_id": run.owner_id,
+                        "error": result.error,
+                        "attempts": attempts,
+                        "request": request,
+                        "created_at": utcnow(),
+                    },
                 )
-            await session.commit()

@@ -19,10 +19,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import CancelledError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from activities.mirror import MirrorActivities, RunFinished
+from activities.attempts import LogLine, RunRecorder
+from activities.mirror import MirrorActivities, RunFinished, RunStarted
 from core.config import Settings
 from core.db import Sessions, create_schema, make_engine, make_sessions
-from core.models import Attempt, DeadLetter, Job, Run, RunLog
+from core.models import Attempt, DeadLetter, Job, Run, RunLog, utcnow
 from tests.histories import keep
 from tests.http_target import HANG, Answer
 from tests.mirror_rows import add_job
@@ -332,3 +333,64 @@ async def test_pause_and_resume_at_once_continue_the_run(temporal_client, task_q
     result = await handle.result()
     assert (result.status, result.attempts) == ("succeeded", 2)
     assert [a.number for a in await attempts_of(sessions, handle.id)] == [1, 2]
+
+
+async def test_every_mirror_write_retried_lands_once(sessions):
+    """Each of a run's four mirror writes, run twice (a retried activity), leaves the rows of one run."""
+    job = await add_job(sessions)
+    run_id = f"job-{job.id}-manual-{uuid.uuid4().hex[:8]}"
+    mirror, recorder = MirrorActivities(sessions), RunRecorder(sessions)
+    now = utcnow()
+    started = RunStarted(
+        run_id=run_id,
+        temporal_run_id="t-1",
+        job_id=job.id,
+        owner_id=job.owner_id,
+        trigger="manual",
+        scheduled_at=now,
+        started_at=now,
+    )
+    failed = RunResult(status="failed", attempts=2, http_status=503, error="HTTP 503")
+    action = HttpAction(url="https://example.org/hook", headers={"Authorization": "Bearer s3cret"})
+    for _ in range(2):
+        assert await mirror.run_started(started) is None
+        async with sessions() as session:
+            assert (await session.get(Job, job.id)).state == "running"
+        await recorder.attempt_started(run_id, 1, LogLine(f"{run_id}:http:1:started", "info", "attempt 1"))
+    for _ in range(2):
+        await recorder.attempt_started(run_id, 2, LogLine(f"{run_id}:http:2:started", "info", "attempt 2"))
+        lines = [
+            LogLine(f"{run_id}:http:2:answer", "info", "HTTP 503"),
+            LogLine(f"{run_id}:http:2:failed", "error", "attempt 2 failed"),
+        ]
+        await recorder.attempt_finished(
+            run_id, 2, status="failed", duration_ms=7, lines=lines, http_status=503, error="HTTP 503"
+        )
+    finished = RunFinished(run_id=run_id, finished_at=utcnow(), result=failed, action=action)
+    for _ in range(2):
+        await ActivityEnvironment().run(mirror.run_finished, finished)
+    # A late retry of the start changes nothing of a finished run.
+    await mirror.run_started(started)
+    async with sessions() as session:
+        run = await session.get(Run, run_id)
+        fresh = await session.get(Job, job.id)
+        dead = (await session.exec(select(DeadLetter).where(DeadLetter.run_id == run_id))).all()
+    attempts = [
+        (a.number, a.status, a.http_status, a.duration_ms) for a in await attempts_of(sessions, run_id)
+    ]
+    assert attempts == [(1, "unknown", None, None), (2, "failed", 503, 7)]
+    assert run is not None and fresh is not None
+    assert (run.status, run.attempts, run.error, run.trigger) == ("failed", 2, "HTTP 503", "manual")
+    assert run.result == {"status": "failed", "attempts": 2, "http_status": 503}
+    assert run.duration_ms is not None and run.duration_ms >= 0
+    assert (fresh.state, fresh.last_run_id) == ("failed", run_id)
+    assert [(d.attempts, d.error, d.request["headers"]) for d in dead] == [
+        (2, "HTTP 503", {"Authorization": "****"})
+    ]
+    assert await log_of(sessions, run_id) == [
+        "attempt 1",
+        "attempt 2",
+        "HTTP 503",
+        "attempt 2 failed",
+        "run failed after 2 attempt(s): HTTP 503",
+    ]
