@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -29,6 +30,22 @@ def postgres_reachable() -> bool:
     except psycopg.OperationalError:
         return False
     return True
+
+
+@contextmanager
+def throwaway_database(purpose: str) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards; the test is skipped when
+    PostgreSQL is not reachable."""
+    if not postgres_reachable():
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    name = f"chronos_{purpose}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield POSTGRES.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(POSTGRES, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.fixture(scope="session")
@@ -62,17 +79,11 @@ async def db_engine(
         yield engine
         await engine.dispose()
         return
-    if not postgres_reachable():
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    name = f"chronos_test_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(POSTGRES, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    engine = make_engine(Settings(database_url=POSTGRES.rsplit("/", 1)[0] + f"/{name}"))
-    await create_schema(engine)
-    yield engine
-    await engine.dispose()
-    with psycopg.connect(POSTGRES, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    with throwaway_database("test") as url:
+        engine = make_engine(Settings(database_url=url))
+        await create_schema(engine)
+        yield engine
+        await engine.dispose()
 
 
 @pytest.fixture(scope="session")

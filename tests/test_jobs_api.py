@@ -16,7 +16,7 @@ from api.main import create_app
 from core.config import Settings
 from core.temporal import TemporalGateway
 from tests.api_client import ApiClient, AuthedClient, app_settings, expect, serve
-from tests.conftest import POSTGRES, postgres_reachable
+from tests.conftest import POSTGRES, throwaway_database
 from tests.http_target import HttpTarget
 from tests.waiting import eventually
 from workflows.specs import FixedCron, RunInput
@@ -455,15 +455,9 @@ async def test_database_outage_is_503_and_recovers(
     tmp_path_factory: pytest.TempPathFactory, temporal_client: Client
 ) -> None:
     """PostgreSQL refusing connections mid-flight: the API answers 503 with a reason, then recovers."""
-    if not postgres_reachable():
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    name = f"chronos_outage_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(POSTGRES, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("outage"), database_url=POSTGRES.rsplit("/", 1)[0] + f"/{name}"
-    )
-    try:
+    with throwaway_database("outage") as url:
+        name = url.rsplit("/", 1)[1]
+        settings = Settings(data_dir=tmp_path_factory.mktemp("outage"), database_url=url)
         async with serve(create_app(settings, TemporalGateway.of(temporal_client))) as api:
             alice = await api.authed_user()
             assert expect(await alice.get("/jobs"), 200)["total"] == 0
@@ -479,6 +473,3 @@ async def test_database_outage_is_503_and_recovers(
             with psycopg.connect(POSTGRES, autocommit=True) as admin:
                 admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")
             assert expect(await alice.get("/jobs"), 200)["total"] == 0
-    finally:
-        with psycopg.connect(POSTGRES, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")

@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import uuid
 from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -24,7 +22,7 @@ from sqlmodel import SQLModel, select
 from core import models
 from core.config import Settings
 from core.db import alembic_config, create_schema, make_engine, make_sessions
-from tests.conftest import POSTGRES, postgres_reachable
+from tests.conftest import throwaway_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -33,16 +31,8 @@ def fresh_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
     if request.param == "sqlite":
         yield Settings(data_dir=tmp_path)
         return
-    if not postgres_reachable():
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    name = f"chronos_migrate_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(POSTGRES, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield Settings(database_url=POSTGRES.rsplit("/", 1)[0] + f"/{name}")
-    finally:
-        with psycopg.connect(POSTGRES, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    with throwaway_database("migrate") as url:
+        yield Settings(database_url=url)
 
 
 @pytest.fixture
