@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -29,7 +29,7 @@ from joserfc.errors import (
 )
 from joserfc.jwk import OctKey
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -73,6 +73,14 @@ class Principal:
     def is_admin(self) -> bool:
         """Admin powers need the role and the `admin` scope, so a narrowed admin token acts as a user's."""
         return self.role == "admin" and "admin" in self.scopes
+
+    def sees(self, owner_id: str) -> bool:
+        """Users see their own jobs, runs and dead letters; admins see everyone's (others' are a 404)."""
+        return self.is_admin or owner_id == self.id
+
+    def sees_rows(self, owner_id: Any) -> ColumnElement[bool]:
+        """`sees` as a query filter on a table's owner_id column."""
+        return true() if self.is_admin else col(owner_id) == self.id
 
 
 class Credentials(BaseModel):

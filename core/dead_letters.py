@@ -23,9 +23,7 @@ class DeadLetterService:
         self, user: Principal, job_id: str | None, page: int, limit: int
     ) -> Page[DeadLetterPublic]:
         async with self.sessions() as session:
-            query = select(DeadLetter)
-            if not user.is_admin:
-                query = query.where(DeadLetter.owner_id == user.id)
+            query = select(DeadLetter).where(user.sees_rows(DeadLetter.owner_id))
             if job_id is not None:
                 query = query.where(DeadLetter.job_id == job_id)
             total = (await session.exec(select(func.count()).select_from(query.subquery()))).one()
@@ -53,6 +51,6 @@ class DeadLetterService:
 
     async def _owned(self, session: AsyncSession, user: Principal, letter_id: str) -> DeadLetter:
         letter = await session.get(DeadLetter, letter_id)
-        if letter is None or (letter.owner_id != user.id and not user.is_admin):
+        if letter is None or not user.sees(letter.owner_id):
             raise NotFound(f"dead letter {letter_id} not found")
         return letter

@@ -56,6 +56,7 @@ from core.schedules import (
     ImmediateSchedule,
     IntervalSchedule,
     OnceSchedule,
+    fire_times,
     next_runs,
     temporal_spec,
 )
@@ -250,9 +251,7 @@ class JobService:
         self, user: Principal, state: JobState | None, q: str | None, page: int, limit: int
     ) -> Page[JobPublic]:
         async with self.sessions() as session:
-            query = select(Job).where(col(Job.deleted_at).is_(None))
-            if not user.is_admin:
-                query = query.where(Job.owner_id == user.id)
+            query = select(Job).where(col(Job.deleted_at).is_(None), user.sees_rows(Job.owner_id))
             if state is not None:
                 query = query.where(Job.state == state)
             if q:
@@ -366,23 +365,16 @@ class JobService:
         after = body.after or datetime.now(UTC)
         if isinstance(schedule, ImmediateSchedule):
             return Preview(next_runs=[after], description="once, as soon as it is submitted", dialect=None)
+        upcoming = fire_times(schedule, after, body.count)
         if isinstance(schedule, OnceSchedule):
-            at = schedule.run_at.astimezone(UTC)
-            return Preview(
-                next_runs=[at] if at > after else [], description=f"once at {at.isoformat()}", dialect=None
-            )
+            description = f"once at {schedule.run_at.astimezone(UTC).isoformat()}"
+            return Preview(next_runs=upcoming, description=description, dialect=None)
         if isinstance(schedule, IntervalSchedule):
-            return Preview(
-                next_runs=interval_fires(schedule, after, body.count),
-                description=f"every {schedule.every_seconds} s",
-                dialect=None,
-            )
+            description = f"every {schedule.every_seconds} s"
+            return Preview(next_runs=upcoming, description=description, dialect=None)
         expr = schedule.expression
-        return Preview(
-            next_runs=cron_fires(schedule, after, body.count),
-            description=f"{expr.describe()}, {schedule.timezone}",
-            dialect=expr.dialect,
-        )
+        description = f"{expr.describe()}, {schedule.timezone}"
+        return Preview(next_runs=upcoming, description=description, dialect=expr.dialect)
 
     # -- Temporal --------------------------------------------------------------------------------
 
@@ -485,7 +477,7 @@ class JobService:
     async def _owned(self, session: AsyncSession, user: Principal, job_id: str) -> Job:
         """The job if the caller may see it: another user's job is 404, so its existence never leaks."""
         job = await session.get(Job, job_id)
-        if job is None or job.deleted_at is not None or (job.owner_id != user.id and not user.is_admin):
+        if job is None or job.deleted_at is not None or not user.sees(job.owner_id):
             raise NotFound(f"job {job_id} not found")
         return job
 
@@ -548,32 +540,4 @@ def upcoming_local(job: Job, now: datetime, count: int = 5) -> list[datetime]:
     rules as the schedule's spec; GET /jobs/{id} reads the schedule itself."""
     if job.schedule["type"] == "immediate" or job.state == "cancelled" or job.deleted_at:
         return []
-    schedule = timed_schedule(job)
-    if isinstance(schedule, OnceSchedule):
-        at = schedule.run_at.astimezone(UTC)
-        return [at] if at > now else []
-    if isinstance(schedule, IntervalSchedule):
-        return interval_fires(schedule, now, count)
-    return cron_fires(schedule, now, count)
-
-
-def interval_fires(schedule: IntervalSchedule, after: datetime, count: int) -> list[datetime]:
-    """Temporal's interval rule: epoch-aligned multiples of every_seconds plus offset, inside the window."""
-    every, offset = schedule.every_seconds, schedule.offset_seconds
-    start = max(after, schedule.start_at or after)
-    n = int((start.timestamp() - offset) // every) + 1
-    fires: list[datetime] = []
-    while len(fires) < count:
-        at = datetime.fromtimestamp(n * every + offset, UTC)
-        if schedule.end_at and at > schedule.end_at:
-            break
-        fires.append(at)
-        n += 1
-    return fires
-
-
-def cron_fires(schedule: CronSchedule, after: datetime, count: int) -> list[datetime]:
-    """The cron convention's fire times (DST included), from core/cron.py's own matcher."""
-    start = max(after, schedule.start_at or after)
-    fires = schedule.expression.fire_times(schedule.timezone, start, count)
-    return [f for f in fires if not schedule.end_at or f <= schedule.end_at]
+    return fire_times(timed_schedule(job), now, count)

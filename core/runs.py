@@ -84,7 +84,7 @@ class RunService:
 
     async def _owned(self, session: AsyncSession, user: Principal, run_id: str) -> Run:
         run = await session.get(Run, run_id)
-        if run is None or (run.owner_id != user.id and not user.is_admin):
+        if run is None or not user.sees(run.owner_id):
             raise NotFound(f"run {run_id} not found")
         return run
 

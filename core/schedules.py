@@ -132,3 +132,28 @@ def next_runs(
         expr = schedule.expression
         times = [t for t in times if not is_repeated_fire(expr, schedule.timezone, t)]
     return [t.astimezone(UTC) for t in times][:limit]
+
+
+def fire_times(
+    schedule: OnceSchedule | CronSchedule | IntervalSchedule, after: datetime, count: int
+) -> list[datetime]:
+    """The next `count` fire times after `after` (UTC) computed here, by the rules the compiled spec gives
+    Temporal: for a preview (nothing saved yet) and for lists (no describe() per listed job)."""
+    if isinstance(schedule, OnceSchedule):
+        at = schedule.run_at.astimezone(UTC)
+        return [at] if at > after else []
+    start = max(after, schedule.start_at or after)
+    if isinstance(schedule, CronSchedule):
+        fires = schedule.expression.fire_times(schedule.timezone, start, count)
+        return [f for f in fires if not schedule.end_at or f <= schedule.end_at]
+    # Temporal's interval rule: epoch-aligned multiples of every_seconds plus offset, inside the window.
+    every, offset = schedule.every_seconds, schedule.offset_seconds
+    n = int((start.timestamp() - offset) // every) + 1
+    fires = []
+    while len(fires) < count:
+        at = datetime.fromtimestamp(n * every + offset, UTC)
+        if schedule.end_at and at > schedule.end_at:
+            break
+        fires.append(at)
+        n += 1
+    return fires

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import ColumnElement, func, true
+from sqlalchemy import func
 from sqlmodel import col, select
 
 from api.schemas import RunWindow, Stats
@@ -15,27 +15,22 @@ from core.models import DeadLetter, Job, Run, utcnow
 WINDOWS = {"last_hour": timedelta(hours=1), "last_day": timedelta(days=1)}
 
 
-def _visible(owner: type[Job] | type[Run] | type[DeadLetter], user: Principal) -> ColumnElement[bool]:
-    """Everyone's rows for admins, the caller's own otherwise."""
-    return true() if user.is_admin else col(owner.owner_id) == user.id
-
-
 async def stats(sessions: Sessions, user: Principal) -> Stats:
     now = utcnow()
     async with sessions() as session:
         jobs_query = select(Job.state, func.count()).where(col(Job.deleted_at).is_(None)).group_by(Job.state)
-        jobs = dict((await session.exec(jobs_query.where(_visible(Job, user)))).all())
+        jobs = dict((await session.exec(jobs_query.where(user.sees_rows(Job.owner_id)))).all())
         windows = {}
         for name, span in WINDOWS.items():
             since = now - span
             by_status_query = (
                 select(Run.status, func.count()).where(col(Run.created_at) >= since).group_by(Run.status)
             )
-            by_status = dict((await session.exec(by_status_query.where(_visible(Run, user)))).all())
+            by_status = dict((await session.exec(by_status_query.where(user.sees_rows(Run.owner_id)))).all())
             retries_query = select(func.coalesce(func.sum(Run.attempts - 1), 0)).where(
                 col(Run.created_at) >= since, Run.attempts > 1
             )
-            retries = (await session.exec(retries_query.where(_visible(Run, user)))).one()
+            retries = (await session.exec(retries_query.where(user.sees_rows(Run.owner_id)))).one()
             durations_query = (
                 select(Run.duration_ms)
                 .where(col(Run.finished_at) >= since, col(Run.duration_ms).is_not(None))
@@ -43,7 +38,7 @@ async def stats(sessions: Sessions, user: Principal) -> Stats:
             )
             durations = [
                 d
-                for d in (await session.exec(durations_query.where(_visible(Run, user)))).all()
+                for d in (await session.exec(durations_query.where(user.sees_rows(Run.owner_id)))).all()
                 if d is not None
             ]
             ended = by_status.get("succeeded", 0) + by_status.get("failed", 0)
@@ -55,7 +50,7 @@ async def stats(sessions: Sessions, user: Principal) -> Stats:
                 retries=int(retries),
             )
         letters_query = select(func.count()).select_from(DeadLetter)
-        letters = (await session.exec(letters_query.where(_visible(DeadLetter, user)))).one()
+        letters = (await session.exec(letters_query.where(user.sees_rows(DeadLetter.owner_id)))).one()
         return Stats(jobs=jobs, dead_letters=letters, **windows)
 
 
