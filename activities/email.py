@@ -26,7 +26,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.attempts import LogLine, RunRecorder, failure_line, heartbeating
 from core.config import Settings
-from workflows.specs import EmailAction, EmailOutcome, EmailSend
+from core.payloads import EmailAction, EmailOutcome, EmailSend
 
 SMTP_TIMEOUT_SECONDS = 30
 

@@ -12,8 +12,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.attempts import LogLine, RunRecorder, failure_line, heartbeating
+from core.payloads import HttpCall, HttpOutcome
 from core.targets import TargetRefused
-from workflows.specs import HttpCall, HttpOutcome
 
 RETRYABLE_STATUS = frozenset({408, 429})
 RETRY_AFTER_STATUS = frozenset({429, 503})

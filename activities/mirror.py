@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel
 from sqlalchemy import Connection, Table, bindparam, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
@@ -15,7 +13,7 @@ from activities.attempts import ATTEMPT, LOG, dialect_insert
 from core.cron import is_repeated_fire, parse_cron
 from core.db import Sessions
 from core.models import DeadLetter, Job, Run, new_id, utcnow
-from workflows.specs import Action, FixedCron, RunResult, Trigger, masked_action
+from core.payloads import RunFinished, RunResult, RunStarted, masked_action
 
 RUN: Table = Run.__table__  # type: ignore[attr-defined]
 JOB: Table = Job.__table__  # type: ignore[attr-defined]
@@ -66,33 +64,15 @@ FINISH_RUN = (
 )
 
 
-class RunStarted(BaseModel):
-    run_id: str
-    temporal_run_id: str
-    job_id: str
-    owner_id: str
-    trigger: Trigger
-    scheduled_at: datetime
-    started_at: datetime
-    fixed_cron: FixedCron | None = None
-
-    def skip_reason(self) -> str | None:
-        """Why this scheduled fire must not run: the DST repeat rule of fixed-time cron schedules."""
-        rule = self.fixed_cron
-        if self.trigger != "schedule" or rule is None:
-            return None
-        if not is_repeated_fire(parse_cron(rule.cron), rule.timezone, self.scheduled_at):
-            return None
-        local = self.scheduled_at.astimezone(ZoneInfo(rule.timezone))
-        return f"skipped: {local:%H:%M:%S} already ran on {local:%Y-%m-%d} (daylight-saving fall-back)"
-
-
-class RunFinished(BaseModel):
-    run_id: str
-    finished_at: datetime
-    result: RunResult
-    # The action that ran: a failed run keeps it (secrets masked) in its dead letter.
-    action: Action | None = None
+def skip_reason(event: RunStarted) -> str | None:
+    """Why this scheduled fire must not run: the DST repeat rule of fixed-time cron schedules."""
+    rule = event.fixed_cron
+    if event.trigger != "schedule" or rule is None:
+        return None
+    if not is_repeated_fire(parse_cron(rule.cron), rule.timezone, event.scheduled_at):
+        return None
+    local = event.scheduled_at.astimezone(ZoneInfo(rule.timezone))
+    return f"skipped: {local:%H:%M:%S} already ran on {local:%Y-%m-%d} (daylight-saving fall-back)"
 
 
 def end_line(result: RunResult) -> str:
@@ -149,7 +129,7 @@ class MirrorActivities:
     async def run_started(self, event: RunStarted) -> str | None:
         async with self.engine.connect() as conn:
             await conn.run_sync(self._run_started, event)
-        return event.skip_reason()
+        return skip_reason(event)
 
     def _run_started(self, conn: Connection, event: RunStarted) -> None:
         with conn.begin():

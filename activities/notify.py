@@ -21,8 +21,8 @@ from activities.attempts import LogLine, RunRecorder, failure_line, heartbeating
 from activities.email import Mailer, smtp_error
 from core.db import Sessions
 from core.models import User
+from core.payloads import EmailNotice, RunNotice, WebhookNotice
 from core.targets import TargetRefused
-from workflows.specs import EmailNotice, RunNotice, WebhookNotice
 
 SIGNATURE_HEADER = "X-Chronos-Signature"
 TIMESTAMP_HEADER = "X-Chronos-Timestamp"

@@ -14,29 +14,23 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel
 from sqlalchemy import update
 from sqlmodel import col, select
 from temporalio import activity
 from temporalio.client import Client, ScheduleAlreadyRunningError, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.mirror import MirrorActivities, RunFinished
+from activities.mirror import MirrorActivities
 from core.config import Settings
 from core.db import Sessions
-from core.jobs import ACTIVE_RUNS, create_schedule, schedule_id, timed_schedule
+from core.jobs import ACTIVE_RUNS, create_schedule, timed_schedule
 from core.models import Job, Run, utcnow
+from core.payloads import RunFinished, RunResult, RunsPage, RunsPass, Shard, schedule_id
 from core.schedules import OnceSchedule
-from workflows.run_job import JobRunWorkflow
-from workflows.specs import RunResult
 
 FixKind = Literal["schedule_recreated", "orphan_schedule_deleted", "run_closed", "job_completed"]
 # Prometheus name of the fixes counter, served with the SDK's metrics on the worker's metrics port.
 FIXES_METRIC = "chronos_reconcile_fixes_total"
-SCHEDULE_PREFIX = schedule_id("")
-# Younger things may be mid-creation (a job's schedule exists before its row commits; a run's row before
-# its workflow starts): reconciliation leaves them to the next pass.
-GRACE = timedelta(minutes=3)
 RUNS_PER_PAGE = 200
 ENDED: dict[WorkflowExecutionStatus, Literal["failed", "cancelled"]] = {
     WorkflowExecutionStatus.FAILED: "failed",
@@ -44,49 +38,6 @@ ENDED: dict[WorkflowExecutionStatus, Literal["failed", "cancelled"]] = {
     WorkflowExecutionStatus.TIMED_OUT: "failed",
     WorkflowExecutionStatus.CANCELED: "cancelled",
 }
-
-
-class Shard(BaseModel):
-    """Jobs whose id is in [low, high) (high None: no upper end), and the schedules named after them."""
-
-    low: str
-    high: str | None = None
-    grace_seconds: float = GRACE.total_seconds()
-
-    def query(self) -> str:
-        """Temporal's schedule visibility filter for the shard: schedule ids sort as their job ids do."""
-        query = f'ScheduleId >= "{schedule_id(self.low)}"'
-        if self.high is not None:
-            query += f' AND ScheduleId < "{schedule_id(self.high)}"'
-        return query
-
-    def holds(self, sid: str) -> bool:
-        """Whether a listed schedule is a job's and in the shard: the visibility query only narrows the
-        listing (the dev server's, given STARTS_WITH as well, returned ids outside the range)."""
-        job_id = sid.removeprefix(SCHEDULE_PREFIX)
-        return (
-            sid.startswith(SCHEDULE_PREFIX)
-            and job_id >= self.low
-            and (self.high is None or job_id < self.high)
-        )
-
-
-# Job ids are hex: sixteen shards split them evenly, and the first and last are open-ended so that
-# a schedule with any other name still falls in one.
-_BOUNDS = "123456789abcdef"
-SHARDS = [Shard(low=low, high=high) for low, high in zip(["", *_BOUNDS], [*_BOUNDS, None], strict=True)]
-
-
-class RunsPage(BaseModel):
-    """Open runs after this run id, in id order."""
-
-    after: str | None = None
-    grace_seconds: float = GRACE.total_seconds()
-
-
-class RunsPass(BaseModel):
-    fixes: dict[str, int]
-    next_page: RunsPage | None
 
 
 def needs_schedule(job: Job, now: datetime) -> bool:
@@ -206,7 +157,7 @@ class ReconcileActivities:
 
 async def _ended(client: Client, run_id: str, lost: bool) -> tuple[datetime, RunResult] | None:
     """When and how the run's workflow ended, or None while it runs (or may still be starting)."""
-    handle = client.get_workflow_handle_for(JobRunWorkflow.run, run_id)
+    handle = client.get_workflow_handle(run_id, result_type=RunResult)
     try:
         described = await handle.describe()
     except RPCError as exc:

@@ -23,9 +23,9 @@ from typing import Any
 
 from sqlalchemy import create_engine
 
-from api.schemas import JobCreate
 from bench.stack import Stack, at_fixed_rate, machine, percentile, postgres_reachable, stack, table, verdict
 from core.models import Job, Run
+from core.schemas import JobCreate
 
 HOT_RUNS = 10_000
 LIVE_JOBS = 20

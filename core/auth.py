@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import getpass
 import hashlib
 import os
 import secrets
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,14 +26,14 @@ from joserfc.errors import (
     UnsupportedAlgorithmError,
 )
 from joserfc.jwk import OctKey
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
 from sqlalchemy import ColumnElement, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.config import Settings
-from core.db import Sessions, create_schema, make_engine, make_sessions
+from core.db import Sessions
 from core.errors import Conflict, OAuthError, Unauthorized
 from core.models import RefreshToken, User, utcnow
 
@@ -405,38 +403,3 @@ def _write_secret(path: Path) -> None:
             os.link(draft, path)
     finally:
         draft.unlink()
-
-
-def read_password() -> str:
-    """The new password: piped on stdin (scripts), or typed twice at a prompt."""
-    if not sys.stdin.isatty():
-        return sys.stdin.readline().rstrip("\r\n")
-    password = getpass.getpass("Password: ")
-    if getpass.getpass("Repeat it: ") != password:
-        raise SystemExit("chronos: the passwords differ")
-    return password
-
-
-def users_create_command(settings: Settings, email: str, *, admin: bool, password: str | None = None) -> int:
-    """`chronos users create EMAIL [--admin]`: prints the account and its webhook secret, shown only now."""
-    try:
-        user = asyncio.run(_create_user(settings, email, password or read_password(), admin))
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        print(f"chronos: {error['loc'][0]}: {error['msg']}", file=sys.stderr)
-        return 2
-    except Conflict as exc:
-        print(f"chronos: {exc.detail}", file=sys.stderr)
-        return 1
-    print(f"created {user.role} {user.email} (id {user.id})")
-    print(f"webhook secret (shown only now): {user.webhook_secret}")
-    return 0
-
-
-async def _create_user(settings: Settings, email: str, password: str, admin: bool) -> User:
-    engine = make_engine(settings)
-    try:
-        await create_schema(engine)
-        return await create_user(make_sessions(engine), email, password, admin)
-    finally:
-        await engine.dispose()

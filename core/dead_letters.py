@@ -6,12 +6,12 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api.schemas import DeadLetterPublic, Page, RunPublic
 from core.auth import Principal
 from core.db import Sessions
 from core.errors import NotFound
 from core.jobs import JobService
 from core.models import DeadLetter
+from core.schemas import DeadLetterPublic, Page, RunPublic
 
 
 class DeadLetterService:

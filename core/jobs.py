@@ -34,23 +34,23 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.schemas import (
-    JobCreate,
-    JobPublic,
-    JobState,
-    JobUpdate,
-    Page,
-    Preview,
-    PreviewRequest,
-    RunPublic,
-    TemporalLinks,
-)
 from core.auth import Principal
 from core.config import Settings
 from core.cron import parse_cron
 from core.db import Sessions
 from core.errors import Conflict, Invalid, NotFound
 from core.models import IdempotencyKey, Job, Run, new_id, utcnow
+from core.payloads import (
+    RUN_WORKFLOW,
+    Action,
+    FixedCron,
+    HttpAction,
+    NotifySpec,
+    RetrySpec,
+    RunInput,
+    Trigger,
+    schedule_id,
+)
 from core.schedules import (
     CronSchedule,
     ImmediateSchedule,
@@ -61,10 +61,19 @@ from core.schedules import (
     temporal_spec,
 )
 from core.schedules import Schedule as JobSchedule
+from core.schemas import (
+    JobCreate,
+    JobPublic,
+    JobState,
+    JobUpdate,
+    Page,
+    Preview,
+    PreviewRequest,
+    RunPublic,
+    TemporalLinks,
+)
 from core.targets import check_url
 from core.temporal import JOB_ID, OWNER_ID, TRIGGER, TemporalGateway
-from workflows.run_job import JobRunWorkflow
-from workflows.specs import Action, FixedCron, HttpAction, NotifySpec, RetrySpec, RunInput, Trigger
 
 SCHEDULE_ADAPTER: TypeAdapter[JobSchedule] = TypeAdapter(JobSchedule)
 ACTION_ADAPTER: TypeAdapter[Action] = TypeAdapter(Action)
@@ -72,10 +81,6 @@ Timed = OnceSchedule | CronSchedule | IntervalSchedule
 # Idempotency keys are honoured for at least this long (API.md asks for 24 hours).
 IDEMPOTENCY_TTL = timedelta(hours=48)
 ACTIVE_RUNS = ("scheduled", "running", "paused")
-
-
-def schedule_id(job_id: str) -> str:
-    return f"job-{job_id}"
 
 
 def run_workflow_id(job_id: str, trigger: Trigger) -> str:
@@ -146,7 +151,7 @@ def build_schedule(settings: Settings, job: Job) -> Schedule:
     Creation, in-place updates and reconciliation all build it here."""
     timed = timed_schedule(job)
     action = ScheduleActionStartWorkflow(
-        JobRunWorkflow.run,
+        RUN_WORKFLOW,
         run_input(job, "schedule"),
         id=schedule_id(job.id),
         task_queue=settings.task_queue,
@@ -440,7 +445,7 @@ class JobService:
         try:
             handle = await self.temporal.call(
                 lambda c: c.start_workflow(
-                    JobRunWorkflow.run,
+                    RUN_WORKFLOW,
                     spec,
                     id=run_id,
                     task_queue=self.settings.task_queue,

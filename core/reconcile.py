@@ -19,7 +19,7 @@ from temporalio.client import (
 )
 
 from core.config import Settings
-from workflows.reconcile import ReconcileInput, ReconcileWorkflow
+from core.payloads import RECONCILE_WORKFLOW, ReconcileInput
 
 RECONCILE_SCHEDULE_ID = "chronos-reconcile"
 # A pass stuck on an unreachable database ends, so the next one (skipped while it overlaps) can start.
@@ -29,7 +29,7 @@ PASS_TIMEOUT = timedelta(minutes=30)
 def reconcile_schedule(settings: Settings) -> Schedule:
     return Schedule(
         action=ScheduleActionStartWorkflow(
-            ReconcileWorkflow.run,
+            RECONCILE_WORKFLOW,
             ReconcileInput(),
             id=RECONCILE_SCHEDULE_ID,
             task_queue=settings.task_queue,

@@ -10,13 +10,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.schemas import AttemptPublic, LogLine, Page, RunDetail, RunPublic, RunStatus
 from core.auth import Principal
 from core.config import Settings
 from core.db import Sessions
 from core.errors import Conflict, NotFound
 from core.jobs import Links, run_public
 from core.models import Attempt, Job, Run, RunLog
+from core.schemas import AttemptPublic, LogLine, Page, RunDetail, RunPublic, RunStatus
 from core.temporal import TemporalGateway
 
 RunCommand = Literal["pause", "resume", "cancel"]

@@ -7,10 +7,10 @@ from datetime import timedelta
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from api.schemas import RunWindow, Stats
 from core.auth import Principal
 from core.db import Sessions
 from core.models import DeadLetter, Job, Run, utcnow
+from core.schemas import RunWindow, Stats
 
 WINDOWS = {"last_hour": timedelta(hours=1), "last_day": timedelta(days=1)}
 

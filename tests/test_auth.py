@@ -22,12 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 
 from api.main import create_app
+from cli import users_create_command
 from core.auth import (
     decode_access_token,
     issue_access_token,
     refresh_grant,
     signing_key,
-    users_create_command,
 )
 from core.config import Settings
 from core.errors import OAuthError

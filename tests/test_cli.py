@@ -27,7 +27,7 @@ def start_dev(data_dir: Path, port: int, ui_port: int, api_port: int, *extra: st
     env.pop("CHRONOS_JWT_SECRET", None)  # tokens must survive the restart through the data dir's key
     proc = subprocess.Popen(
         [
-            *(sys.executable, "-m", "core.cli", "dev", "--data-dir", str(data_dir), "--port", str(api_port)),
+            *(sys.executable, "-m", "cli", "dev", "--data-dir", str(data_dir), "--port", str(api_port)),
             *("--temporal-port", str(port), "--temporal-ui-port", str(ui_port), *extra),
         ],
         stdout=subprocess.PIPE,
@@ -53,7 +53,7 @@ def start_worker(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
         "CHRONOS_TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
         "CHRONOS_TASK_QUEUE": "chronos",
     }
-    return subprocess.Popen([sys.executable, "-m", "core.cli", "worker"], env=env)
+    return subprocess.Popen([sys.executable, "-m", "cli", "worker"], env=env)
 
 
 def stop(proc: subprocess.Popen[str], *ports: int) -> None:

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from temporalio.common import SearchAttributeIndexedValueType
 
-from core import cli
+import cli
 from core.config import Settings
 from core.temporal import SEARCH_ATTRIBUTES
 

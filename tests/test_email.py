@@ -14,12 +14,12 @@ from activities.email import SmtpServer
 from core.config import Settings
 from core.db import Sessions
 from core.models import Attempt, Job, RunLog
+from core.payloads import EmailAction, RunInput, RunResult
 from tests.histories import keep
 from tests.mirror_rows import add_job
 from tests.smtp_server import SmtpSink, start_smtp
 from worker import build_worker
 from workflows.run_job import JobRunWorkflow
-from workflows.specs import EmailAction, RunInput, RunResult
 
 
 @pytest.fixture(scope="module")

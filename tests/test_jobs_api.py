@@ -14,12 +14,12 @@ from temporalio.client import Client, ScheduleActionStartWorkflow
 
 from api.main import create_app
 from core.config import Settings
+from core.payloads import FixedCron, RunInput
 from core.temporal import TemporalGateway
 from tests.api_client import ApiClient, AuthedClient, app_settings, expect, serve
 from tests.conftest import POSTGRES, throwaway_database
 from tests.http_target import HttpTarget
 from tests.waiting import eventually
-from workflows.specs import FixedCron, RunInput
 
 FAST_RETRY = {
     "max_attempts": 3,

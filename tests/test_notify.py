@@ -15,12 +15,12 @@ from temporalio.client import Client
 from core.config import Settings
 from core.db import Sessions
 from core.models import Job, RunLog, User
+from core.payloads import HttpAction, NotifySpec, RetrySpec, RunInput, RunResult
 from tests.histories import keep
 from tests.mirror_rows import add_job
 from tests.smtp_server import SmtpSink, start_smtp
 from worker import build_worker
 from workflows.run_job import JobRunWorkflow
-from workflows.specs import HttpAction, NotifySpec, RetrySpec, RunInput, RunResult
 
 FAST = RetrySpec(max_attempts=2, backoff="fixed", initial_interval_seconds=0.1, max_interval_seconds=0.1)
 

@@ -33,6 +33,7 @@ from core.db import Sessions
 from core.jobs import schedule_id
 from core.metrics import worker_runtime
 from core.models import DeadLetter, Job, Run, new_id, utcnow
+from core.payloads import HttpAction, RunInput
 from core.reconcile import RECONCILE_SCHEDULE_ID, ensure_reconcile_schedule
 from tests.api_client import ApiClient, AuthedClient, expect
 from tests.histories import keep
@@ -40,7 +41,6 @@ from tests.http_target import HttpTarget
 from tests.waiting import eventually
 from workflows.reconcile import RECONCILE_WORKFLOWS, ReconcileInput, ReconcileWorkflow
 from workflows.run_job import JobRunWorkflow
-from workflows.specs import HttpAction, RunInput
 
 YEARLY = {"type": "cron", "cron": "0 0 1 1 *"}  # never fires while the tests run
 

@@ -14,12 +14,12 @@ from temporalio.worker import Replayer
 from core.config import Settings
 from core.db import Sessions
 from core.models import Job, Run
+from core.payloads import Guarantee, HttpAction, RetrySpec, RunInput, RunResult
 from tests.histories import committed, keep
 from tests.http_target import HttpTarget, Received
 from tests.mirror_rows import add_job
 from worker import WORKFLOWS, build_worker
 from workflows.run_job import JobRunWorkflow
-from workflows.specs import Guarantee, HttpAction, RetrySpec, RunInput, RunResult
 
 FAST_RETRY = RetrySpec(
     max_attempts=3, backoff="fixed", initial_interval_seconds=0.1, max_interval_seconds=0.1

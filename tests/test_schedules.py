@@ -16,10 +16,10 @@ from temporalio.client import (
     ScheduleState,
 )
 
-from activities.mirror import RunStarted
+from activities.mirror import skip_reason
+from core.payloads import FixedCron, RunStarted, Trigger
 from core.schedules import CronSchedule, IntervalSchedule, OnceSchedule, next_runs, temporal_spec
 from core.schedules import Schedule as UserSchedule
-from workflows.specs import FixedCron, Trigger
 
 SCHEDULE = TypeAdapter(UserSchedule)
 
@@ -146,10 +146,10 @@ def test_a_run_at_a_repeated_fall_back_time_is_skipped() -> None:
     """`30 1 * * *` in New York: 01:30 happens twice on 2026-11-01; the second fire ends as a skip."""
     rule = FixedCron(cron="30 1 * * *", timezone="America/New_York")
     first, second = datetime(2026, 11, 1, 5, 30, tzinfo=UTC), datetime(2026, 11, 1, 6, 30, tzinfo=UTC)
-    assert _fire(first, rule).skip_reason() is None
-    reason = _fire(second, rule).skip_reason()
+    assert skip_reason(_fire(first, rule)) is None
+    reason = skip_reason(_fire(second, rule))
     assert reason == "skipped: 01:30:00 already ran on 2026-11-01 (daylight-saving fall-back)"
-    assert _fire(second, rule, trigger="manual").skip_reason() is None
-    assert _fire(second, None).skip_reason() is None
+    assert skip_reason(_fire(second, rule, trigger="manual")) is None
+    assert skip_reason(_fire(second, None)) is None
     stepped = FixedCron(cron="*/30 * * * *", timezone="America/New_York")
-    assert _fire(second, stepped).skip_reason() is None  # wildcard hours run by elapsed time
+    assert skip_reason(_fire(second, stepped)) is None  # wildcard hours run by elapsed time

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.reconcile import GRACE, SHARDS, RunsPage, RunsPass
+    from core.payloads import RECONCILE_WORKFLOW, SHARDS, ReconcileInput, RunsPage, RunsPass
 
 # A slice that fails is retried a little, then left to the next pass a minute later.
 SLICE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
@@ -18,13 +17,7 @@ SLICE_TIMEOUT = timedelta(minutes=5)
 HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 
 
-class ReconcileInput(BaseModel):
-    """The schedule starts passes with the defaults; an operator's manual pass may shorten the grace."""
-
-    grace_seconds: float = GRACE.total_seconds()
-
-
-@workflow.defn
+@workflow.defn(name=RECONCILE_WORKFLOW)
 class ReconcileWorkflow:
     @workflow.run
     async def run(self, spec: ReconcileInput) -> dict[str, int]:

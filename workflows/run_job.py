@@ -14,17 +14,19 @@ from temporalio.workflow import ActivityCancellationType
 with workflow.unsafe.imports_passed_through():
     import email_validator  # noqa: F401  (pydantic's EmailStr imports it lazily, inside the sandbox)
 
-    from activities.mirror import RunFinished, RunStarted
-    from workflows.specs import (
+    from core.payloads import (
+        RUN_WORKFLOW,
         EmailAction,
         EmailNotice,
         EmailOutcome,
         EmailSend,
         HttpCall,
         HttpOutcome,
+        RunFinished,
         RunInput,
         RunNotice,
         RunResult,
+        RunStarted,
         WebhookNotice,
     )
 
@@ -47,7 +49,7 @@ NOTIFY_RETRY = RetryPolicy(
 )
 
 
-@workflow.defn
+@workflow.defn(name=RUN_WORKFLOW)
 class JobRunWorkflow:
     def __init__(self) -> None:
         self._paused = False

@@ -8,6 +8,17 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, model_validator
 from temporalio.common import RetryPolicy
 
+# Names Chronos gives things in Temporal: the API, the workflows and the activities all use them.
+RUN_WORKFLOW = "JobRunWorkflow"
+RECONCILE_WORKFLOW = "ReconcileWorkflow"
+SCHEDULE_PREFIX = "job-"
+
+
+def schedule_id(job_id: str) -> str:
+    """The Temporal Schedule of a timed job."""
+    return f"{SCHEDULE_PREFIX}{job_id}"
+
+
 Guarantee = Literal["at_least_once", "at_most_once"]
 Trigger = Literal["schedule", "immediate", "manual", "replay"]
 
@@ -182,3 +193,76 @@ class RunResult(BaseModel):
     attempts: int
     http_status: int | None = None
     error: str | None = None
+
+
+class RunStarted(BaseModel):
+    run_id: str
+    temporal_run_id: str
+    job_id: str
+    owner_id: str
+    trigger: Trigger
+    scheduled_at: datetime
+    started_at: datetime
+    fixed_cron: FixedCron | None = None
+
+
+class RunFinished(BaseModel):
+    run_id: str
+    finished_at: datetime
+    result: RunResult
+    # The action that ran: a failed run keeps it (secrets masked) in its dead letter.
+    action: Action | None = None
+
+
+# Younger things may be mid-creation (a job's schedule exists before its row commits; a run's row before
+# its workflow starts): reconciliation leaves them to the next pass.
+GRACE = timedelta(minutes=3)
+
+
+class Shard(BaseModel):
+    """Jobs whose id is in [low, high) (high None: no upper end), and the schedules named after them."""
+
+    low: str
+    high: str | None = None
+    grace_seconds: float = GRACE.total_seconds()
+
+    def query(self) -> str:
+        """Temporal's schedule visibility filter for the shard: schedule ids sort as their job ids do."""
+        query = f'ScheduleId >= "{schedule_id(self.low)}"'
+        if self.high is not None:
+            query += f' AND ScheduleId < "{schedule_id(self.high)}"'
+        return query
+
+    def holds(self, sid: str) -> bool:
+        """Whether a listed schedule is a job's and in the shard: the visibility query only narrows the
+        listing (the dev server's, given STARTS_WITH as well, returned ids outside the range)."""
+        job_id = sid.removeprefix(SCHEDULE_PREFIX)
+        return (
+            sid.startswith(SCHEDULE_PREFIX)
+            and job_id >= self.low
+            and (self.high is None or job_id < self.high)
+        )
+
+
+# Job ids are hex: sixteen shards split them evenly, and the first and last are open-ended so that
+# a schedule with any other name still falls in one.
+_BOUNDS = "123456789abcdef"
+SHARDS = [Shard(low=low, high=high) for low, high in zip(["", *_BOUNDS], [*_BOUNDS, None], strict=True)]
+
+
+class RunsPage(BaseModel):
+    """Open runs after this run id, in id order."""
+
+    after: str | None = None
+    grace_seconds: float = GRACE.total_seconds()
+
+
+class RunsPass(BaseModel):
+    fixes: dict[str, int]
+    next_page: RunsPage | None
+
+
+class ReconcileInput(BaseModel):
+    """The schedule starts passes with the defaults; an operator's manual pass may shorten the grace."""
+
+    grace_seconds: float = GRACE.total_seconds()

@@ -11,8 +11,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
 
+from core.payloads import Action, Guarantee, NotifySpec, RetrySpec, Trigger, masked_action
 from core.schedules import Schedule
-from workflows.specs import Action, Guarantee, NotifySpec, RetrySpec, Trigger, masked_action
 
 T = TypeVar("T")
 

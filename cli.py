@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import os
 import signal
 import socket
@@ -13,7 +14,13 @@ import sys
 import time
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from core.auth import create_user
 from core.config import Settings
+from core.db import create_schema, make_engine, make_sessions
+from core.errors import Conflict
+from core.models import User
 from core.temporal import SEARCH_ATTRIBUTES, temporal_binary
 
 
@@ -74,8 +81,8 @@ def dev(args: argparse.Namespace) -> int:
     try:
         _wait_for_port("the Temporal dev server", "127.0.0.1", args.temporal_port, children[0])
         if not args.no_worker:
-            children.append(subprocess.Popen([sys.executable, "-m", "core.cli", "worker"], env=env))
-        api = [sys.executable, "-m", "core.cli", "api", "--host", args.host, "--port", str(args.port)]
+            children.append(subprocess.Popen([sys.executable, "-m", "cli", "worker"], env=env))
+        api = [sys.executable, "-m", "cli", "api", "--host", args.host, "--port", str(args.port)]
         children.append(subprocess.Popen(api, env=env))
         _wait_for_port("the API", _reachable(args.host), args.port, children[-1])
         base = f"http://{_reachable(args.host)}:{args.port}"
@@ -119,9 +126,42 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def users_create(args: argparse.Namespace) -> int:
-    from core.auth import users_create_command
-
     return users_create_command(Settings(), args.email, admin=args.admin)
+
+
+def read_password() -> str:
+    """The new password: piped on stdin (scripts), or typed twice at a prompt."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat it: ") != password:
+        raise SystemExit("chronos: the passwords differ")
+    return password
+
+
+def users_create_command(settings: Settings, email: str, *, admin: bool, password: str | None = None) -> int:
+    """`chronos users create EMAIL [--admin]`: prints the account and its webhook secret, shown only now."""
+    try:
+        user = asyncio.run(_create_user(settings, email, password or read_password(), admin))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        print(f"chronos: {error['loc'][0]}: {error['msg']}", file=sys.stderr)
+        return 2
+    except Conflict as exc:
+        print(f"chronos: {exc.detail}", file=sys.stderr)
+        return 1
+    print(f"created {user.role} {user.email} (id {user.id})")
+    print(f"webhook secret (shown only now): {user.webhook_secret}")
+    return 0
+
+
+async def _create_user(settings: Settings, email: str, password: str, admin: bool) -> User:
+    engine = make_engine(settings)
+    try:
+        await create_schema(engine)
+        return await create_user(make_sessions(engine), email, password, admin)
+    finally:
+        await engine.dispose()
 
 
 def main(argv: list[str] | None = None) -> int:
