@@ -11,7 +11,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -23,22 +26,146 @@ from core.errors import Conflict
 from core.models import User
 from core.temporal import SEARCH_ATTRIBUTES, temporal_binary
 
+# How long each child may take to stop after SIGTERM: the worker drains its attempts in progress (10 s).
+STOP_TIMEOUT = {"the API": 15.0, "the worker": 30.0, "the Temporal dev server": 15.0}
+# A child that dies unasked is restarted after 1, 2, 4 … s; more than `--max-restarts` deaths within
+# RESTART_WINDOW stop everything, so a crash loop ends with its name instead of spinning.
+RESTART_WINDOW = 300.0
+MAX_BACKOFF = 30.0
 
-def _wait_for_port(
-    what: str, host: str, port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0
-) -> None:
-    """Block until a child accepts connections, or fail with its exit code."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with code {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+
+class ChildDied(Exception):
+    """A child exited while `chronos dev` still needed it."""
+
+    def __init__(self, child: Child) -> None:
+        super().__init__(f"{child.name} exited with code {child.exit_code}")
+
+
+@dataclass
+class Child:
+    """One process `chronos dev` runs, how to start it, and the port that says it is up."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] | None = None
+    port: int | None = None
+    host: str = "127.0.0.1"
+    # Output dropped once `chronos dev` is stopping: the Temporal server's shutdown warnings are noise.
+    quiet_when_stopping: bool = False
+    proc: subprocess.Popen[bytes] | None = None
+    deaths: list[float] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.proc.poll() if self.proc is not None else None
+
+    def start(self, stopping: Callable[[], bool], timeout: float = 60.0) -> None:
+        """Start it and wait until its port answers (or it dies, or `chronos dev` is asked to stop)."""
+        if self.quiet_when_stopping:
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            threading.Thread(target=self._forward, args=(self.proc, stopping), daemon=True).start()
+        else:
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL)
+        if self.port is None:
             return
-        time.sleep(0.2)
-    raise SystemExit(f"{what} did not open port {port} within {timeout:g} s")
+        deadline = time.monotonic() + timeout
+        while not stopping():
+            if self.proc.poll() is not None:
+                raise ChildDied(self)
+            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), timeout=1):
+                return
+            if time.monotonic() > deadline:
+                raise SystemExit(f"chronos: {self.name} did not open port {self.port} within {timeout:g} s")
+            time.sleep(0.1)
+
+    @staticmethod
+    def _forward(proc: subprocess.Popen[bytes], stopping: Callable[[], bool]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if not stopping():
+                sys.stderr.buffer.write(line)
+                sys.stderr.flush()
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not stop within its time."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=STOP_TIMEOUT.get(self.name, 15.0))
+        except subprocess.TimeoutExpired:
+            print(f"chronos: {self.name} did not stop in time: killed", file=sys.stderr, flush=True)
+            self.proc.kill()
+            self.proc.wait()
 
 
-def _temporal_dev_server(data_dir: Path, port: int, ui_port: int) -> subprocess.Popen[bytes]:
+class Supervisor:
+    """Starts the children in order, restarts one that dies unasked (with backoff), and stops them in
+    reverse order: the API stops taking requests, the worker drains, and only then Temporal stops, so a
+    call that finished during the drain is still reported (stopping Temporal first made it run twice)."""
+
+    def __init__(self, children: list[Child], max_restarts: int) -> None:
+        self.children = children
+        self.max_restarts = max_restarts
+        self.stopping = False
+
+    def ask_to_stop(self, _signum: int = 0, _frame: object = None) -> None:
+        self.stopping = True
+
+    def start(self) -> None:
+        for child in self.children:
+            self._start(child)
+
+    def watch(self) -> None:
+        """Until asked to stop: restart any child that died, within the restart budget."""
+        while not self.stopping:
+            for child in self.children:
+                if child.exit_code is not None and not self.stopping:
+                    self._restart(child)
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+
+    def _start(self, child: Child) -> None:
+        while not self.stopping:
+            try:
+                child.start(lambda: self.stopping)
+                return
+            except ChildDied:
+                self._record_death(child)
+
+    def _restart(self, child: Child) -> None:
+        self._record_death(child)
+        self._start(child)
+        if not self.stopping:
+            print(f"chronos: restarted {child.name}", file=sys.stderr, flush=True)
+
+    def _record_death(self, child: Child) -> None:
+        """Count the death; wait the backoff, or end `chronos dev` when the budget is spent."""
+        now = time.monotonic()
+        child.deaths = [t for t in child.deaths if now - t < RESTART_WINDOW] + [now]
+        code = child.exit_code
+        if len(child.deaths) > self.max_restarts:
+            raise SystemExit(
+                f"chronos: {child.name} exited with code {code}, "
+                f"{len(child.deaths)} time(s) within {RESTART_WINDOW:g} s: stopping"
+            )
+        delay = min(2.0 ** (len(child.deaths) - 1), MAX_BACKOFF)
+        print(f"chronos: {child.name} exited with code {code}; restarting in {delay:g} s", file=sys.stderr)
+        deadline = time.monotonic() + delay
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def _temporal_dev_server(data_dir: Path, port: int, ui_port: int) -> list[str]:
     args = [
         temporal_binary(),
         "server",
@@ -54,12 +181,13 @@ def _temporal_dev_server(data_dir: Path, port: int, ui_port: int) -> subprocess.
     ]
     for key in SEARCH_ATTRIBUTES:
         args += ["--search-attribute", f"{key.name}=Keyword"]
-    return subprocess.Popen(args, stdin=subprocess.DEVNULL)
+    return args
 
 
 def dev(args: argparse.Namespace) -> int:
-    """Run the dev server, a worker (unless --no-worker) and the API until Ctrl-C or SIGTERM, then stop
-    them all. The API and worker are child processes, as in production, sharing the data dir."""
+    """Run the dev server, a worker (unless --no-worker) and the API until Ctrl-C or SIGTERM, as a
+    supervisor: a child that dies is restarted, and shutdown goes in order. The API and worker are child
+    processes, as in production, sharing the data dir."""
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {
@@ -69,39 +197,33 @@ def dev(args: argparse.Namespace) -> int:
         "CHRONOS_TEMPORAL_UI_URL": f"http://127.0.0.1:{args.temporal_ui_port}",
         "CHRONOS_ALLOW_PRIVATE_TARGETS": os.environ.get("CHRONOS_ALLOW_PRIVATE_TARGETS", "true"),
     }
-    children = [_temporal_dev_server(data_dir, args.temporal_port, args.temporal_ui_port)]
-    stop = False
-
-    def _stop(_signum: int, _frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    children = [
+        Child(
+            "the Temporal dev server",
+            _temporal_dev_server(data_dir, args.temporal_port, args.temporal_ui_port),
+            port=args.temporal_port,
+            quiet_when_stopping=True,
+        )
+    ]
+    if not args.no_worker:
+        children.append(Child("the worker", [sys.executable, "-m", "cli", "worker"], env=env))
+    api = [sys.executable, "-m", "cli", "api", "--host", args.host, "--port", str(args.port)]
+    children.append(Child("the API", api, env=env, port=args.port, host=_reachable(args.host)))
+    supervisor = Supervisor(children, max_restarts=args.max_restarts)
+    signal.signal(signal.SIGTERM, supervisor.ask_to_stop)
+    signal.signal(signal.SIGINT, supervisor.ask_to_stop)
     try:
-        _wait_for_port("the Temporal dev server", "127.0.0.1", args.temporal_port, children[0])
-        if not args.no_worker:
-            children.append(subprocess.Popen([sys.executable, "-m", "cli", "worker"], env=env))
-        api = [sys.executable, "-m", "cli", "api", "--host", args.host, "--port", str(args.port)]
-        children.append(subprocess.Popen(api, env=env))
-        _wait_for_port("the API", _reachable(args.host), args.port, children[-1])
-        base = f"http://{_reachable(args.host)}:{args.port}"
-        print(f"API:             {base}/api/v1", flush=True)
-        print(f"API docs:        {base}/docs", flush=True)
-        print(f"Temporal:        127.0.0.1:{args.temporal_port}", flush=True)
-        print(f"Temporal Web UI: http://127.0.0.1:{args.temporal_ui_port}", flush=True)
-        print(f"Data dir:        {data_dir}", flush=True)
-        while not stop and all(child.poll() is None for child in children):
-            time.sleep(0.2)
+        supervisor.start()
+        if not supervisor.stopping:
+            base = f"http://{_reachable(args.host)}:{args.port}"
+            print(f"API:             {base}/api/v1", flush=True)
+            print(f"API docs:        {base}/docs", flush=True)
+            print(f"Temporal:        127.0.0.1:{args.temporal_port}", flush=True)
+            print(f"Temporal Web UI: http://127.0.0.1:{args.temporal_ui_port}", flush=True)
+            print(f"Data dir:        {data_dir}", flush=True)
+        supervisor.watch()
     finally:
-        for child in reversed(children):
-            if child.poll() is None:
-                child.terminate()
-        for child in reversed(children):
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        supervisor.stop()
     return 0
 
 
@@ -126,7 +248,17 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def users_create(args: argparse.Namespace) -> int:
-    return users_create_command(Settings(), args.email, admin=args.admin)
+    settings = Settings(data_dir=Path(args.data_dir)) if args.data_dir else Settings()
+    database = (settings.data_dir / "chronos.db").resolve()
+    if settings.database_url is None and not args.data_dir and not database.exists():
+        # Run from another folder, it would make a new database that the running server never reads.
+        print(
+            f"chronos: no Chronos database at {database}; pass --data-dir (the folder `chronos dev` uses) "
+            "or set CHRONOS_DATA_DIR or CHRONOS_DATABASE_URL",
+            file=sys.stderr,
+        )
+        return 2
+    return users_create_command(settings, args.email, admin=args.admin)
 
 
 def read_password() -> str:
@@ -174,6 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     p_dev.add_argument("--temporal-ui-port", type=int, default=8233)
     p_dev.add_argument("--data-dir", default=".chronos")
     p_dev.add_argument("--no-worker", action="store_true", help="start workers separately")
+    p_dev.add_argument(
+        "--max-restarts",
+        type=int,
+        default=5,
+        help="restarts of a child that dies, within 5 minutes, before chronos dev gives up (0: never)",
+    )
     p_dev.set_defaults(func=dev)
     p_worker = commands.add_parser("worker", help="one worker process on the task queue")
     p_worker.add_argument("--concurrency", type=int, default=100, help="activities run at once")
@@ -189,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     p_create = p_users.add_parser("create", help="create a user; the password is read from stdin or prompted")
     p_create.add_argument("email")
     p_create.add_argument("--admin", action="store_true", help="give the admin role")
+    p_create.add_argument(
+        "--data-dir", default=None, help="the data dir of the server (default: CHRONOS_DATA_DIR or .chronos)"
+    )
     p_create.set_defaults(func=users_create)
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -29,6 +29,7 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     hang: bool = False
     body: bytes = b'{"ok": true}'
+    delay: float = 0  # seconds before answering: a call that is in flight for a while
 
 
 HANG = Answer(hang=True)
@@ -84,6 +85,8 @@ def start_target() -> HttpTarget:
             answer = target.answer(received)
             if answer.hang:
                 target.released.wait(HANG_SECONDS)
+            elif answer.delay:
+                target.released.wait(answer.delay)
             self.send_response(answer.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(answer.body)))

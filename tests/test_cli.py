@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import httpx
 
 from tests.api_client import expect
-from tests.http_target import start_target
+from tests.http_target import Answer, start_target
 from tests.waiting import eventually
 
 
@@ -22,7 +24,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_dev(data_dir: Path, port: int, ui_port: int, api_port: int, *extra: str) -> subprocess.Popen[str]:
+def start_dev(
+    data_dir: Path, port: int, ui_port: int, api_port: int, *extra: str, stderr: int | None = None
+) -> subprocess.Popen[str]:
     env = {**os.environ, "CHRONOS_TASK_QUEUE": "chronos"}
     env.pop("CHRONOS_JWT_SECRET", None)  # tokens must survive the restart through the data dir's key
     proc = subprocess.Popen(
@@ -31,6 +35,7 @@ def start_dev(data_dir: Path, port: int, ui_port: int, api_port: int, *extra: st
             *("--temporal-port", str(port), "--temporal-ui-port", str(ui_port), *extra),
         ],
         stdout=subprocess.PIPE,
+        stderr=stderr,
         text=True,
         env=env,
     )
@@ -61,6 +66,7 @@ def stop(proc: subprocess.Popen[str], *ports: int) -> None:
     assert proc.wait(timeout=30) == 0
     for port in ports:  # every child is gone too: its port is free again
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not a listener
             s.bind(("127.0.0.1", port))
 
 
@@ -127,3 +133,107 @@ async def test_dev_without_worker_is_ready_once_a_worker_joins(tmp_path: Path) -
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(timeout=30) == 0
         stop(proc, port, ui_port, api_port)
+
+
+def child_pid(proc: subprocess.Popen[str], role: str) -> int | None:
+    """The pid of the child of `chronos dev` whose command line has `role` (worker, api, start-dev)."""
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    for pid in children:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except FileNotFoundError:
+            continue
+        if role.encode() in argv:
+            return int(pid)
+    return None
+
+
+def restarted(proc: subprocess.Popen[str], role: str, killed: int) -> bool:
+    return child_pid(proc, role) not in (None, killed)
+
+
+async def test_dev_restarts_a_child_that_dies_and_stops_in_order(tmp_path: Path) -> None:
+    """Each child killed is started again; SIGTERM drains the worker before Temporal stops, so a call that
+    finishes during the drain is reported and never made a second time after the restart."""
+    port, ui_port, api_port = free_port(), free_port(), free_port()
+    target = start_target()
+    target.script("/slow", [Answer(delay=3)])
+    proc = start_dev(tmp_path, port, ui_port, api_port)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as http:
+
+            async def ready() -> bool:
+                with contextlib.suppress(httpx.HTTPError):
+                    return (await http.get("/ready")).status_code == 200
+                return False
+
+            await eventually(ready, "chronos dev to be ready", within=60)
+            for role in ("worker", "api", "start-dev"):
+                killed = child_pid(proc, role)
+                assert killed is not None, role
+                os.kill(killed, signal.SIGKILL)
+                await eventually(partial(restarted, proc, role, killed), f"the {role} to be restarted")
+                await eventually(ready, f"chronos dev to be ready after the {role} was restarted", within=90)
+            user = {"email": "sup@example.org", "password": "correct horse battery"}
+            expect(await http.post("/api/v1/auth/register", json=user), 201)
+            token = expect(await http.post("/api/v1/auth/login", json=user), 200)["access_token"]
+            http.headers["Authorization"] = f"Bearer {token}"
+            job = {
+                "name": "slow call",
+                "schedule": {"type": "immediate"},
+                "action": {"type": "http", "url": target.url("/slow")},
+            }
+            job_id = expect(await http.post("/api/v1/jobs", json=job), 201)["id"]
+            await target.wait_for("/slow")  # the call is in flight: stop everything now
+    finally:
+        stop(proc, port, ui_port, api_port)
+
+    proc = start_dev(tmp_path, port, ui_port, api_port)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}/api/v1", timeout=30) as http:
+            http.headers["Authorization"] = f"Bearer {token}"
+
+            async def ended() -> str | None:
+                status = expect(await http.get(f"/jobs/{job_id}/runs"), 200)["items"][0]["status"]
+                return status if status in ("succeeded", "failed") else None
+
+            assert await eventually(ended, "the run to end", within=60) == "succeeded"
+        assert len(target.requests["/slow"]) == 1
+    finally:
+        stop(proc, port, ui_port, api_port)
+        target.close()
+
+
+def test_dev_exits_non_zero_naming_a_child_it_cannot_keep(tmp_path: Path) -> None:
+    port, ui_port, api_port = free_port(), free_port(), free_port()
+    proc = start_dev(tmp_path, port, ui_port, api_port, "--max-restarts", "0", stderr=subprocess.PIPE)
+    worker = child_pid(proc, "worker")
+    assert worker is not None
+    os.kill(worker, signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "the worker exited with code -9" in stderr
+    for free in (port, ui_port, api_port):  # everything else was stopped
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", free))
+
+
+def test_users_create_refuses_a_folder_without_a_server(tmp_path: Path) -> None:
+    """Run from another folder, `chronos users create` would make a database nobody reads: it says so."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CHRONOS_DATA_DIR", "CHRONOS_DATABASE_URL")}
+    command = [sys.executable, "-m", "cli", "users", "create", "ada@example.org"]
+    refused = subprocess.run(
+        command, cwd=tmp_path, env=env, input="correct horse battery\n", text=True, capture_output=True
+    )
+    assert refused.returncode == 2
+    assert "--data-dir" in refused.stderr and not (tmp_path / ".chronos").exists()
+    made = subprocess.run(
+        [*command, "--data-dir", str(tmp_path / "server")],
+        cwd=tmp_path,
+        env=env,
+        input="correct horse battery\n",
+        text=True,
+        capture_output=True,
+    )
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "server" / "chronos.db").exists()

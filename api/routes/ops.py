@@ -1,4 +1,4 @@
-"""Operations endpoints outside /api/v1: liveness and readiness."""
+"""Operations endpoints: the API's index, liveness and readiness."""
 
 from __future__ import annotations
 
@@ -10,6 +10,22 @@ from api.errors import problem
 from core.health import readiness
 
 router = APIRouter(tags=["operations"])
+
+
+@router.get("/api/v1")
+async def index() -> dict[str, str]:
+    """Where things are: the printed API address answers with this map instead of a 404."""
+    return {
+        "name": "Chronos",
+        "docs": "/docs",
+        "openapi": "/openapi.json",
+        "jobs": "/api/v1/jobs",
+        "dead_letters": "/api/v1/dead-letters",
+        "stats": "/api/v1/stats",
+        "health": "/health",
+        "ready": "/ready",
+        "metrics": "/metrics",
+    }
 
 
 @router.get("/health")
