@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from api import errors
-from api.routes import auth, dead_letters, jobs, metrics, ops, runs
+from api.routes import auth, dead_letters, docs, jobs, metrics, ops, runs
 from api.throttle import Throttle
 from core.config import Settings, get_settings
 from core.db import create_schema, make_engine, make_sessions
@@ -38,6 +39,8 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         version="0.1.0",
         description="Durable job scheduling on Temporal: HTTP and email jobs, now, once or on a schedule.",
         lifespan=lifespan,
+        docs_url=None,  # served by api/routes/docs.py from vendored assets
+        redoc_url=None,
     )
     app.state.throttle = Throttle(settings.auth_attempts_per_minute)
     errors.install(app)
@@ -45,5 +48,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
     for router in (auth.router, jobs.router, runs.router, dead_letters.router):
         app.include_router(router, prefix="/api/v1")
     app.include_router(ops.router)
+    app.include_router(docs.router)
+    app.mount("/static", StaticFiles(packages=[("api", "static")]), name="static")
     app.include_router(metrics.router)
     return app
