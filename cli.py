@@ -23,6 +23,7 @@ from core.auth import create_user
 from core.config import Settings
 from core.db import create_schema, make_engine, make_sessions
 from core.errors import Conflict
+from core.logs import configure_logging
 from core.models import User
 from core.temporal import SEARCH_ATTRIBUTES, temporal_binary
 
@@ -235,7 +236,10 @@ def _reachable(host: str) -> str:
 def api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    uvicorn.run("api.main:create_app", factory=True, host=args.host, port=args.port, log_level="info")
+    configure_logging(Settings().log_format)
+    uvicorn.run(
+        "api.main:create_app", factory=True, host=args.host, port=args.port, log_level="info", log_config=None
+    )
     return 0
 
 
@@ -243,7 +247,9 @@ def worker(args: argparse.Namespace) -> int:
     from worker import run_worker
 
     overrides = {"worker_metrics_port": args.metrics_port} if args.metrics_port else {}
-    asyncio.run(run_worker(Settings(**overrides), concurrency=args.concurrency))
+    settings = Settings(**overrides)
+    configure_logging(settings.log_format)
+    asyncio.run(run_worker(settings, concurrency=args.concurrency))
     return 0
 
 
@@ -298,6 +304,12 @@ async def _create_user(settings: Settings, email: str, password: str, admin: boo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chronos", description=__doc__)
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=None,
+        help="log lines as text (default) or one JSON object per line (CHRONOS_LOG_FORMAT)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     p_dev = commands.add_parser("dev", help="everything on one machine: Temporal, a worker and the API")
     p_dev.add_argument("--host", default="127.0.0.1", help="the API's interface")
@@ -332,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_create.set_defaults(func=users_create)
     args = parser.parse_args(argv)
+    if args.log_format:  # children of `chronos dev` inherit it
+        os.environ["CHRONOS_LOG_FORMAT"] = args.log_format
     return int(args.func(args))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,8 @@ from core.targets import TargetGuard
 from core.temporal import connect
 from workflows.reconcile import RECONCILE_WORKFLOWS
 from workflows.run_job import JobRunWorkflow
+
+logger = logging.getLogger(__name__)
 
 WORKFLOWS = [JobRunWorkflow, *RECONCILE_WORKFLOWS]
 # On SIGTERM, attempts in progress get this long to finish before their tasks go back to the queue.
@@ -76,7 +79,7 @@ async def run_worker(settings: Settings | None = None, concurrency: int = 100) -
     await create_schema(engine)
     if settings.smtp_url is None:
         outbox = (settings.data_dir / "outbox").resolve()
-        print(f"CHRONOS_SMTP_URL is not set: outgoing mail is kept in {outbox}", flush=True)
+        logger.info("CHRONOS_SMTP_URL is not set: outgoing mail is kept in %s", outbox)
     try:
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.logs import LogFormat
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CHRONOS_", extra="ignore")
@@ -33,6 +35,7 @@ class Settings(BaseSettings):
     auth_attempts_per_minute: int = 30
     catchup_window_seconds: int = 300
     reconcile_every_seconds: int = Field(default=60, ge=1, description="how often drift is reconciled")
+    log_format: LogFormat = Field(default="text", description="`text` or `json` (log collectors)")
     worker_metrics_port: int | None = Field(
         default=None, description="where a worker serves the Temporal SDK's Prometheus metrics"
     )
