@@ -60,3 +60,5 @@ def configure_logging(fmt: LogFormat = "text", level: int = logging.INFO) -> Non
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    # httpx logs every request at INFO: the worker's calls are in the run logs already.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
