@@ -15,7 +15,6 @@ from core.models._common import (
 )
 from core.models._dead_letters import DeadLetter, DeadLetterBase, DeadLetterPublic
 from core.models._jobs import (
-    HELD,
     IdempotencyKey,
     Job,
     JobBase,
@@ -64,7 +63,6 @@ from core.models._users import (
 __all__ = [
     "ACTIVE_RUNS",
     "FINISHED",
-    "HELD",
     "Attempt",
     "AttemptBase",
     "AttemptPublic",
