@@ -12,8 +12,9 @@ from temporalio import activity
 from activities.attempts import ATTEMPT, LOG, dialect_insert
 from core.cron import is_repeated_fire, parse_cron
 from core.db import Sessions
-from core.models import DeadLetter, Job, Run, new_id, utcnow
+from core.models import DeadLetter, Job, JobState, Run, new_id, utcnow
 from core.payloads import RunFinished, RunResult, RunStarted, masked_action
+from core.schedules import Schedule
 
 RUN: Table = Run.__table__  # type: ignore[attr-defined]
 JOB: Table = Job.__table__  # type: ignore[attr-defined]
@@ -83,9 +84,10 @@ def end_line(result: RunResult) -> str:
     return f"run failed after {result.attempts} attempt(s): {result.error}"
 
 
-def detached_job(job_id: str, state: str, schedule: dict[str, Any], last_run_id: str | None) -> Job:
+def detached_job(job_id: str, state: JobState, schedule: Schedule, last_run_id: str | None) -> Job:
     """A Job outside any session with just the columns its run rules (`run_started`, `run_ended`) read
-    and write: the rules stay in one place, and the mirror writes what they decide with one UPDATE."""
+    and write: the rules stay in one place, and the mirror writes what they decide with one UPDATE.
+    The Core select reads `state` and `schedule` through their column types, so they come typed."""
     columns: dict[str, Any] = {"id": job_id, "state": state, "schedule": schedule, "last_run_id": last_run_id}
     return Job(**columns)
 

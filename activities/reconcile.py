@@ -23,8 +23,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.mirror import MirrorActivities
 from core.config import Settings
 from core.db import Sessions
-from core.jobs import ACTIVE_RUNS, create_schedule, timed_schedule
-from core.models import Job, Run, utcnow
+from core.job_schedules import create_schedule
+from core.models import ACTIVE_RUNS, Job, Run, utcnow
 from core.payloads import RunFinished, RunResult, RunsPage, RunsPass, Shard, schedule_id
 from core.schedules import OnceSchedule
 
@@ -43,7 +43,7 @@ ENDED: dict[WorkflowExecutionStatus, Literal["failed", "cancelled"]] = {
 def needs_schedule(job: Job, now: datetime) -> bool:
     """A live timed job needs a schedule while Temporal could still fire it: a one-time job until its
     run_at, a recurring one until its end_at."""
-    timed = timed_schedule(job)
+    timed = job.timed
     if isinstance(timed, OnceSchedule):
         return timed.run_at > now
     return timed.end_at is None or timed.end_at > now
@@ -53,7 +53,7 @@ def recurring_ended(job: Job, now: datetime) -> bool:
     """A recurring job waiting for a fire that its end_at rules out: Job.run_ended's rule, with no run."""
     if job.state != "scheduled":
         return False
-    timed = timed_schedule(job)
+    timed = job.timed
     return not isinstance(timed, OnceSchedule) and timed.end_at is not None and timed.end_at <= now
 
 
@@ -78,7 +78,7 @@ class ReconcileActivities:
             )
             if shard.high is not None:
                 query = query.where(col(Job.id) < shard.high)
-            jobs = [job for job in await session.exec(query) if job.schedule.get("type") != "immediate"]
+            jobs = [job for job in await session.exec(query) if not job.immediate]
             for job in jobs:
                 if not recurring_ended(job, now):
                     continue

@@ -24,8 +24,7 @@ from typing import Any
 from sqlalchemy import create_engine
 
 from bench.stack import Stack, at_fixed_rate, machine, percentile, postgres_reachable, stack, table, verdict
-from core.models import Job, Run
-from core.schemas import JobCreate
+from core.models import Job, JobCreate, Run
 
 HOT_RUNS = 10_000
 LIVE_JOBS = 20

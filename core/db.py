@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event, text
+from sqlalchemy import Connection, event, func, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from core.config import Settings
+from core.models import Page
 
 Sessions = async_sessionmaker[AsyncSession]
+M = TypeVar("M")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Key of the PostgreSQL advisory lock that every Chronos process holds while it upgrades the schema.
@@ -70,3 +75,12 @@ async def create_schema(engine: AsyncEngine) -> None:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
         await conn.run_sync(_upgrade)
         await conn.commit()
+
+
+async def paginate(
+    session: AsyncSession, query: SelectOfScalar[M], order_by: Sequence[Any], page: int, limit: int
+) -> Page[M]:
+    """One page of a query's rows (1-based `page`) in the given order, and how many rows it has in all."""
+    total = (await session.exec(select(func.count()).select_from(query.subquery()))).one()
+    rows = await session.exec(query.order_by(*order_by).offset((page - 1) * limit).limit(limit))
+    return Page(items=list(rows), total=total, page=page, limit=limit)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.auth import Principal
-from core.db import Sessions
+from core.db import Sessions, paginate
 from core.errors import NotFound
 from core.jobs import JobService
-from core.models import DeadLetter
-from core.schemas import DeadLetterPublic, Page, RunPublic
+from core.models import DeadLetter, DeadLetterPublic, Page, RunPublic
+from core.payloads import Trigger
 
 
 class DeadLetterService:
@@ -26,20 +25,17 @@ class DeadLetterService:
             query = select(DeadLetter).where(user.sees_rows(DeadLetter.owner_id))
             if job_id is not None:
                 query = query.where(DeadLetter.job_id == job_id)
-            total = (await session.exec(select(func.count()).select_from(query.subquery()))).one()
-            rows = await session.exec(
-                query.order_by(col(DeadLetter.created_at).desc(), col(DeadLetter.id))
-                .offset((page - 1) * limit)
-                .limit(limit)
+            order = [col(DeadLetter.created_at).desc(), col(DeadLetter.id)]
+            letters = await paginate(session, query, order, page, limit)
+            return letters.with_items(
+                [DeadLetterPublic.model_validate(row.model_dump()) for row in letters.items]
             )
-            items = [DeadLetterPublic.model_validate(row.model_dump()) for row in rows]
-            return Page(items=items, total=total, page=page, limit=limit)
 
     async def replay(self, user: Principal, letter_id: str) -> RunPublic:
         """A new run of the job (trigger `replay`) with its current definition; the letter is settled."""
         async with self.sessions() as session:
             letter = await self._owned(session, user, letter_id)
-            run = await self.jobs.trigger(user, letter.job_id, "replay")
+            run = await self.jobs.trigger(user, letter.job_id, Trigger.REPLAY)
             await session.delete(letter)
             await session.commit()
             return run

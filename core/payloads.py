@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, model_validator
@@ -19,8 +20,28 @@ def schedule_id(job_id: str) -> str:
     return f"{SCHEDULE_PREFIX}{job_id}"
 
 
-Guarantee = Literal["at_least_once", "at_most_once"]
-Trigger = Literal["schedule", "immediate", "manual", "replay"]
+class Guarantee(StrEnum):
+    """How often an action may run for one run: retried until it succeeds, or tried once."""
+
+    AT_LEAST_ONCE = "at_least_once"
+    AT_MOST_ONCE = "at_most_once"
+
+
+class Trigger(StrEnum):
+    """What started a run: its schedule, an immediate job's creation, a user, or a dead-letter replay."""
+
+    SCHEDULE = "schedule"
+    IMMEDIATE = "immediate"
+    MANUAL = "manual"
+    REPLAY = "replay"
+
+
+class RunOutcome(StrEnum):
+    """How a run ended (the end states of RunStatus)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class HttpAction(BaseModel):
@@ -95,7 +116,7 @@ class RetrySpec(BaseModel):
         return self
 
     def attempt_limit(self, guarantee: Guarantee) -> int:
-        return 1 if guarantee == "at_most_once" else self.max_attempts
+        return 1 if guarantee == Guarantee.AT_MOST_ONCE else self.max_attempts
 
     def to_temporal(self, guarantee: Guarantee, attempts_made: int = 0) -> RetryPolicy:
         """The policy for the attempts still to come (`attempts_made` ran before a pause interrupted them)."""
@@ -131,8 +152,8 @@ class RunInput(BaseModel):
     owner_id: str
     action: Action
     retry: RetrySpec = RetrySpec()
-    guarantee: Guarantee = "at_least_once"
-    trigger: Trigger = "schedule"
+    guarantee: Guarantee = Guarantee.AT_LEAST_ONCE
+    trigger: Trigger = Trigger.SCHEDULE
     job_name: str = ""
     notify: NotifySpec = NotifySpec()
     fixed_cron: FixedCron | None = None
@@ -189,7 +210,7 @@ class WebhookNotice(BaseModel):
 
 
 class RunResult(BaseModel):
-    status: Literal["succeeded", "failed", "cancelled"]
+    status: RunOutcome
     attempts: int
     http_status: int | None = None
     error: str | None = None

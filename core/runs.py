@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
@@ -12,15 +11,25 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from core.auth import Principal
 from core.config import Settings
-from core.db import Sessions
+from core.db import Sessions, paginate
 from core.errors import Conflict, NotFound
-from core.jobs import Links, run_public
-from core.models import Attempt, Job, Run, RunLog
-from core.schemas import AttemptPublic, LogLine, Page, RunDetail, RunPublic, RunStatus
+from core.links import Links
+from core.models import (
+    FINISHED,
+    Attempt,
+    AttemptPublic,
+    Job,
+    LogLine,
+    Page,
+    Run,
+    RunDetail,
+    RunLog,
+    RunPublic,
+    RunStatus,
+)
 from core.temporal import TemporalGateway
 
 RunCommand = Literal["pause", "resume", "cancel"]
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 class RunService:
@@ -43,14 +52,10 @@ class RunService:
             query = select(Run).where(Run.job_id == job_id)
             if status is not None:
                 query = query.where(Run.status == status)
-            total = (await session.exec(select(func.count()).select_from(query.subquery()))).one()
-            rows = await session.exec(
-                query.order_by(col(Run.created_at).desc(), col(Run.id).desc())
-                .offset((page - 1) * limit)
-                .limit(limit)
+            runs = await paginate(
+                session, query, [col(Run.created_at).desc(), col(Run.id).desc()], page, limit
             )
-            items = [run_public(run, self.links) for run in rows]
-            return Page(items=items, total=total, page=page, limit=limit)
+            return runs.with_items([self.links.run_public(run) for run in runs.items])
 
     async def get(self, user: Principal, run_id: str) -> RunDetail:
         async with self.sessions() as session:
@@ -60,7 +65,7 @@ class RunService:
             )
             return RunDetail.model_validate(
                 {
-                    **run_public(run, self.links).model_dump(),
+                    **self.links.run_public(run).model_dump(),
                     "attempt_history": [AttemptPublic.model_validate(a.model_dump()) for a in attempts],
                 }
             )
@@ -80,7 +85,7 @@ class RunService:
             if run.status in FINISHED:
                 raise Conflict(f"run {run_id} has already ended ({run.status})")
             await self.temporal.call(lambda c: _send(c, run_id, command))
-            return run_public(run, self.links)
+            return self.links.run_public(run)
 
     async def _owned(self, session: AsyncSession, user: Principal, run_id: str) -> Run:
         run = await session.get(Run, run_id)

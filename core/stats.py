@@ -9,8 +9,7 @@ from sqlmodel import col, select
 
 from core.auth import Principal
 from core.db import Sessions
-from core.models import DeadLetter, Job, Run, utcnow
-from core.schemas import RunWindow, Stats
+from core.models import DeadLetter, Job, Run, RunStatus, RunWindow, Stats, utcnow
 
 WINDOWS = {"last_hour": timedelta(hours=1), "last_day": timedelta(days=1)}
 
@@ -41,10 +40,11 @@ async def stats(sessions: Sessions, user: Principal) -> Stats:
                 for d in (await session.exec(durations_query.where(user.sees_rows(Run.owner_id)))).all()
                 if d is not None
             ]
-            ended = by_status.get("succeeded", 0) + by_status.get("failed", 0)
+            succeeded = by_status.get(RunStatus.SUCCEEDED, 0)
+            ended = succeeded + by_status.get(RunStatus.FAILED, 0)
             windows[name] = RunWindow(
                 runs=by_status,
-                success_rate=by_status.get("succeeded", 0) / ended if ended else None,
+                success_rate=succeeded / ended if ended else None,
                 duration_ms_p50=_percentile(durations, 0.50),
                 duration_ms_p95=_percentile(durations, 0.95),
                 retries=int(retries),

@@ -6,6 +6,8 @@ import uuid
 
 from core.db import Sessions
 from core.models import Job, User
+from core.payloads import HttpAction
+from core.schedules import ImmediateSchedule
 
 
 async def add_job(sessions: Sessions) -> Job:
@@ -16,12 +18,9 @@ async def add_job(sessions: Sessions) -> Job:
         job = Job(
             owner_id=user.id,
             name="test job",
-            schedule={"type": "immediate"},
-            action={},
-            retry_policy={},
-            notify={},
-            execution_guarantee="at_least_once",
-            overlap_policy="skip",
+            schedule=ImmediateSchedule(),
+            # Runs carry their own action (RunInput): the row's is never read by them.
+            action=HttpAction(url="http://127.0.0.1/unused"),
         )
         session.add(job)
         await session.commit()

@@ -31,7 +31,7 @@ from core.auth import (
 )
 from core.config import Settings
 from core.errors import OAuthError
-from core.models import RefreshToken, User
+from core.models import RefreshToken, Role, User
 from tests.api_client import PASSWORD, ApiClient, app_settings, expect, new_email, serve
 
 
@@ -316,7 +316,7 @@ async def test_login_upgrades_a_hash_made_with_old_parameters(api: ApiClient) ->
 
 def test_a_generated_secret_is_private_and_outlives_the_process(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
-    user = User(id="u1", email="ada@example.org", password_hash="-", role="user")
+    user = User(id="u1", email="ada@example.org", password_hash="-", role=Role.USER)
     token = issue_access_token(settings, user, frozenset({"jobs:read"}))
     assert stat.S_IMODE((tmp_path / "jwt_secret").stat().st_mode) == 0o600
     check = (
@@ -336,7 +336,7 @@ def test_a_generated_secret_is_private_and_outlives_the_process(tmp_path: Path) 
 
 def test_a_configured_secret_signs_instead_of_the_data_dir_one(tmp_path: Path) -> None:
     configured = Settings(data_dir=tmp_path, jwt_secret="a configured secret of enough length")
-    user = User(id="u1", email="ada@example.org", password_hash="-", role="user")
+    user = User(id="u1", email="ada@example.org", password_hash="-", role=Role.USER)
     token = issue_access_token(configured, user, frozenset({"jobs:read"}))
     assert decode_access_token(configured, token).id == "u1"
     assert not (tmp_path / "jwt_secret").exists()

@@ -56,7 +56,7 @@ async def job(sessions: Sessions) -> Job:
 
 
 def run_input(
-    job: Job, action: HttpAction, retry: RetrySpec = FAST, guarantee: Guarantee = "at_least_once"
+    job: Job, action: HttpAction, retry: RetrySpec = FAST, guarantee: Guarantee = Guarantee.AT_LEAST_ONCE
 ) -> RunInput:
     return RunInput(job_id=job.id, owner_id=job.owner_id, action=action, retry=retry, guarantee=guarantee)
 
@@ -301,7 +301,9 @@ async def test_killed_worker_mid_request(temporal_client, target, tmp_path):
         handles = [
             await start(temporal_client, queue, run_input(job, HttpAction(url=target.url(least)), FAST)),
             await start(
-                temporal_client, queue, run_input(job, HttpAction(url=target.url(most)), FAST, "at_most_once")
+                temporal_client,
+                queue,
+                run_input(job, HttpAction(url=target.url(most)), FAST, Guarantee.AT_MOST_ONCE),
             ),
         ]
         await target.wait_for(least)

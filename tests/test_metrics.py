@@ -16,7 +16,8 @@ from temporalio.client import Client
 
 from api.main import create_app
 from core.config import Settings
-from core.models import Run, utcnow
+from core.models import Run, RunStatus, utcnow
+from core.payloads import Trigger
 from core.temporal import TemporalGateway
 from tests.api_client import ApiClient, expect, serve
 from tests.conftest import POSTGRES
@@ -85,7 +86,7 @@ async def test_metrics_count_what_the_mirror_holds(fresh_api: ApiClient, tempora
     now = utcnow()
     async with fresh_api.app.state.sessions() as session:
         for n, (status, ms, attempts) in enumerate(
-            [("succeeded", 40, 1), ("succeeded", 2000, 3), ("failed", 7000, 2)]
+            [(RunStatus.SUCCEEDED, 40, 1), (RunStatus.SUCCEEDED, 2000, 3), (RunStatus.FAILED, 7000, 2)]
         ):
             session.add(
                 Run(
@@ -93,7 +94,7 @@ async def test_metrics_count_what_the_mirror_holds(fresh_api: ApiClient, tempora
                     job_id=scheduled["id"],
                     owner_id=alice.id,
                     status=status,
-                    trigger="manual",
+                    trigger=Trigger.MANUAL,
                     started_at=now - timedelta(milliseconds=ms),
                     finished_at=now,
                     duration_ms=ms,

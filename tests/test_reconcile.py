@@ -30,10 +30,9 @@ from temporalio.worker import Worker
 from activities.reconcile import reconcile_activities
 from core.config import Settings
 from core.db import Sessions
-from core.jobs import schedule_id
 from core.metrics import worker_runtime
-from core.models import DeadLetter, Job, Run, new_id, utcnow
-from core.payloads import HttpAction, RunInput
+from core.models import DeadLetter, Job, Run, RunStatus, new_id, utcnow
+from core.payloads import HttpAction, RunInput, Trigger, schedule_id
 from core.reconcile import RECONCILE_SCHEDULE_ID, ensure_reconcile_schedule
 from tests.api_client import ApiClient, AuthedClient, expect
 from tests.histories import keep
@@ -220,8 +219,8 @@ async def test_runs_whose_workflow_ended_unrecorded_are_closed(
                     id=rid,
                     job_id=job["id"],
                     owner_id=alice.id,
-                    status="running" if rid == terminated else "scheduled",
-                    trigger="manual",
+                    status=RunStatus.RUNNING if rid == terminated else RunStatus.SCHEDULED,
+                    trigger=Trigger.MANUAL,
                     started_at=created,
                     created_at=created,
                 )

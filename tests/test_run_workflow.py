@@ -48,7 +48,7 @@ async def run_job(
     job: Job,
     url: str,
     retry: RetrySpec = FAST_RETRY,
-    guarantee: Guarantee = "at_least_once",
+    guarantee: Guarantee = Guarantee.AT_LEAST_ONCE,
 ) -> tuple[str, RunResult]:
     spec = RunInput(
         job_id=job.id,
@@ -119,7 +119,7 @@ async def test_exhausted_retries_fail_the_run(temporal_client, task_queue, job, 
 async def test_at_most_once_never_sends_twice(temporal_client, task_queue, job, target):
     target.script("/once", [500])
     run_id, result = await run_job(
-        temporal_client, task_queue, job, target.url("/once"), guarantee="at_most_once"
+        temporal_client, task_queue, job, target.url("/once"), guarantee=Guarantee.AT_MOST_ONCE
     )
     assert (result.status, result.attempts) == ("failed", 1)
     assert len(sent(target, "/once", run_id)) == 1

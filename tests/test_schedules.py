@@ -129,7 +129,7 @@ def test_next_runs_are_utc():
     assert next_runs(schedule, [datetime(2030, 1, 1, 23, tzinfo=UTC)]) == [z("2030-01-01T23:00:00Z")]
 
 
-def _fire(at: datetime, rule: FixedCron | None, trigger: Trigger = "schedule") -> RunStarted:
+def _fire(at: datetime, rule: FixedCron | None, trigger: Trigger = Trigger.SCHEDULE) -> RunStarted:
     return RunStarted(
         run_id="r",
         temporal_run_id="t",
@@ -149,7 +149,7 @@ def test_a_run_at_a_repeated_fall_back_time_is_skipped() -> None:
     assert skip_reason(_fire(first, rule)) is None
     reason = skip_reason(_fire(second, rule))
     assert reason == "skipped: 01:30:00 already ran on 2026-11-01 (daylight-saving fall-back)"
-    assert skip_reason(_fire(second, rule, trigger="manual")) is None
+    assert skip_reason(_fire(second, rule, trigger=Trigger.MANUAL)) is None
     assert skip_reason(_fire(second, None)) is None
     stepped = FixedCron(cron="*/30 * * * *", timezone="America/New_York")
     assert skip_reason(_fire(second, stepped)) is None  # wildcard hours run by elapsed time

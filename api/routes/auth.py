@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Form, Response
 from api.deps import CurrentUser, SessionDep, SettingsDep
 from api.throttle import throttled
 from core import auth
-from core.auth import Credentials, Login, Me, RefreshTokenBody, Registered, TokenGrant, TokenRequest
+from core.models import Credentials, Login, Me, RefreshTokenBody, Registered, TokenGrant, TokenRequest
 
 router = APIRouter(tags=["auth"])
 # Register, token and login answer 429 with Retry-After when one address tries too often.
@@ -59,4 +59,4 @@ async def logout(body: RefreshTokenBody, user: CurrentUser, session: SessionDep)
 @router.get("/auth/me")
 async def me(user: CurrentUser) -> Me:
     """Who the token belongs to, and the scopes it carries."""
-    return Me.of(user)
+    return user.me()

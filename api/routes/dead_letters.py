@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from api.deps import DeadLetterServiceDep, Limit, PageNo, Reader, SessionsDep, Writer
-from core.schemas import DeadLetterPublic, Page, RunPublic, Stats
+from core.models import DeadLetterPublic, Page, RunPublic, Stats
 from core.stats import stats
 
 router = APIRouter(tags=["dead letters and stats"])

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 
 from api.deps import JobServiceDep, Limit, PageNo, Reader, Writer
-from core.schemas import (
+from core.models import (
     JobCreate,
     JobPublic,
     JobState,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import Limit, PageNo, Reader, RunServiceDep, Writer
-from core.schemas import LogPage, Page, RunDetail, RunPublic, RunStatus
+from core.models import LogPage, Page, RunDetail, RunPublic, RunStatus
 
 router = APIRouter(tags=["runs"])
 

@@ -1,0 +1,39 @@
+"""Users, passwords and tokens: the auth rules that the API and the `chronos users` command share.
+
+Import from here: the private modules split JWTs (`_tokens`), password hashing (`_passwords`), accounts and
+grants (`_grants`) and the caller (`_principal`).
+"""
+
+from core.auth._grants import (
+    authenticate,
+    create_user,
+    grant,
+    normalize_email,
+    password_grant,
+    refresh_grant,
+    register,
+    revoke_refresh_token,
+)
+from core.auth._passwords import hash_password
+from core.auth._principal import ROLE_SCOPES, SCOPES, Principal
+from core.auth._tokens import ALGORITHMS, LEEWAY_SECONDS, decode_access_token, issue_access_token, signing_key
+
+__all__ = [
+    "ALGORITHMS",
+    "LEEWAY_SECONDS",
+    "ROLE_SCOPES",
+    "SCOPES",
+    "Principal",
+    "authenticate",
+    "create_user",
+    "decode_access_token",
+    "grant",
+    "hash_password",
+    "issue_access_token",
+    "normalize_email",
+    "password_grant",
+    "refresh_grant",
+    "register",
+    "revoke_refresh_token",
+    "signing_key",
+]

@@ -1,0 +1,118 @@
+"""Access tokens: HS256 JWTs issued and verified with one signing key, from the settings or the data dir."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import secrets
+import time
+from pathlib import Path
+
+from joserfc import jwt
+from joserfc.errors import (
+    BadSignatureError,
+    ClaimError,
+    ExpiredTokenError,
+    JoseError,
+    MissingAlgorithmError,
+    UnsupportedAlgorithmError,
+)
+from joserfc.jwk import OctKey
+
+from core.auth._principal import ROLE_SCOPES, Principal
+from core.config import Settings
+from core.errors import Unauthorized
+from core.models import Role, User
+
+# HS256 and nothing else: naming the algorithms on decode is what refuses `alg: none` and key confusion.
+ALGORITHMS = ["HS256"]
+# Tolerated clock skew between the API processes that issue and check tokens.
+LEEWAY_SECONDS = 30
+
+
+def issue_access_token(settings: Settings, user: User, scopes: frozenset[str]) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "sub": user.id,
+        "email": user.email,
+        "role": str(user.role),
+        "scope": " ".join(sorted(scopes)),
+        "iat": now,
+        "exp": now + settings.access_token_ttl_seconds,
+        "jti": secrets.token_urlsafe(16),
+    }
+    return jwt.encode({"alg": "HS256"}, claims, signing_key(settings), algorithms=ALGORITHMS)
+
+
+def decode_access_token(settings: Settings, token: str) -> Principal:
+    """The caller of a valid access token; Unauthorized, with the reason, for any other token."""
+    try:
+        claims = jwt.decode(token, signing_key(settings), algorithms=ALGORITHMS).claims
+        _claims_registry(settings).validate(claims)
+    except ExpiredTokenError:
+        raise Unauthorized("the access token has expired") from None
+    except BadSignatureError:
+        raise Unauthorized("the access token's signature does not verify") from None
+    except (UnsupportedAlgorithmError, MissingAlgorithmError):
+        raise Unauthorized(f"the access token must be signed with {' or '.join(ALGORITHMS)}") from None
+    except ClaimError as exc:
+        raise Unauthorized(f"the access token's {exc.claim!r} claim is missing or wrong") from None
+    except (JoseError, ValueError):
+        raise Unauthorized("the access token is malformed") from None
+    return Principal(
+        id=claims["sub"],
+        email=claims["email"],
+        role=Role(claims["role"]),
+        scopes=frozenset(claims["scope"].split()),
+    )
+
+
+def _claims_registry(settings: Settings) -> jwt.JWTClaimsRegistry:
+    return jwt.JWTClaimsRegistry(
+        leeway=LEEWAY_SECONDS,
+        iss={"essential": True, "value": settings.jwt_issuer},
+        aud={"essential": True, "value": settings.jwt_audience},
+        sub={"essential": True},
+        email={"essential": True},
+        role={"essential": True, "values": [str(role) for role in ROLE_SCOPES]},
+        scope={"essential": True},
+        iat={"essential": True},
+        exp={"essential": True},
+        jti={"essential": True},
+    )
+
+
+def signing_key(settings: Settings) -> OctKey:
+    """CHRONOS_JWT_SECRET, or a secret generated once into the data dir so a restart keeps tokens valid."""
+    if settings.jwt_secret:
+        return _key_of_secret(settings.jwt_secret)
+    return _key_of_file(settings.data_dir.resolve() / "jwt_secret")
+
+
+@functools.cache
+def _key_of_secret(secret: str) -> OctKey:
+    return OctKey.import_key(secret)
+
+
+@functools.cache
+def _key_of_file(path: Path) -> OctKey:
+    if not path.exists():
+        _write_secret(path)
+    return OctKey.import_key(path.read_text().strip())
+
+
+def _write_secret(path: Path) -> None:
+    """Written aside and hard-linked into place: processes starting together all read one complete secret."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(48))
+    try:
+        with contextlib.suppress(FileExistsError):  # another process won; its secret is the one
+            os.link(draft, path)
+    finally:
+        draft.unlink()

@@ -1,0 +1,196 @@
+"""A job in Temporal's terms: its Schedule, the input and search attributes of its runs, and the calls that
+pause, rewrite, drop or describe them. The job service decides; this module says it to Temporal."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleState,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+    WorkflowHandle,
+)
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError, RPCStatusCode
+
+from core.config import Settings
+from core.cron import parse_cron
+from core.models import Job, JobState
+from core.payloads import RUN_WORKFLOW, FixedCron, RunInput, Trigger, schedule_id
+from core.schedules import CronSchedule, OnceSchedule, fire_times, next_runs, temporal_spec
+from core.temporal import JOB_ID, OWNER_ID, TRIGGER
+
+
+def run_workflow_id(job_id: str, trigger: Trigger) -> str:
+    """Runs the API starts; the schedule names its own as `job-<id>-<fire time>`."""
+    return f"job-{job_id}-{trigger}-{uuid.uuid4().hex[:8]}"
+
+
+def run_input(job: Job, trigger: Trigger) -> RunInput:
+    """What every run of the job carries, so a run never reads its definition from the mirror."""
+    return RunInput(
+        job_id=job.id,
+        owner_id=job.owner_id,
+        job_name=job.name,
+        action=job.action,
+        retry=job.retry_policy,
+        guarantee=job.execution_guarantee,
+        trigger=trigger,
+        notify=job.notify,
+        fixed_cron=fixed_cron(job) if trigger == Trigger.SCHEDULE else None,
+    )
+
+
+def fixed_cron(job: Job) -> FixedCron | None:
+    """The DST repeat rule a scheduled run applies, for fixed-time cron schedules only."""
+    schedule = job.schedule
+    if not isinstance(schedule, CronSchedule) or not parse_cron(schedule.cron).fixed_time:
+        return None
+    return FixedCron(cron=schedule.cron, timezone=schedule.timezone)
+
+
+def attributes(job: Job, trigger: Trigger | None = None) -> TypedSearchAttributes:
+    """Search attributes that find a job's schedule and runs in the Temporal Web UI."""
+    pairs: list[SearchAttributePair[str]] = [
+        SearchAttributePair(JOB_ID, job.id),
+        SearchAttributePair(OWNER_ID, job.owner_id),
+    ]
+    if trigger is not None:
+        pairs.append(SearchAttributePair(TRIGGER, str(trigger)))
+    return TypedSearchAttributes(pairs)
+
+
+def build_schedule(settings: Settings, job: Job) -> Schedule:
+    """The Temporal Schedule of a timed job: its spec, its action (a JobRunWorkflow), policy and state.
+    Creation, in-place updates and reconciliation all build it here."""
+    timed = job.timed
+    action = ScheduleActionStartWorkflow(
+        RUN_WORKFLOW,
+        run_input(job, Trigger.SCHEDULE),
+        id=schedule_id(job.id),
+        task_queue=settings.task_queue,
+        typed_search_attributes=attributes(job, Trigger.SCHEDULE),
+        memo={"job_name": job.name},
+    )
+    once = isinstance(timed, OnceSchedule)
+    return Schedule(
+        action=action,
+        spec=temporal_spec(timed, datetime.now(UTC)),
+        policy=SchedulePolicy(
+            overlap=ScheduleOverlapPolicy[job.overlap_policy.upper()],
+            catchup_window=timedelta(seconds=settings.catchup_window_seconds),
+        ),
+        state=ScheduleState(
+            paused=job.paused, note=job.pause_note, limited_actions=once, remaining_actions=1 if once else 0
+        ),
+    )
+
+
+async def create_schedule(client: Client, settings: Settings, job: Job) -> None:
+    await client.create_schedule(
+        schedule_id(job.id),
+        build_schedule(settings, job),
+        memo={"job_name": job.name, "owner_id": job.owner_id},
+        search_attributes=attributes(job),
+    )
+
+
+async def update_schedule(client: Client, settings: Settings, job: Job) -> None:
+    """Rewrite spec, action and policy in place; Temporal keeps the schedule's state and history."""
+    fresh = build_schedule(settings, job)
+    once = isinstance(job.schedule, OnceSchedule)
+
+    def updater(current: ScheduleUpdateInput) -> ScheduleUpdate:
+        state = current.description.schedule.state
+        if once:  # a new run_at arms the one-time schedule again
+            state = fresh.state
+        fresh.state = state
+        fresh.state.paused, fresh.state.note = job.paused, job.pause_note
+        return ScheduleUpdate(schedule=fresh)
+
+    await client.get_schedule_handle(schedule_id(job.id)).update(updater)
+
+
+async def start_run_workflow(
+    client: Client, settings: Settings, job: Job, run_id: str, trigger: Trigger
+) -> WorkflowHandle[Any, Any]:
+    """The workflow of a run the API starts (schedules start their own)."""
+    return await client.start_workflow(
+        RUN_WORKFLOW,
+        run_input(job, trigger),
+        id=run_id,
+        task_queue=settings.task_queue,
+        search_attributes=attributes(job, trigger),
+        memo={"job_name": job.name},
+    )
+
+
+async def set_paused(client: Client, job: Job, note: str | None) -> None:
+    """Pause or unpause the schedule, then signal every run in flight."""
+    if not job.immediate:
+        handle = client.get_schedule_handle(schedule_id(job.id))
+        await (handle.pause(note=note or "paused") if job.paused else handle.unpause(note="resumed"))
+    # The run holds before its next attempt; the attempt in progress finishes (JobRunWorkflow).
+    signal = "pause" if job.paused else "resume"
+    async for execution in client.list_workflows(_running_query(job.id)):
+        await _ignore_gone(client.get_workflow_handle(execution.id).signal(signal))
+
+
+async def drop_schedule(client: Client, job: Job) -> None:
+    if job.immediate:
+        return
+    await _ignore_gone(client.get_schedule_handle(schedule_id(job.id)).delete())
+
+
+async def cancel_runs(client: Client, job: Job) -> None:
+    async for execution in client.list_workflows(_running_query(job.id)):
+        await _ignore_gone(client.get_workflow_handle(execution.id).cancel())
+
+
+def has_no_fires(job: Job) -> bool:
+    """Immediate, cancelled and deleted jobs have no coming fires to show."""
+    return job.immediate or job.state == JobState.CANCELLED or job.deleted_at is not None
+
+
+async def described_next_runs(client: Client, job: Job) -> list[datetime]:
+    """A job's coming fires as its Temporal schedule lists them."""
+    if has_no_fires(job):
+        return []
+    try:
+        described = await client.get_schedule_handle(schedule_id(job.id)).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return []  # reconciliation recreates it
+        raise
+    return next_runs(job.timed, described.info.next_action_times)
+
+
+def upcoming_local(job: Job, now: datetime, count: int = 5) -> list[datetime]:
+    """A job's next runs computed here rather than asked of Temporal: lists show many jobs at once, and a
+    describe() per listed job would cost Temporal more than the whole page (docs/bench.md). The same
+    rules as the schedule's spec; GET /jobs/{id} reads the schedule itself."""
+    if has_no_fires(job):
+        return []
+    return fire_times(job.timed, now, count)
+
+
+def _running_query(job_id: str) -> str:
+    return f'ChronosJobId = "{job_id}" AND ExecutionStatus = "Running"'
+
+
+async def _ignore_gone(call: Awaitable[Any]) -> None:
+    """A schedule or run that has just ended needs no signal, cancel or delete: not an error."""
+    try:
+        await call
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise

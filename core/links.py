@@ -1,0 +1,45 @@
+"""How jobs and runs appear in answers: their deep links into the Temporal Web UI, and their Public models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from urllib.parse import quote
+
+from core.config import Settings
+from core.models import Job, JobPublic, Run, RunPublic, TemporalLinks
+from core.payloads import schedule_id
+
+
+class Links:
+    """Deep links into the Temporal Web UI for jobs and runs, and the answers that carry them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.base = f"{settings.temporal_ui_url.rstrip('/')}/namespaces/{quote(settings.temporal_namespace)}"
+
+    def job(self, job: Job) -> TemporalLinks:
+        if job.immediate:
+            query = quote(f'ChronosJobId="{job.id}"')
+            return TemporalLinks(workflow_id=f"job-{job.id}", ui_url=f"{self.base}/workflows?query={query}")
+        sid = schedule_id(job.id)
+        return TemporalLinks(schedule_id=sid, workflow_id=sid, ui_url=f"{self.base}/schedules/{sid}")
+
+    def run(self, run: Run) -> TemporalLinks:
+        url = f"{self.base}/workflows/{quote(run.id)}"
+        if run.temporal_run_id:
+            url += f"/{run.temporal_run_id}/history"
+        return TemporalLinks(workflow_id=run.id, run_id=run.temporal_run_id, ui_url=url)
+
+    def run_public(self, run: Run) -> RunPublic:
+        return RunPublic.model_validate({**run.model_dump(), "temporal": self.run(run)})
+
+    def job_public(self, job: Job, upcoming: list[datetime], last: Run | None) -> JobPublic:
+        """One job as answers show it, with its coming fires and its last run."""
+        return JobPublic.model_validate(
+            {
+                **job.model_dump(),
+                "next_runs": upcoming,
+                "next_run_at": upcoming[0] if upcoming else None,
+                "last_run": self.run_public(last) if last else None,
+                "temporal": self.job(job),
+            }
+        )

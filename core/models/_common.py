@@ -1,0 +1,126 @@
+"""What every model family shares: ids, UTC times, typed JSON and enum columns, pages and Temporal links."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, TypeAdapter
+from sqlalchemy import JSON, DateTime, String, TypeDecorator
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+T = TypeVar("T")
+U = TypeVar("U")
+E = TypeVar("E", bound=StrEnum)
+
+# Named constraints, so later migrations can drop them on SQLite too (batch mode needs the names).
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """Short, URL-safe ids: they appear in paths, schedule ids and workflow ids."""
+    return uuid.uuid4().hex[:16]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC and always reads back an aware UTC datetime (SQLite forgets the zone otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class TypedJSON(TypeDecorator[Any]):
+    """A JSON column that holds a pydantic type: written as its JSON, read back validated into the type.
+
+    The one place where a stored definition is a dict; everywhere else it is the model. Writes accept the
+    model or its JSON (Core statements may pass either)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def __init__(self, annotation: Any) -> None:
+        super().__init__()
+        self.annotation = annotation
+        self._adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return self._adapter.dump_python(self._adapter.validate_python(value), mode="json")
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else self._adapter.validate_python(value)
+
+
+class EnumText(TypeDecorator[E]):
+    """A StrEnum stored as its value in a VARCHAR (no database enum type, so values can be added freely)."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[E], length: int = 16) -> None:
+        super().__init__(length=length)
+        self.enum = enum
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum(value)
+
+
+def when(*, index: bool = False, nullable: bool = True) -> Any:
+    return Field(default=None, sa_type=UTCDateTime, index=index, nullable=nullable)
+
+
+def created() -> Any:
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+def json_of(annotation: Any, **field: Any) -> Any:
+    """A field stored in a nullable JSON column as the given pydantic type (nullable as the schema has it)."""
+    return Field(sa_type=TypedJSON(annotation), nullable=True, **field)
+
+
+def enum_of(enum: type[StrEnum], **field: Any) -> Any:
+    return Field(sa_type=EnumText(enum), **field)
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    page: int
+    limit: int
+
+    def with_items(self, items: list[U]) -> Page[U]:
+        """The same page, its rows shown as answers show them."""
+        return Page(items=items, total=self.total, page=self.page, limit=self.limit)
+
+
+class TemporalLinks(BaseModel):
+    schedule_id: str | None = None
+    workflow_id: str
+    run_id: str | None = None
+    ui_url: str
