@@ -243,7 +243,7 @@ class ActionAttempt:
             self.duration_ms = int((time.monotonic() - started) * 1000)
 
     async def __aexit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+        self, exc_type: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
         if error is not None and not isinstance(error, ApplicationError):
             return
