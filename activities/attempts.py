@@ -1,15 +1,18 @@
 """What every action attempt shares: its Attempt row and log lines in the mirror, its heartbeat, its backoff.
 
 Each action activity records its own attempt (one activity execution per attempt, no extra round trip to
-the workflow). Writes are keyed, so a retried write lands once: Attempt by (run_id, number), RunLog by key.
+the workflow) through `ActionAttempt`. Writes are keyed, so a retried write lands once: Attempt by
+(run_id, number), RunLog by key.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import TracebackType
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Table, bindparam, update
@@ -201,3 +204,59 @@ def failure_line(
         then = "not retryable"
     level = "warning" if delay is not None else "error"
     return LogLine(f"{prefix}:{number}:failed", level, f"{what} {number} failed: {error.message}; {then}")
+
+
+class ActionAttempt:
+    """One attempt of a run's action, as an async context: entering numbers the attempt (after those a
+    pause interrupted) and records its start; `perform` awaits the action, heartbeating and timed; leaving
+    records the outcome, failed with its log line when the body raised an ApplicationError, else succeeded.
+    Any other exception (a cancelled or lost attempt) records nothing: the attempt stays open until a later
+    attempt or the run's end closes it as unknown."""
+
+    def __init__(self, recorder: RunRecorder, run_id: str, kind: str, attempts_made: int, what: str) -> None:
+        self.recorder = recorder
+        self.run_id = run_id
+        self.info = activity.info()
+        self.number = attempts_made + self.info.attempt
+        self.prefix = f"{run_id}:{kind}"
+        self.what = what
+        # What the body learnt, recorded with the outcome.
+        self.lines: list[LogLine] = []
+        self.http_status: int | None = None
+        self.duration_ms = 0
+
+    def line(self, suffix: str, message: str) -> LogLine:
+        """An info line of this attempt, keyed `<run>:<kind>:<number>:<suffix>`."""
+        return LogLine(f"{self.prefix}:{self.number}:{suffix}", "info", message)
+
+    async def __aenter__(self) -> ActionAttempt:
+        started = self.line("started", f"attempt {self.number} started: {self.what}")
+        await heartbeating(self.recorder.attempt_started(self.run_id, self.number, started))
+        return self
+
+    async def perform(self, work: Awaitable[T]) -> T:
+        """Await the action itself while heartbeating; its duration is kept, whether it answers or raises."""
+        started = time.monotonic()
+        try:
+            return await heartbeating(work)
+        finally:
+            self.duration_ms = int((time.monotonic() - started) * 1000)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if error is not None and not isinstance(error, ApplicationError):
+            return
+        if error is not None:
+            self.lines.append(failure_line(self.prefix, self.info, error, self.number))
+        await heartbeating(
+            self.recorder.attempt_finished(
+                self.run_id,
+                self.number,
+                status="failed" if error else "succeeded",
+                duration_ms=self.duration_ms,
+                lines=self.lines,
+                http_status=self.http_status,
+                error=error.message if error else None,
+            )
+        )

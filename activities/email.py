@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -24,9 +23,9 @@ import aiosmtplib
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.attempts import LogLine, RunRecorder, failure_line, heartbeating
+from activities.attempts import ActionAttempt, RunRecorder
 from core.config import Settings
-from core.payloads import EmailAction, EmailOutcome, EmailSend
+from core.payloads import EmailAction, EmailOutcome, EmailSend, ErrorType
 
 SMTP_TIMEOUT_SECONDS = 30
 
@@ -125,13 +124,19 @@ def smtp_error(exc: Exception, number: int) -> ApplicationError:
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         refused = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
         return ApplicationError(
-            f"recipients refused: {refused}", {"attempt": number}, type="EmailRejected", non_retryable=True
+            f"recipients refused: {refused}",
+            {"attempt": number},
+            type=ErrorType.EMAIL_REJECTED,
+            non_retryable=True,
         )
     if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code >= 500:
         return ApplicationError(
-            f"SMTP {exc.code}: {exc.message}", {"attempt": number}, type="EmailRejected", non_retryable=True
+            f"SMTP {exc.code}: {exc.message}",
+            {"attempt": number},
+            type=ErrorType.EMAIL_REJECTED,
+            non_retryable=True,
         )
-    return ApplicationError(f"SMTP error: {exc!r}", {"attempt": number}, type="EmailError")
+    return ApplicationError(f"SMTP error: {exc!r}", {"attempt": number}, type=ErrorType.EMAIL_ERROR)
 
 
 class EmailActivities:
@@ -141,48 +146,18 @@ class EmailActivities:
 
     @activity.defn(name="email_send")
     async def send(self, req: EmailSend) -> EmailOutcome:
-        info = activity.info()
-        number = req.attempts_made + info.attempt
         action: EmailAction = req.action
-        prefix = f"{req.run_id}:email"
         recipients = ", ".join([*action.to, *action.cc])
-        await heartbeating(
-            self.recorder.attempt_started(
-                req.run_id,
-                number,
-                LogLine(
-                    f"{prefix}:{number}:started", "info", f"attempt {number} started: email to {recipients}"
-                ),
+        what = f"email to {recipients}"
+        async with ActionAttempt(self.recorder, req.run_id, "email", req.attempts_made, what) as attempt:
+            message = self.mailer.compose(
+                req.run_id, list(action.to), action.subject, action.body, action.html, list(action.cc)
             )
-        )
-        message = self.mailer.compose(
-            req.run_id, list(action.to), action.subject, action.body, action.html, list(action.cc)
-        )
-        started = time.monotonic()
-        error: ApplicationError | None = None
-        try:
-            where = await heartbeating(self.mailer.send(req.run_id, message))
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            error = smtp_error(exc, number)
-        duration_ms = int((time.monotonic() - started) * 1000)
-        if error is None:
-            line = LogLine(
-                f"{prefix}:{number}:sent",
-                "info",
-                f"email sent to {recipients} via {where} in {duration_ms} ms",
+            try:
+                where = await attempt.perform(self.mailer.send(req.run_id, message))
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                raise smtp_error(exc, attempt.number) from None
+            attempt.lines.append(
+                attempt.line("sent", f"email sent to {recipients} via {where} in {attempt.duration_ms} ms")
             )
-        else:
-            line = failure_line(prefix, info, error, number)
-        await heartbeating(
-            self.recorder.attempt_finished(
-                req.run_id,
-                number,
-                status="failed" if error else "succeeded",
-                duration_ms=duration_ms,
-                lines=[line],
-                error=error.message if error else None,
-            )
-        )
-        if error is not None:
-            raise error
-        return EmailOutcome(attempt=number, delivered_to=where)
+            return EmailOutcome(attempt=attempt.number, delivered_to=where)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
@@ -11,8 +10,8 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.attempts import LogLine, RunRecorder, failure_line, heartbeating
-from core.payloads import HttpCall, HttpOutcome
+from activities.attempts import ActionAttempt, RunRecorder
+from core.payloads import ErrorType, HttpCall, HttpOutcome
 from core.targets import TargetRefused
 
 RETRYABLE_STATUS = frozenset({408, 429})
@@ -49,67 +48,39 @@ class HttpActivities:
 
     @activity.defn(name="http_call")
     async def call(self, req: HttpCall) -> HttpOutcome:
-        info = activity.info()
-        number = req.attempts_made + info.attempt
         action = req.action
-        prefix = f"{req.run_id}:http"
-        await heartbeating(
-            self.recorder.attempt_started(
-                req.run_id,
-                number,
-                LogLine(
-                    f"{prefix}:{number}:started",
-                    "info",
-                    f"attempt {number} started: {action.method} {action.url}",
-                ),
-            )
-        )
-        # Every attempt of one run carries the same key, so targets can deduplicate retries.
-        headers = {"Idempotency-Key": req.run_id, **action.headers}
-        started = time.monotonic()
-        response: httpx.Response | None = None
-        excerpt = ""
-        try:
-            answer, excerpt = await heartbeating(
-                asyncio.wait_for(self._send(req, headers), action.timeout_seconds)
-            )
-            response = answer
-            error = self._check(answer, excerpt, req, number)
-        except TargetRefused as exc:
-            error = ApplicationError(str(exc), {"attempt": number}, type="TargetRefused", non_retryable=True)
-        except (httpx.TimeoutException, TimeoutError):
-            error = ApplicationError(
-                f"no answer within timeout_seconds={action.timeout_seconds:g}",
-                {"attempt": number},
-                type="HttpTimeout",
-            )
-        except httpx.HTTPError as exc:
-            error = ApplicationError(f"network error: {exc!r}", {"attempt": number}, type="HttpNetworkError")
-        duration_ms = int((time.monotonic() - started) * 1000)
-        status = response.status_code if response is not None else None
-        lines = []
-        if response is not None:
+        what = f"{action.method} {action.url}"
+        async with ActionAttempt(self.recorder, req.run_id, "http", req.attempts_made, what) as attempt:
+            number = attempt.number
+            # Every attempt of one run carries the same key, so targets can deduplicate retries.
+            headers = {"Idempotency-Key": req.run_id, **action.headers}
+            try:
+                response, excerpt = await attempt.perform(
+                    asyncio.wait_for(self._send(req, headers), action.timeout_seconds)
+                )
+            except TargetRefused as exc:
+                raise ApplicationError(
+                    str(exc), {"attempt": number}, type=ErrorType.TARGET_REFUSED, non_retryable=True
+                ) from None
+            except (httpx.TimeoutException, TimeoutError):
+                raise ApplicationError(
+                    f"no answer within timeout_seconds={action.timeout_seconds:g}",
+                    {"attempt": number},
+                    type=ErrorType.HTTP_TIMEOUT,
+                ) from None
+            except httpx.HTTPError as exc:
+                raise ApplicationError(
+                    f"network error: {exc!r}", {"attempt": number}, type=ErrorType.HTTP_NETWORK_ERROR
+                ) from None
+            status = attempt.http_status = response.status_code
             shown = f": {excerpt[:LOG_EXCERPT_CHARS]}" if excerpt else ""
-            lines.append(
-                LogLine(f"{prefix}:{number}:answer", "info", f"HTTP {status} in {duration_ms} ms{shown}")
+            attempt.lines.append(attempt.line("answer", f"HTTP {status} in {attempt.duration_ms} ms{shown}"))
+            error = self._check(response, excerpt, req, number)
+            if error is not None:
+                raise error
+            return HttpOutcome(
+                status_code=status, duration_ms=attempt.duration_ms, attempt=number, body_excerpt=excerpt
             )
-        if error is not None:
-            lines.append(failure_line(prefix, info, error, number))
-        await heartbeating(
-            self.recorder.attempt_finished(
-                req.run_id,
-                number,
-                status="failed" if error else "succeeded",
-                duration_ms=duration_ms,
-                lines=lines,
-                http_status=status,
-                error=error.message if error else None,
-            )
-        )
-        if error is not None:
-            raise error
-        assert status is not None
-        return HttpOutcome(status_code=status, duration_ms=duration_ms, attempt=number, body_excerpt=excerpt)
 
     async def _send(self, req: HttpCall, headers: dict[str, str]) -> tuple[httpx.Response, str]:
         """The answer and an excerpt of its body: never more than EXCERPT_BYTES of it are read."""
@@ -138,6 +109,6 @@ class HttpActivities:
         details = {"attempt": number, "http_status": status, "body_excerpt": excerpt}
         if status >= 500 or status in RETRYABLE_STATUS:
             return ApplicationError(
-                message, details, type="HttpServerError", next_retry_delay=retry_after(response)
+                message, details, type=ErrorType.HTTP_SERVER_ERROR, next_retry_delay=retry_after(response)
             )
-        return ApplicationError(message, details, type="HttpClientError", non_retryable=True)
+        return ApplicationError(message, details, type=ErrorType.HTTP_CLIENT_ERROR, non_retryable=True)

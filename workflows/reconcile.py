@@ -9,7 +9,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from core.payloads import RECONCILE_WORKFLOW, SHARDS, ReconcileInput, RunsPage, RunsPass
+    from activities.reconcile import ReconcileActivities
+    from core.payloads import RECONCILE_WORKFLOW, SHARDS, ReconcileInput, RunsPage
 
 # A slice that fails is retried a little, then left to the next pass a minute later.
 SLICE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
@@ -25,10 +26,9 @@ class ReconcileWorkflow:
         fixes: Counter[str] = Counter()
         for shard in SHARDS:
             fixes.update(
-                await workflow.execute_activity(
-                    "reconcile_schedules",
+                await workflow.execute_activity_method(
+                    ReconcileActivities.schedules,
                     shard.model_copy(update={"grace_seconds": spec.grace_seconds}),
-                    result_type=dict[str, int],
                     start_to_close_timeout=SLICE_TIMEOUT,
                     heartbeat_timeout=HEARTBEAT_TIMEOUT,
                     retry_policy=SLICE_RETRY,
@@ -36,10 +36,9 @@ class ReconcileWorkflow:
             )
         page: RunsPage | None = RunsPage(grace_seconds=spec.grace_seconds)
         while page is not None:
-            done = await workflow.execute_activity(
-                "reconcile_runs",
+            done = await workflow.execute_activity_method(
+                ReconcileActivities.runs,
                 page,
-                result_type=RunsPass,
                 start_to_close_timeout=SLICE_TIMEOUT,
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=SLICE_RETRY,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
@@ -14,12 +15,18 @@ from temporalio.workflow import ActivityCancellationType
 with workflow.unsafe.imports_passed_through():
     import email_validator  # noqa: F401  (pydantic's EmailStr imports it lazily, inside the sandbox)
 
+    # The activities are called by method reference; their modules (httpx, SQLAlchemy, aiosmtplib) are the
+    # worker's own, passed through once rather than imported again into every run's sandbox.
+    from activities.email import EmailActivities
+    from activities.http import HttpActivities
+    from activities.mirror import MirrorActivities
+    from activities.notify import NotifyActivities
     from core.payloads import (
         RUN_WORKFLOW,
         EmailAction,
         EmailNotice,
-        EmailOutcome,
         EmailSend,
+        ErrorType,
         HttpCall,
         HttpOutcome,
         RunFinished,
@@ -29,6 +36,9 @@ with workflow.unsafe.imports_passed_through():
         RunStarted,
         WebhookNotice,
     )
+
+ArgT = TypeVar("ArgT")
+ResultT = TypeVar("ResultT")
 
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 # Time for a worker to take the task and report back, on top of the action's own timeout.
@@ -45,7 +55,11 @@ NOTIFY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(minutes=1),
     maximum_attempts=6,
-    non_retryable_error_types=["TargetRefused", "WebhookRejected", "EmailRejected"],
+    non_retryable_error_types=[
+        ErrorType.TARGET_REFUSED,
+        ErrorType.WEBHOOK_REJECTED,
+        ErrorType.EMAIL_REJECTED,
+    ],
 )
 
 
@@ -72,7 +86,7 @@ class JobRunWorkflow:
         )
         recorded = False
         try:
-            skip = await _mirror("mirror_run_started", started)
+            skip = await _mirror(MirrorActivities.run_started, started)
             recorded = True
             if skip:  # a fall-back repeat of a fixed time: recorded, not run (no attempt, no notice)
                 result = RunResult(status="cancelled", attempts=0, error=skip)
@@ -84,7 +98,7 @@ class JobRunWorkflow:
             if self._attempts is not None and not self._attempts.done():
                 self._attempts.cancel()
             if not recorded:  # cancelled while the start was written: write it (again, idempotently)
-                await _mirror("mirror_run_started", started)
+                await _mirror(MirrorActivities.run_started, started)
             await self._finish(spec, RunResult(status="cancelled", attempts=0, error="cancelled"))
             raise
         await self._finish(spec, result)
@@ -105,7 +119,7 @@ class JobRunWorkflow:
             except (ActivityError, asyncio.CancelledError) as exc:
                 if self._paused_attempts and _interrupted(exc):
                     self._paused_attempts = False
-                    made = int(await _mirror("mirror_attempts_made", run_id))
+                    made = await _mirror(MirrorActivities.attempts_made, run_id)
                     if made < limit:
                         continue
                 if isinstance(exc, ActivityError):
@@ -126,17 +140,15 @@ class JobRunWorkflow:
             "cancellation_type": ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         }
         if isinstance(spec.action, EmailAction):
-            return workflow.start_activity(
-                "email_send",
+            return workflow.start_activity_method(
+                EmailActivities.send,
                 EmailSend(run_id=run_id, action=spec.action, attempts_made=made),
-                result_type=EmailOutcome,
                 start_to_close_timeout=EMAIL_TIMEOUT,
                 **options,
             )
-        return workflow.start_activity(
-            "http_call",
+        return workflow.start_activity_method(
+            HttpActivities.call,
             HttpCall(run_id=run_id, action=spec.action, attempts_made=made),
-            result_type=HttpOutcome,
             start_to_close_timeout=timedelta(seconds=spec.action.timeout_seconds) + ATTEMPT_MARGIN,
             **options,
         )
@@ -145,7 +157,7 @@ class JobRunWorkflow:
         finished = RunFinished(
             run_id=workflow.info().workflow_id, finished_at=workflow.now(), result=result, action=spec.action
         )
-        await _mirror("mirror_run_finished", finished)
+        await _mirror(MirrorActivities.run_finished, finished)
 
     async def _notify(self, spec: RunInput, result: RunResult) -> None:
         """Emails and webhook go out side by side; one that gives up is logged, the run keeps its end."""
@@ -166,24 +178,14 @@ class JobRunWorkflow:
         sends = []
         to = spec.notify.on_success if result.status == "succeeded" else spec.notify.on_failure
         if to:
-            sends.append(self._send("notify_email", EmailNotice(notice=notice, to=list(to))))
+            sends.append(_send(NotifyActivities.email, EmailNotice(notice=notice, to=list(to))))
         if spec.notify.webhook_url is not None:
             sends.append(
-                self._send("notify_webhook", WebhookNotice(notice=notice, url=str(spec.notify.webhook_url)))
+                _send(
+                    NotifyActivities.webhook, WebhookNotice(notice=notice, url=str(spec.notify.webhook_url))
+                )
             )
         await asyncio.gather(*sends)
-
-    async def _send(self, activity: str, notice: EmailNotice | WebhookNotice) -> None:
-        try:
-            await workflow.execute_activity(
-                activity,
-                notice,
-                start_to_close_timeout=NOTIFY_TIMEOUT,
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=NOTIFY_RETRY,
-            )
-        except ActivityError as exc:
-            workflow.logger.warning("%s gave up: %s", activity, exc.cause or exc)
 
     @workflow.signal
     def pause(self) -> None:
@@ -202,13 +204,29 @@ class JobRunWorkflow:
         return self._paused
 
 
-async def _mirror(activity: str, arg: Any) -> Any:
+async def _mirror(activity: Callable[[MirrorActivities, ArgT], Awaitable[ResultT]], arg: ArgT) -> ResultT:
     """A write to the mirror. Runs started since LOCAL_MIRROR make it a local activity: it runs in the
     worker that holds the run, with no task queue round trip, which was a third of a run's server work
     (docs/bench.md); earlier histories replay their regular activities."""
     if workflow.patched(LOCAL_MIRROR):
-        return await workflow.execute_local_activity(activity, arg, start_to_close_timeout=MIRROR_TIMEOUT)
-    return await workflow.execute_activity(activity, arg, start_to_close_timeout=MIRROR_TIMEOUT)
+        return await workflow.execute_local_activity_method(
+            activity, arg, start_to_close_timeout=MIRROR_TIMEOUT
+        )
+    return await workflow.execute_activity_method(activity, arg, start_to_close_timeout=MIRROR_TIMEOUT)
+
+
+async def _send(activity: Callable[[NotifyActivities, ArgT], Awaitable[None]], notice: ArgT) -> None:
+    """One notification on its own retry policy; when it gives up that is logged, not raised."""
+    try:
+        await workflow.execute_activity_method(
+            activity,
+            notice,
+            start_to_close_timeout=NOTIFY_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=NOTIFY_RETRY,
+        )
+    except ActivityError as exc:
+        workflow.logger.warning("%s gave up: %s", exc.activity_type, exc.cause or exc)
 
 
 def _scheduled_at(info: workflow.Info) -> datetime:

@@ -1,0 +1,260 @@
+"""JobRunWorkflow's branches on the time-skipping test server, with its activities mocked under their real
+names: a run that waits through minutes of backoff takes milliseconds. The end-to-end tier (real worker,
+mirror and target) is in test_run_workflow.py and test_failures.py."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from core.payloads import (
+    EmailAction,
+    EmailOutcome,
+    EmailSend,
+    ErrorType,
+    Guarantee,
+    HttpAction,
+    HttpCall,
+    HttpOutcome,
+    NotifySpec,
+    RetrySpec,
+    RunFinished,
+    RunInput,
+    RunResult,
+    RunStarted,
+    WebhookNotice,
+)
+from tests.waiting import eventually
+from workflows.run_job import NOTIFY_RETRY, JobRunWorkflow
+
+# Minutes of backoff: only the skipped clock lets a test see them through.
+SLOW = RetrySpec(max_attempts=3, backoff="exponential", initial_interval_seconds=60, max_interval_seconds=600)
+HANG = -1  # an http_call that never reports back (its worker is lost, or the target hangs)
+WEBHOOK = "https://hooks.example/chronos"
+SKIPPED = "skipped: 01:30:00 already ran on 2026-11-01 (daylight-saving fall-back)"
+
+
+class Activities:
+    """Every activity JobRunWorkflow calls, mocked under its real name, keeping what it was called with.
+
+    http_call answers with the scripted statuses in turn (the last one repeats), numbering its attempts and
+    raising the error types of the real activity; mirror_run_started returns `skip`; notify_webhook fails
+    with `webhook_error` every time, or delivers when it is None."""
+
+    def __init__(
+        self,
+        env: WorkflowEnvironment,
+        script: Sequence[int] = (200,),
+        skip: str | None = None,
+        webhook_error: ErrorType | None = None,
+    ) -> None:
+        self.env = env
+        self.script = script
+        self.skip = skip
+        self.webhook_error = webhook_error
+        self.calls: list[HttpCall] = []
+        # When each attempt started, on the test server's skipped clock.
+        self.started: list[datetime] = []
+        self.emails: list[EmailSend] = []
+        self.webhooks: list[WebhookNotice] = []
+        self.finished: list[RunResult] = []
+        self.attempts = 0
+        self.counted = asyncio.Event()
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [
+            self.run_started,
+            self.attempts_made,
+            self.run_finished,
+            self.http_call,
+            self.email_send,
+            self.notify_webhook,
+        ]
+
+    @activity.defn(name="mirror_run_started")
+    async def run_started(self, event: RunStarted) -> str | None:
+        return self.skip
+
+    @activity.defn(name="mirror_attempts_made")
+    async def attempts_made(self, run_id: str) -> int:
+        self.counted.set()
+        return self.attempts
+
+    @activity.defn(name="mirror_run_finished")
+    async def run_finished(self, event: RunFinished) -> None:
+        self.finished.append(event.result)
+
+    @activity.defn(name="http_call")
+    async def http_call(self, req: HttpCall) -> HttpOutcome:
+        info = activity.info()
+        self.attempts = number = req.attempts_made + info.attempt
+        self.calls.append(req)
+        self.started.append(info.started_time)
+        status = self.script[min(len(self.calls), len(self.script)) - 1]
+        if status == HANG:  # the test server's clock passes the heartbeat timeout, as when a worker is lost
+            assert info.heartbeat_timeout is not None
+            await self.env.sleep(info.heartbeat_timeout * 2)
+            await asyncio.Event().wait()
+        details = {"attempt": number, "http_status": status}
+        if status >= 500:
+            raise ApplicationError(f"HTTP {status}", details, type=ErrorType.HTTP_SERVER_ERROR)
+        if status >= 300:
+            raise ApplicationError(
+                f"HTTP {status}", details, type=ErrorType.HTTP_CLIENT_ERROR, non_retryable=True
+            )
+        return HttpOutcome(status_code=status, duration_ms=1, attempt=number, body_excerpt="")
+
+    @activity.defn(name="email_send")
+    async def email_send(self, req: EmailSend) -> EmailOutcome:
+        self.emails.append(req)
+        self.attempts = req.attempts_made + activity.info().attempt
+        return EmailOutcome(attempt=self.attempts, delivered_to="outbox")
+
+    @activity.defn(name="notify_webhook")
+    async def notify_webhook(self, req: WebhookNotice) -> None:
+        self.webhooks.append(req)
+        if self.webhook_error is not None:
+            raise ApplicationError("webhook answered HTTP 503", type=self.webhook_error)
+
+
+@asynccontextmanager
+async def worker(env: WorkflowEnvironment, mocks: Activities) -> AsyncIterator[str]:
+    """A worker of JobRunWorkflow and the mocks, on a task queue of its own."""
+    queue = f"fast-{uuid.uuid4().hex[:8]}"
+    async with Worker(env.client, task_queue=queue, workflows=[JobRunWorkflow], activities=mocks.all()):
+        yield queue
+
+
+def spec(guarantee: Guarantee = "at_least_once", **extra: Any) -> RunInput:
+    action = extra.pop("action", HttpAction(url="https://target.example/hook"))
+    return RunInput(job_id="j1", owner_id="u1", action=action, retry=SLOW, guarantee=guarantee, **extra)
+
+
+async def start(env: WorkflowEnvironment, queue: str, run: RunInput) -> WorkflowHandle[Any, RunResult]:
+    run_id = f"job-{run.job_id}-manual-{uuid.uuid4().hex[:8]}"
+    return await env.client.start_workflow(JobRunWorkflow.run, run, id=run_id, task_queue=queue)
+
+
+async def run(env: WorkflowEnvironment, mocks: Activities, run: RunInput) -> RunResult:
+    """The run's result, its timers and backoffs skipped."""
+    async with worker(env, mocks) as queue:
+        return await (await start(env, queue, run)).result()
+
+
+async def in_backoff(handle: WorkflowHandle[Any, Any], attempt: int) -> bool:
+    """Whether the run's action waits, failed, for its `attempt`-th try."""
+    pending = (await handle.describe()).raw_description.pending_activities
+    return bool(pending) and pending[0].attempt == attempt and pending[0].HasField("last_failure")
+
+
+async def paused_in_backoff(handle: WorkflowHandle[Any, Any], mocks: Activities) -> None:
+    """Pause the run once attempt 1 failed, and wait until the pause has cut its backoff short."""
+    await eventually(lambda: in_backoff(handle, 2), "attempt 1 to fail into its backoff")
+    await handle.signal(JobRunWorkflow.pause)
+    await asyncio.wait_for(mocks.counted.wait(), 10)
+
+
+async def test_retries_back_off_exponentially_until_success(time_skipping_env):
+    mocks = Activities(time_skipping_env, [500, 503, 200])
+    result = await run(time_skipping_env, mocks, spec())
+    assert result == RunResult(status="succeeded", attempts=3, http_status=200)
+    waits = [later - earlier for earlier, later in itertools.pairwise(mocks.started)]
+    assert [round(wait.total_seconds()) for wait in waits] == [60, 120]
+    assert mocks.finished == [result]
+
+
+async def test_exhausted_retries_fail_with_the_last_answer(time_skipping_env):
+    mocks = Activities(time_skipping_env, [500])
+    result = await run(time_skipping_env, mocks, spec())
+    assert result == RunResult(
+        status="failed", attempts=3, http_status=500, error="HttpServerError: HTTP 500"
+    )
+    assert (len(mocks.calls), mocks.finished) == (3, [result])
+
+
+async def test_client_error_fails_at_once(time_skipping_env):
+    mocks = Activities(time_skipping_env, [404, 200])
+    result = await run(time_skipping_env, mocks, spec())
+    assert result == RunResult(
+        status="failed", attempts=1, http_status=404, error="HttpClientError: HTTP 404"
+    )
+    assert len(mocks.calls) == 1
+
+
+async def test_email_action_is_one_email_send(time_skipping_env):
+    mocks = Activities(time_skipping_env)
+    action = EmailAction(to=["ops@example.org"], subject="hello", body="hi")
+    result = await run(time_skipping_env, mocks, spec(action=action))
+    assert result == RunResult(status="succeeded", attempts=1)
+    assert (len(mocks.emails), mocks.calls) == (1, [])
+
+
+async def test_pause_in_backoff_holds_the_next_attempt_until_resume(time_skipping_env):
+    """Paused while attempt 2 waits out its minute of backoff: ten minutes pass with no attempt; resumed,
+    attempt 2 runs at once, numbered after the one made."""
+    mocks = Activities(time_skipping_env, [500, 200])
+    async with worker(time_skipping_env, mocks) as queue:
+        handle = await start(time_skipping_env, queue, spec())
+        await paused_in_backoff(handle, mocks)
+        await time_skipping_env.sleep(timedelta(minutes=10))
+        assert await handle.query(JobRunWorkflow.paused)
+        assert not (await handle.describe()).raw_description.pending_activities
+        assert len(mocks.calls) == 1
+        await handle.signal(JobRunWorkflow.resume)
+        result = await handle.result()
+    assert result == RunResult(status="succeeded", attempts=2, http_status=200)
+    assert [call.attempts_made for call in mocks.calls] == [0, 1]
+
+
+async def test_cancel_while_paused_ends_the_run_cancelled(time_skipping_env):
+    mocks = Activities(time_skipping_env, [500, 200])
+    async with worker(time_skipping_env, mocks) as queue:
+        handle = await start(time_skipping_env, queue, spec())
+        await paused_in_backoff(handle, mocks)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    assert isinstance(failure.value.cause, CancelledError)
+    assert mocks.finished == [RunResult(status="cancelled", attempts=0, error="cancelled")]
+    assert len(mocks.calls) == 1
+
+
+async def test_at_most_once_without_an_answer_is_outcome_unknown(time_skipping_env):
+    """The attempt stops heartbeating (its worker is lost, or the call hangs): at_most_once never tries
+    again, and the run cannot tell whether the call happened."""
+    mocks = Activities(time_skipping_env, [HANG, 200])
+    result = await run(time_skipping_env, mocks, spec(guarantee="at_most_once"))
+    assert (result.status, result.attempts, result.http_status) == ("failed", 1, None)
+    assert (result.error or "").startswith("outcome unknown: ")
+    assert len(mocks.calls) == 1
+
+
+async def test_repeated_fall_back_fire_is_cancelled_without_an_attempt(time_skipping_env):
+    mocks = Activities(time_skipping_env, skip=SKIPPED)
+    result = await run(time_skipping_env, mocks, spec(notify=NotifySpec(webhook_url=WEBHOOK)))
+    assert result == RunResult(status="cancelled", attempts=0, error=SKIPPED)
+    assert (mocks.finished, mocks.calls, mocks.webhooks) == ([result], [], [])
+
+
+@pytest.mark.parametrize(
+    ("error", "tries"),
+    [(ErrorType.WEBHOOK_ERROR, NOTIFY_RETRY.maximum_attempts), (ErrorType.WEBHOOK_REJECTED, 1)],
+)
+async def test_notification_that_gives_up_leaves_the_run_its_result(time_skipping_env, error, tries):
+    mocks = Activities(time_skipping_env, webhook_error=error)
+    result = await run(time_skipping_env, mocks, spec(notify=NotifySpec(webhook_url=WEBHOOK)))
+    assert result == RunResult(status="succeeded", attempts=1, http_status=200)
+    assert mocks.finished == [result]
+    assert [hook.notice.event for hook in mocks.webhooks] == ["run.succeeded"] * tries
