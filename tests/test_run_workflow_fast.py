@@ -137,7 +137,7 @@ async def worker(env: WorkflowEnvironment, mocks: Activities) -> AsyncIterator[s
         yield queue
 
 
-def spec(guarantee: Guarantee = "at_least_once", **extra: Any) -> RunInput:
+def spec(guarantee: Guarantee = Guarantee.AT_LEAST_ONCE, **extra: Any) -> RunInput:
     action = extra.pop("action", HttpAction(url="https://target.example/hook"))
     return RunInput(job_id="j1", owner_id="u1", action=action, retry=SLOW, guarantee=guarantee, **extra)
 
@@ -235,7 +235,7 @@ async def test_at_most_once_without_an_answer_is_outcome_unknown(time_skipping_e
     """The attempt stops heartbeating (its worker is lost, or the call hangs): at_most_once never tries
     again, and the run cannot tell whether the call happened."""
     mocks = Activities(time_skipping_env, [HANG, 200])
-    result = await run(time_skipping_env, mocks, spec(guarantee="at_most_once"))
+    result = await run(time_skipping_env, mocks, spec(guarantee=Guarantee.AT_MOST_ONCE))
     assert (result.status, result.attempts, result.http_status) == ("failed", 1, None)
     assert (result.error or "").startswith("outcome unknown: ")
     assert len(mocks.calls) == 1
