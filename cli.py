@@ -38,7 +38,8 @@ def _wait_for_port(
     raise SystemExit(f"{what} did not open port {port} within {timeout:g} s")
 
 
-def _temporal_dev_server(data_dir: Path, port: int, ui_port: int) -> subprocess.Popen[bytes]:
+def _temporal_dev_server(data_dir: Path, port: int, ui_port: int, codec: str) -> subprocess.Popen[bytes]:
+    """The dev server, its Web UI decoding payloads through the API's codec endpoint (`codec`)."""
     args = [
         temporal_binary(),
         "server",
@@ -49,6 +50,8 @@ def _temporal_dev_server(data_dir: Path, port: int, ui_port: int) -> subprocess.
         str(port),
         "--ui-port",
         str(ui_port),
+        "--ui-codec-endpoint",
+        codec,
         "--log-level",
         "warn",
     ]
@@ -69,7 +72,9 @@ def dev(args: argparse.Namespace) -> int:
         "CHRONOS_TEMPORAL_UI_URL": f"http://127.0.0.1:{args.temporal_ui_port}",
         "CHRONOS_ALLOW_PRIVATE_TARGETS": os.environ.get("CHRONOS_ALLOW_PRIVATE_TARGETS", "true"),
     }
-    children = [_temporal_dev_server(data_dir, args.temporal_port, args.temporal_ui_port)]
+    base = f"http://{_reachable(args.host)}:{args.port}"
+    codec = f"{base}/api/v1/codec"
+    children = [_temporal_dev_server(data_dir, args.temporal_port, args.temporal_ui_port, codec)]
     stop = False
 
     def _stop(_signum: int, _frame: object) -> None:
@@ -85,11 +90,11 @@ def dev(args: argparse.Namespace) -> int:
         api = [sys.executable, "-m", "cli", "api", "--host", args.host, "--port", str(args.port)]
         children.append(subprocess.Popen(api, env=env))
         _wait_for_port("the API", _reachable(args.host), args.port, children[-1])
-        base = f"http://{_reachable(args.host)}:{args.port}"
         print(f"API:             {base}/api/v1", flush=True)
         print(f"API docs:        {base}/docs", flush=True)
         print(f"Temporal:        127.0.0.1:{args.temporal_port}", flush=True)
         print(f"Temporal Web UI: http://127.0.0.1:{args.temporal_ui_port}", flush=True)
+        print(f"Codec endpoint:  {codec}", flush=True)
         print(f"Data dir:        {data_dir}", flush=True)
         while not stop and all(child.poll() is None for child in children):
             time.sleep(0.2)

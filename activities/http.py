@@ -12,7 +12,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.attempts import LogLine, RunRecorder, failure_line, heartbeating
-from core.payloads import HttpCall, HttpOutcome
+from core.payloads import HttpCall, HttpOutcome, masked_url
 from core.targets import TargetRefused
 
 RETRYABLE_STATUS = frozenset({408, 429})
@@ -60,7 +60,7 @@ class HttpActivities:
                 LogLine(
                     f"{prefix}:{number}:started",
                     "info",
-                    f"attempt {number} started: {action.method} {action.url}",
+                    f"attempt {number} started: {action.method} {masked_url(action.url)}",
                 ),
             )
         )
@@ -134,7 +134,7 @@ class HttpActivities:
         status = response.status_code
         if 200 <= status < 300:
             return None
-        message = f"HTTP {status} from {req.action.method} {req.action.url}"
+        message = f"HTTP {status} from {req.action.method} {masked_url(req.action.url)}"
         details = {"attempt": number, "http_status": status, "body_excerpt": excerpt}
         if status >= 500 or status in RETRYABLE_STATUS:
             return ApplicationError(

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from core.config import Settings
 from core.db import Sessions
 from core.errors import Conflict, OAuthError, Unauthorized
+from core.keyfiles import write_secret
 from core.models import RefreshToken, User, utcnow
 
 Role = Literal["user", "admin"]
@@ -387,19 +386,5 @@ def _key_of_secret(secret: str) -> OctKey:
 @functools.cache
 def _key_of_file(path: Path) -> OctKey:
     if not path.exists():
-        _write_secret(path)
+        write_secret(path)
     return OctKey.import_key(path.read_text().strip())
-
-
-def _write_secret(path: Path) -> None:
-    """Written aside and hard-linked into place: processes starting together all read one complete secret."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
-    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_urlsafe(48))
-    try:
-        with contextlib.suppress(FileExistsError):  # another process won; its secret is the one
-            os.link(draft, path)
-    finally:
-        draft.unlink()

@@ -10,14 +10,13 @@ import psycopg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
 from core.config import Settings
 from core.db import Sessions, create_schema, make_engine, make_sessions
 from core.temporal import SEARCH_ATTRIBUTES, TemporalGateway, temporal_binary
-from tests.api_client import ApiClient, app_settings, serve
+from tests.api_client import ApiClient, app_settings, serve, session_converter
 from tests.http_target import HttpTarget, start_target
 from worker import build_worker
 
@@ -52,7 +51,7 @@ def throwaway_database(purpose: str) -> Iterator[str]:
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
-        data_converter=pydantic_data_converter,
+        data_converter=session_converter(),
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
     )

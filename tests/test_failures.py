@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from sqlmodel import col, select
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import CancelledError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
@@ -25,6 +24,7 @@ from core.config import Settings
 from core.db import Sessions, create_schema, make_engine, make_sessions
 from core.models import Attempt, DeadLetter, Job, Run, RunLog, utcnow
 from core.payloads import Guarantee, HttpAction, RetrySpec, RunFinished, RunInput, RunResult, RunStarted
+from tests.api_client import ENCRYPTION_KEYS, session_converter
 from tests.histories import keep
 from tests.http_target import HANG, Answer
 from tests.mirror_rows import add_job
@@ -255,7 +255,7 @@ async def test_minutes_of_backoff_pass_on_the_time_skipping_server(sessions, set
         max_attempts=3, backoff="exponential", initial_interval_seconds=60, max_interval_seconds=600
     )
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=TEST_SERVER
+        data_converter=session_converter(), test_server_existing_path=TEST_SERVER
     )
     try:
         queue = f"test-skip-{uuid.uuid4().hex[:8]}"
@@ -279,6 +279,7 @@ def _worker_process(settings: Settings, client: Client, queue: str) -> subproces
         CHRONOS_TEMPORAL_NAMESPACE=client.namespace,
         CHRONOS_TASK_QUEUE=queue,
         CHRONOS_ALLOW_PRIVATE_TARGETS="true",
+        CHRONOS_ENCRYPTION_KEYS=ENCRYPTION_KEYS,
     )
     root = Path(__file__).resolve().parent.parent
     return subprocess.Popen([sys.executable, "-m", "cli", "worker"], env=env, cwd=root)
