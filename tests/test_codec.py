@@ -118,9 +118,7 @@ def wire(payloads: list[Payload]) -> dict[str, Any]:
     return MessageToDict(Payloads(payloads=payloads))
 
 
-async def run_input_payload(
-    api: ApiClient, temporal_client: Client, user: AuthedClient, target: HttpTarget
-) -> Payload:
+async def run_input_payload(temporal_client: Client, user: AuthedClient, target: HttpTarget) -> Payload:
     """The encrypted input of a run of a new job of `user`, as Temporal stores it."""
     body = http_job(target.url(path()), {"type": "immediate"})
     body["action"]["headers"] = {"X-Api-Key": "codec-endpoint-secret"}
