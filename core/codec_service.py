@@ -64,7 +64,8 @@ class CodecService:
 
     async def decode(self, principal: Principal, body: WirePayloads) -> WirePayloads:
         """Each payload decrypted if the caller may see its job (admins: also payloads of no job, such as
-        the reconcile workflow's); any other payload, or one that does not decrypt, comes back unchanged."""
+        the reconcile workflow's, or of a deleted one); any other payload, or one that does not decrypt,
+        comes back unchanged."""
         payloads = [p.proto() for p in body.payloads]
         owners = await self._owners({p.metadata[JOB_ID].decode() for p in payloads if JOB_ID in p.metadata})
         return WirePayloads(payloads=[WirePayload.of(self._decoded(principal, owners, p)) for p in payloads])
@@ -87,9 +88,11 @@ class CodecService:
             return payload
 
     async def _owners(self, job_ids: set[str]) -> dict[str, str]:
-        """The owner of each job the mirror knows, deleted jobs included (their runs stay in Temporal)."""
+        """The owner of each live job: as with their runs, a deleted job's payloads are for admins only."""
         if not job_ids:
             return {}
         async with self.sessions() as session:
-            rows = await session.exec(select(Job.id, Job.owner_id).where(col(Job.id).in_(job_ids)))
+            rows = await session.exec(
+                select(Job.id, Job.owner_id).where(col(Job.id).in_(job_ids), col(Job.deleted_at).is_(None))
+            )
             return dict(rows.all())

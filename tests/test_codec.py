@@ -152,6 +152,11 @@ async def test_the_codec_endpoint_decodes_only_what_the_caller_may_see(
     problem = expect(await api.post("/codec/decode", json=body), 401)
     assert "bearer token" in problem["detail"]
 
+    # A deleted job's payloads are for admins only, as its runs are.
+    expect(await alice.delete(f"/jobs/{sealed.metadata[JOB_ID].decode()}"), 204)
+    assert expect(await alice.post("/codec/decode", json=body), 200) == body
+    assert expect(await admin.post("/codec/decode", json=body), 200)["payloads"] == everything
+
 
 async def test_the_codec_endpoint_encodes_for_admins_eyes(api: ApiClient) -> None:
     alice, admin = await api.authed_user(), await api.authed_admin()
