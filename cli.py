@@ -166,7 +166,8 @@ class Supervisor:
             time.sleep(0.1)
 
 
-def _temporal_dev_server(data_dir: Path, port: int, ui_port: int) -> list[str]:
+def _temporal_dev_server(data_dir: Path, port: int, ui_port: int, codec: str) -> list[str]:
+    """The dev server, its Web UI decoding payloads through the API's codec endpoint (`codec`)."""
     args = [
         temporal_binary(),
         "server",
@@ -177,6 +178,8 @@ def _temporal_dev_server(data_dir: Path, port: int, ui_port: int) -> list[str]:
         str(port),
         "--ui-port",
         str(ui_port),
+        "--ui-codec-endpoint",
+        codec,
         "--log-level",
         "warn",
     ]
@@ -198,10 +201,12 @@ def dev(args: argparse.Namespace) -> int:
         "CHRONOS_TEMPORAL_UI_URL": f"http://127.0.0.1:{args.temporal_ui_port}",
         "CHRONOS_ALLOW_PRIVATE_TARGETS": os.environ.get("CHRONOS_ALLOW_PRIVATE_TARGETS", "true"),
     }
+    base = f"http://{_reachable(args.host)}:{args.port}"
+    codec = f"{base}/api/v1/codec"
     children = [
         Child(
             "the Temporal dev server",
-            _temporal_dev_server(data_dir, args.temporal_port, args.temporal_ui_port),
+            _temporal_dev_server(data_dir, args.temporal_port, args.temporal_ui_port, codec),
             port=args.temporal_port,
             quiet_when_stopping=True,
         )
@@ -216,11 +221,11 @@ def dev(args: argparse.Namespace) -> int:
     try:
         supervisor.start()
         if not supervisor.stopping:
-            base = f"http://{_reachable(args.host)}:{args.port}"
             print(f"API:             {base}/api/v1", flush=True)
             print(f"API docs:        {base}/docs", flush=True)
             print(f"Temporal:        127.0.0.1:{args.temporal_port}", flush=True)
             print(f"Temporal Web UI: http://127.0.0.1:{args.temporal_ui_port}", flush=True)
+            print(f"Codec endpoint:  {codec}", flush=True)
             print(f"Data dir:        {data_dir}", flush=True)
         supervisor.watch()
     finally:

@@ -24,7 +24,7 @@ from core.db import Sessions, create_schema, make_engine, make_sessions
 from core.metrics import worker_runtime
 from core.reconcile import ensure_reconcile_schedule
 from core.targets import TargetGuard
-from core.temporal import connect
+from core.temporal import connect, data_converter
 from workflows.reconcile import RECONCILE_WORKFLOWS
 from workflows.run_job import JobRunWorkflow
 
@@ -74,7 +74,9 @@ async def build_worker(
 async def run_worker(settings: Settings | None = None, concurrency: int = 100) -> None:
     settings = settings or get_settings()
     runtime = worker_runtime(settings.worker_metrics_port) if settings.worker_metrics_port else None
-    client = await connect(settings.temporal_address, settings.temporal_namespace, runtime=runtime)
+    client = await connect(
+        settings.temporal_address, settings.temporal_namespace, data_converter(settings), runtime=runtime
+    )
     engine = make_engine(settings)
     await create_schema(engine)
     if settings.smtp_url is None:

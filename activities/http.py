@@ -11,7 +11,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.attempts import ActionAttempt, RunRecorder
-from core.payloads import ErrorType, HttpCall, HttpOutcome
+from core.payloads import ErrorType, HttpCall, HttpOutcome, masked_url
 from core.targets import TargetRefused
 
 RETRYABLE_STATUS = frozenset({408, 429})
@@ -49,7 +49,7 @@ class HttpActivities:
     @activity.defn(name="http_call")
     async def call(self, req: HttpCall) -> HttpOutcome:
         action = req.action
-        what = f"{action.method} {action.url}"
+        what = f"{action.method} {masked_url(action.url)}"
         async with ActionAttempt(self.recorder, req.run_id, "http", req.attempts_made, what) as attempt:
             number = attempt.number
             # Every attempt of one run carries the same key, so targets can deduplicate retries.
@@ -105,7 +105,7 @@ class HttpActivities:
         status = response.status_code
         if 200 <= status < 300:
             return None
-        message = f"HTTP {status} from {req.action.method} {req.action.url}"
+        message = f"HTTP {status} from {req.action.method} {masked_url(req.action.url)}"
         details = {"attempt": number, "http_status": status, "body_excerpt": excerpt}
         if status >= 500 or status in RETRYABLE_STATUS:
             return ApplicationError(

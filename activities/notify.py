@@ -21,7 +21,7 @@ from activities.attempts import LogLine, RunRecorder, failure_line, heartbeating
 from activities.email import Mailer, smtp_error
 from core.db import Sessions
 from core.models import User
-from core.payloads import EmailNotice, ErrorType, RunNotice, WebhookNotice
+from core.payloads import EmailNotice, ErrorType, RunNotice, WebhookNotice, masked_url
 from core.targets import TargetRefused
 
 SIGNATURE_HEADER = "X-Chronos-Signature"
@@ -123,5 +123,9 @@ class NotifyActivities:
             raise error
         await self.recorder.log(
             notice.run_id,
-            LogLine(f"{prefix}:sent", "info", f"notification sent: webhook {req.url} answered HTTP {status}"),
+            LogLine(
+                f"{prefix}:sent",
+                "info",
+                f"notification sent: webhook {masked_url(req.url)} answered HTTP {status}",
+            ),
         )

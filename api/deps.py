@@ -10,6 +10,8 @@ from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.auth import SCOPES, Principal, decode_access_token
+from core.codec import keyring
+from core.codec_service import CodecService
 from core.config import Settings
 from core.db import Sessions
 from core.dead_letters import DeadLetterService
@@ -91,3 +93,10 @@ def get_dead_letters(sessions: SessionsDep, jobs: JobServiceDep) -> DeadLetterSe
 
 
 DeadLetterServiceDep = Annotated[DeadLetterService, Depends(get_dead_letters)]
+
+
+def get_codec(settings: SettingsDep, sessions: SessionsDep) -> CodecService:
+    return CodecService(sessions, keyring(settings))
+
+
+CodecServiceDep = Annotated[CodecService, Depends(get_codec)]

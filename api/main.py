@@ -9,11 +9,12 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from api import errors
-from api.routes import auth, dead_letters, docs, jobs, metrics, ops, runs
+from api.cors import CodecCors
+from api.routes import auth, codec, dead_letters, docs, jobs, metrics, ops, runs
 from api.throttle import Throttle
 from core.config import Settings, get_settings
 from core.db import create_schema, make_engine, make_sessions
-from core.temporal import TemporalGateway
+from core.temporal import TemporalGateway, data_converter
 
 
 def create_app(settings: Settings | None = None, temporal: TemporalGateway | None = None) -> FastAPI:
@@ -27,7 +28,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         app.state.settings = settings
         app.state.sessions = make_sessions(engine)
         app.state.temporal = temporal or TemporalGateway(
-            settings.temporal_address, settings.temporal_namespace
+            settings.temporal_address, settings.temporal_namespace, data_converter(settings)
         )
         try:
             yield
@@ -45,7 +46,8 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
     app.state.throttle = Throttle(settings.auth_attempts_per_minute)
     errors.install(app)
     app.add_middleware(errors.BodyLimit, max_bytes=settings.max_body_bytes)
-    for router in (auth.router, jobs.router, runs.router, dead_letters.router):
+    app.add_middleware(CodecCors, prefix=f"/api/v1{codec.PREFIX}/", ui_url=settings.temporal_ui_url)
+    for router in (auth.router, jobs.router, runs.router, dead_letters.router, codec.router):
         app.include_router(router, prefix="/api/v1")
     app.include_router(ops.router)
     app.include_router(docs.router)

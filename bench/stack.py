@@ -228,6 +228,8 @@ async def stack(*, in_memory: bool = False, postgres: bool = False) -> AsyncIter
 
 
 async def connect_when_up(address: str, within: float = 30) -> Client:
+    """A plain client, as bare Temporal's user has: it starts the bare workflows and reads Chronos's
+    histories raw (their payloads encrypted; `data_converter` of the stack's data dir reads them)."""
     deadline = time.monotonic() + within
     while True:
         try:

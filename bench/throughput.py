@@ -17,6 +17,8 @@ from temporalio.api.enums.v1 import TimeoutType
 
 from bench.bare import BareCall
 from bench.stack import Api, Stack, machine, stack, table, verdict, with_clients
+from core.config import Settings
+from core.temporal import data_converter
 
 CHECK = text(
     """
@@ -53,7 +55,9 @@ async def why_retried(s: Stack, run_id: str) -> str:
                 failure = started.last_failure
                 timeout = failure.timeout_failure_info.timeout_type
                 kind = TimeoutType.Name(timeout) if failure.HasField("timeout_failure_info") else ""
-                return f"{failure.message} {kind}".strip()
+                # Chronos encrypts failure messages: read with the key its processes made in the workdir.
+                error = await data_converter(Settings(data_dir=s.workdir)).decode_failure(failure)
+                return f"{error} {kind}".strip()
     return "no retried activity in the history"
 
 

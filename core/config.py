@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.logs import LogFormat
@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     temporal_ui_url: str = "http://localhost:8233"
     task_queue: str = "chronos"
     jwt_secret: str | None = None
+    encryption_keys: SecretStr | None = Field(
+        default=None,
+        description="Payload encryption keys as comma-separated `id:base64key` entries (32-byte keys), "
+        "newest first: the newest encrypts, all decrypt; default: one generated into data_dir",
+    )
     jwt_issuer: str = "chronos"
     jwt_audience: str = "chronos-api"
     access_token_ttl_seconds: int = 900

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, model_validator
 from temporalio.common import RetryPolicy
@@ -18,6 +19,14 @@ SCHEDULE_PREFIX = "job-"
 def schedule_id(job_id: str) -> str:
     """The Temporal Schedule of a timed job."""
     return f"{SCHEDULE_PREFIX}{job_id}"
+
+
+def job_of_workflow(workflow_id: str) -> str | None:
+    """The job a schedule's or a run's workflow id names (`job-<id>`, `job-<id>-…`); None for others."""
+    if not workflow_id.startswith(SCHEDULE_PREFIX):
+        return None
+    job_id = workflow_id.removeprefix(SCHEDULE_PREFIX).split("-", 1)[0]
+    return job_id or None
 
 
 class Guarantee(StrEnum):
@@ -61,14 +70,26 @@ PLAIN_HEADERS = frozenset({"accept", "accept-language", "content-type", "user-ag
 
 def masked_action(action: HttpAction | EmailAction) -> dict[str, Any]:
     """The action as answers and dead letters show it: header values masked but their last 4
-    characters (for long ones), so users can tell which key is set without it being readable."""
+    characters (for long ones), so users can tell which key is set without it being readable, and the
+    URL's userinfo masked (`masked_url`)."""
     data = action.model_dump(mode="json")
     if isinstance(action, HttpAction):
+        data["url"] = masked_url(action.url)
         data["headers"] = {
             name: value if name.lower() in PLAIN_HEADERS else _mask(value)
             for name, value in action.headers.items()
         }
     return data
+
+
+def masked_url(url: HttpUrl | str) -> str:
+    """The URL as answers and run logs show it: its userinfo (`user:password@`, or a token as the user
+    name) is a credential, so all of it becomes `****`."""
+    text = str(url)
+    parts = urlsplit(text)
+    if "@" not in parts.netloc:
+        return text
+    return urlunsplit(parts._replace(netloc="****@" + parts.netloc.rpartition("@")[2]))
 
 
 def _mask(value: str) -> str:

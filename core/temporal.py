@@ -10,10 +10,13 @@ from typing import TypeVar
 
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.contrib.pydantic import PydanticPayloadConverter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
+from core.codec import EncryptionCodec, keyring
+from core.config import Settings
 from core.errors import Unavailable
 
 T = TypeVar("T")
@@ -33,12 +36,23 @@ def temporal_binary() -> str:
     return str(path)
 
 
-async def connect(address: str, namespace: str, runtime: Runtime | None = None) -> Client:
-    """The client every Chronos process uses: pydantic payloads so API models and workflow inputs match.
-    A worker passes a `runtime` that serves the SDK's metrics."""
-    return await Client.connect(
-        address, namespace=namespace, data_converter=pydantic_data_converter, runtime=runtime
+def data_converter(settings: Settings) -> DataConverter:
+    """The one data converter of Chronos (API, workers, replayer, tests): pydantic payloads so API models
+    and workflow inputs match, encrypted by the codec (core/codec.py) before they reach Temporal. Failure
+    messages and stack traces go into an encrypted payload too: they may quote a target's answer."""
+    return DataConverter(
+        payload_converter_class=PydanticPayloadConverter,
+        payload_codec=EncryptionCodec(keyring(settings)),
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )
+
+
+async def connect(
+    address: str, namespace: str, converter: DataConverter, runtime: Runtime | None = None
+) -> Client:
+    """The client every Chronos process uses, with `data_converter(settings)`. A worker passes a
+    `runtime` that serves the SDK's metrics."""
+    return await Client.connect(address, namespace=namespace, data_converter=converter, runtime=runtime)
 
 
 class TemporalGateway:
@@ -48,16 +62,17 @@ class TemporalGateway:
     (a 503 with the reason) within `timeout` seconds instead of a hang or a 500.
     """
 
-    def __init__(self, address: str, namespace: str, timeout: float = 5.0) -> None:
+    def __init__(self, address: str, namespace: str, converter: DataConverter, timeout: float = 5.0) -> None:
         self.address = address
         self.namespace = namespace
+        self.converter = converter
         self.timeout = timeout
         self._client: Client | None = None
         self._lock = asyncio.Lock()
 
     @classmethod
     def of(cls, client: Client) -> TemporalGateway:
-        gateway = cls(client.service_client.config.target_host, client.namespace)
+        gateway = cls(client.service_client.config.target_host, client.namespace, client.data_converter)
         gateway._client = client
         return gateway
 
@@ -67,7 +82,7 @@ class TemporalGateway:
                 if self._client is None:
                     try:
                         self._client = await asyncio.wait_for(
-                            connect(self.address, self.namespace), self.timeout
+                            connect(self.address, self.namespace, self.converter), self.timeout
                         )
                     except (TimeoutError, RuntimeError, OSError) as exc:
                         raise Unavailable(f"Temporal at {self.address} is unreachable: {exc}") from exc

@@ -15,12 +15,23 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.converter import DataConverter
 
 from core.auth import create_user
+from core.codec import new_key_entry
 from core.config import Settings
+from core.temporal import data_converter
 
 PASSWORD = "correct horse battery staple"
 BASE_URL = "http://chronos.test/api/v1"
+# The test session's one key: its Temporal client, the workers, the API apps and the worker processes
+# tests start all encrypt with it, so every test runs on encrypted payloads.
+ENCRYPTION_KEYS = new_key_entry("test")
+
+
+def session_converter() -> DataConverter:
+    """The data converter of the session's Temporal client (`data_converter` with the session's key)."""
+    return data_converter(Settings(encryption_keys=ENCRYPTION_KEYS))
 
 
 def app_settings(engine: AsyncEngine, data_dir: Path, **overrides: Any) -> Settings:
@@ -28,7 +39,12 @@ def app_settings(engine: AsyncEngine, data_dir: Path, **overrides: Any) -> Setti
     return Settings(
         data_dir=data_dir,
         database_url=engine.url.render_as_string(hide_password=False),
-        **{"allow_private_targets": True, "auth_attempts_per_minute": 100_000, **overrides},
+        **{
+            "allow_private_targets": True,
+            "auth_attempts_per_minute": 100_000,
+            "encryption_keys": ENCRYPTION_KEYS,
+            **overrides,
+        },
     )
 
 

@@ -13,14 +13,13 @@ import psycopg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
 from core.config import Settings
 from core.db import Sessions, create_schema, make_engine, make_sessions
 from core.temporal import SEARCH_ATTRIBUTES, TemporalGateway, temporal_binary
-from tests.api_client import ApiClient, app_settings, serve
+from tests.api_client import ApiClient, app_settings, serve, session_converter
 from tests.http_target import HttpTarget, start_target
 from worker import build_worker
 
@@ -55,7 +54,7 @@ def throwaway_database(purpose: str) -> Iterator[str]:
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
-        data_converter=pydantic_data_converter,
+        data_converter=session_converter(),
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
     )
@@ -79,7 +78,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server: awaiting a run's result skips its timers and backoffs, and
     `sleep` moves the clock on. Time is the server's, so tests using it must not run concurrently."""
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=time_skipping_server()
+        data_converter=session_converter(), test_server_existing_path=time_skipping_server()
     )
     try:
         yield env

@@ -18,6 +18,7 @@ import yaml
 from temporalio.common import SearchAttributeIndexedValueType
 
 import cli
+from api.routes import codec
 from core.config import Settings
 from core.temporal import SEARCH_ATTRIBUTES
 
@@ -99,6 +100,22 @@ def test_worker_command_is_a_chronos_command(monkeypatch: pytest.MonkeyPatch) ->
     args = _chronos_args(SERVICES["worker"]["command"], monkeypatch)
     assert args.command == "worker"
     assert args.concurrency > 0
+
+
+def test_one_key_setting_everywhere_and_the_ui_decodes_through_the_api(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The API and every worker must hold the same keys, so none may generate its own; the UI's codec
+    endpoint is the API's on its published port, and the API admits the UI's origin there (CORS)."""
+    for service in ("api", "worker"):
+        assert str(SERVICES[service]["environment"]["CHRONOS_ENCRYPTION_KEYS"]).startswith(
+            "${CHRONOS_ENCRYPTION_KEYS:?"
+        ), f"{service} must be given the keys"
+    args = _chronos_args(SERVICES["api"]["command"], monkeypatch)
+    endpoint = urlsplit(_environment("temporal-ui")["TEMPORAL_CODEC_ENDPOINT"])
+    assert (endpoint.port, endpoint.path) == (args.port, f"/api/v1{codec.PREFIX}")
+    ui = urlsplit(_environment("api")["CHRONOS_TEMPORAL_UI_URL"])
+    assert f"{ui.port}:8080" in SERVICES["temporal-ui"]["ports"]
 
 
 def test_worker_can_scale() -> None:

@@ -23,6 +23,7 @@ from core.config import Settings
 from core.db import Sessions, create_schema, make_engine, make_sessions
 from core.models import Attempt, DeadLetter, Job, Run, RunLog, utcnow
 from core.payloads import Guarantee, HttpAction, RetrySpec, RunFinished, RunInput, RunResult, RunStarted
+from tests.api_client import ENCRYPTION_KEYS
 from tests.histories import keep
 from tests.http_target import HANG, Answer
 from tests.mirror_rows import add_job
@@ -272,6 +273,7 @@ def _worker_process(settings: Settings, client: Client, queue: str) -> subproces
         CHRONOS_TEMPORAL_NAMESPACE=client.namespace,
         CHRONOS_TASK_QUEUE=queue,
         CHRONOS_ALLOW_PRIVATE_TARGETS="true",
+        CHRONOS_ENCRYPTION_KEYS=ENCRYPTION_KEYS,
     )
     root = Path(__file__).resolve().parent.parent
     return subprocess.Popen([sys.executable, "-m", "cli", "worker"], env=env, cwd=root)

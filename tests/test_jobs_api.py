@@ -16,7 +16,7 @@ from api.main import create_app
 from core.config import Settings
 from core.payloads import FixedCron, RunInput
 from core.temporal import TemporalGateway
-from tests.api_client import ApiClient, AuthedClient, app_settings, expect, serve
+from tests.api_client import ApiClient, AuthedClient, app_settings, expect, serve, session_converter
 from tests.conftest import POSTGRES, throwaway_database
 from tests.http_target import HttpTarget
 from tests.waiting import eventually
@@ -370,7 +370,7 @@ async def test_temporal_down_is_503_and_creates_nothing(
     db_engine: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     settings = app_settings(db_engine, tmp_path_factory.mktemp("down"))
-    down = TemporalGateway("127.0.0.1:1", "default", timeout=2)
+    down = TemporalGateway("127.0.0.1:1", "default", session_converter(), timeout=2)
     async with serve(create_app(settings, down)) as api:
         alice = await api.authed_user()
         answer = await alice.post(
@@ -446,7 +446,9 @@ async def test_private_and_metadata_targets_are_refused_at_submit(
         {"loc": ["body", "action", "url"], "msg": "169.254.169.254 is a cloud metadata address"}
     ]
     settings = app_settings(db_engine, tmp_path_factory.mktemp("strict"), allow_private_targets=False)
-    async with serve(create_app(settings, TemporalGateway("127.0.0.1:1", "default"))) as strict:
+    async with serve(
+        create_app(settings, TemporalGateway("127.0.0.1:1", "default", session_converter()))
+    ) as strict:
         bob = await strict.authed_user()
         for url, words in [("http://127.0.0.1:8080/x", "loopback"), ("http://10.1.2.3/x", "private")]:
             problem = expect(await bob.post("/jobs", json=http_job(url, {"type": "immediate"})), 422)

@@ -19,7 +19,7 @@ from core.config import Settings
 from core.models import Run, RunStatus, utcnow
 from core.payloads import Trigger
 from core.temporal import TemporalGateway
-from tests.api_client import ApiClient, expect, serve
+from tests.api_client import ApiClient, expect, serve, session_converter
 from tests.conftest import POSTGRES
 from tests.waiting import eventually
 
@@ -150,7 +150,9 @@ async def test_metrics_count_what_the_mirror_holds(fresh_api: ApiClient, tempora
 
 async def test_metrics_without_temporal_still_count_the_mirror(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
-    async with serve(create_app(settings, TemporalGateway("127.0.0.1:1", "default", timeout=2))) as api:
+    async with serve(
+        create_app(settings, TemporalGateway("127.0.0.1:1", "default", session_converter(), timeout=2))
+    ) as api:
         answer = await api.get(METRICS)
     assert answer.status_code == 200, answer.text
     samples = scrape(answer.text)

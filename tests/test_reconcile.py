@@ -23,7 +23,6 @@ from temporalio.client import (
     ScheduleSpec,
     ScheduleState,
 )
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
@@ -93,7 +92,7 @@ async def reconciler(
     client = await Client.connect(
         temporal_client.service_client.config.target_host,
         namespace=temporal_client.namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=temporal_client.data_converter,
         runtime=worker_runtime(port, host="127.0.0.1"),
     )
     queue = f"reconcile-{uuid.uuid4().hex[:8]}"

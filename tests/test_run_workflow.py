@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from core.config import Settings
 from core.db import Sessions
 from core.models import Job, Run
 from core.payloads import Guarantee, HttpAction, RetrySpec, RunInput, RunResult
+from tests.api_client import session_converter
 from tests.histories import committed, keep
 from tests.http_target import HttpTarget, Received
 from tests.mirror_rows import add_job
@@ -128,7 +128,7 @@ async def test_at_most_once_never_sends_twice(temporal_client, task_queue, job, 
 async def test_histories_replay_on_current_code():
     """Runs after the tests above (file order): a change that breaks determinism fails here."""
     assert HISTORIES, "no histories were recorded"
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=session_converter())
     for history in HISTORIES:
         await replayer.replay_workflow(history)
 
@@ -141,5 +141,5 @@ async def test_committed_histories_replay(path: Path):
     values are the error type strings the retry policies named), and the result types the methods declare
     decode the same values as before."""
     history = WorkflowHistory.from_json(path.stem, path.read_text())  # noqa: ASYNC240
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=session_converter())
     await replayer.replay_workflow(history)

@@ -8,6 +8,7 @@ import pytest
 
 from core.errors import Unavailable
 from core.temporal import TemporalGateway
+from tests.api_client import session_converter
 
 
 def closed_port() -> int:
@@ -17,7 +18,7 @@ def closed_port() -> int:
 
 
 async def test_unreachable_server_is_unavailable():
-    gateway = TemporalGateway(f"127.0.0.1:{closed_port()}", "default", timeout=2)
+    gateway = TemporalGateway(f"127.0.0.1:{closed_port()}", "default", session_converter(), timeout=2)
     with pytest.raises(Unavailable, match=r"unreachable|did not answer"):
         await gateway.call(lambda client: client.count_workflows())
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
 import secrets
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ from joserfc.jwk import OctKey
 from core.auth._principal import ROLE_SCOPES, Principal
 from core.config import Settings
 from core.errors import Unauthorized
+from core.keyfiles import write_secret
 from core.models import Role, User
 
 # HS256 and nothing else: naming the algorithms on decode is what refuses `alg: none` and key confusion.
@@ -100,19 +99,5 @@ def _key_of_secret(secret: str) -> OctKey:
 @functools.cache
 def _key_of_file(path: Path) -> OctKey:
     if not path.exists():
-        _write_secret(path)
+        write_secret(path)
     return OctKey.import_key(path.read_text().strip())
-
-
-def _write_secret(path: Path) -> None:
-    """Written aside and hard-linked into place: processes starting together all read one complete secret."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
-    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_urlsafe(48))
-    try:
-        with contextlib.suppress(FileExistsError):  # another process won; its secret is the one
-            os.link(draft, path)
-    finally:
-        draft.unlink()
