@@ -318,10 +318,14 @@ class _Days:
             and (self.years is None or day.year in self.years)
         )
 
+    @cached_property
+    def _sorted(self) -> tuple[list[int], list[int]]:
+        return sorted(self.months), sorted(self.days)
+
     def first_from(self, day: date) -> date | None:
         """The first matching day on or after `day` through LAST_YEAR, trying only the months and days
         the pattern names: a leap day or one year late in the span costs a few steps per year, not 365."""
-        months, days = sorted(self.months), sorted(self.days)
+        months, days = self._sorted
         year, month, first = day.year, day.month, day.day
         while year <= LAST_YEAR:
             if self.years is None or year in self.years:
