@@ -88,10 +88,12 @@ async def main(jobs: int, samples: int, seconds: float, clients: int) -> None:
 
         listed = await one_at_a_time(samples, list_jobs)
         previewed = await one_at_a_time(samples, preview)
+        alone = await one_at_a_time(samples, lambda: api.http.get(f"{api.base}/health"))
         probed = await health_under_load(api, seconds, clients, list_jobs)
         figures = [
             (f"GET /jobs?limit=100 ({jobs} dense jobs)", listed, LIST_GOAL),
             ("POST /schedules/preview, `* * * * * ?`, count 100", previewed, PREVIEW_GOAL),
+            ("GET /health alone (the machine's floor)", alone, HEALTH_GOAL),
             (f"GET /health while {clients} clients list", probed, HEALTH_GOAL),
         ]
         await api.aclose()

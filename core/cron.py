@@ -533,7 +533,7 @@ class CronExpression:
             for days in p.days
         ]
 
-    @property
+    @cached_property
     def fixed_time(self) -> bool:
         """Seconds, minutes and hours are single values or lists of them: the DST convention applies."""
         p = self._parsed

@@ -64,6 +64,10 @@ async def test_a_run_at_in_the_past_is_refused_beyond_the_grace(api: ApiClient) 
     await create_and_preview_refuse(
         alice, {"type": "once", "run_at": "2020-01-01T10:00:00Z"}, "run_at", "past"
     )
+    soon = {"type": "once", "run_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}
+    made = expect(await alice.post("/jobs", json=job(soon, paused=True)), 201)
+    past = {"schedule": {"type": "once", "run_at": "2020-01-01T10:00:00Z"}}
+    refused(expect(await alice.patch(f"/jobs/{made['id']}", json=past), 422), "run_at", "past")
     late = datetime.now(UTC) - RUN_AT_GRACE / 2
     preview = {"schedule": {"type": "once", "run_at": late.isoformat()}}
     assert expect(await alice.post("/schedules/preview", json=preview), 200)["next_runs"] == []
