@@ -8,6 +8,10 @@ each against its goal. The service time alone is what counts, so requests run on
 the concurrent list load of the last figure.
 
     python -m bench.eventloop [--jobs 100] [--samples 50] [--seconds 5] [--clients 2]
+                              [--cron "* * * * * ?"] [--every 1]
+
+`--cron "0 0 3 * * ?" --every 86400` gives the same figures for sparse schedules: what the list costs
+whatever the density.
 """
 
 from __future__ import annotations
@@ -22,8 +26,6 @@ import httpx
 
 from bench.stack import Api, machine, percentile, stack, table, verdict
 
-DENSE_CRON = {"type": "cron", "cron": "* * * * * ?", "timezone": "Europe/Berlin"}
-DENSE_INTERVAL = {"type": "interval", "every_seconds": 1}
 # Goals for p99, in milliseconds.
 LIST_GOAL, PREVIEW_GOAL, HEALTH_GOAL = 50, 20, 10
 
@@ -69,12 +71,14 @@ async def health_under_load(
     return latencies
 
 
-async def main(jobs: int, samples: int, seconds: float, clients: int) -> None:
+async def main(jobs: int, samples: int, seconds: float, clients: int, cron: str, every: int) -> None:
+    dense_cron = {"type": "cron", "cron": cron, "timezone": "Europe/Berlin"}
+    dense_interval = {"type": "interval", "every_seconds": every}
     async with stack(in_memory=True) as s:
         api = await s.start_api()
         url = s.target.url("/never")
         for n in range(jobs):
-            schedule = DENSE_CRON if n % 2 == 0 else DENSE_INTERVAL
+            schedule = dense_cron if n % 2 == 0 else dense_interval
             body = {"name": f"dense {n}", "schedule": schedule, "paused": True}
             answer = await api.http.post("/jobs", json={**body, "action": {"type": "http", "url": url}})
             if answer.status_code != 201:
@@ -84,15 +88,15 @@ async def main(jobs: int, samples: int, seconds: float, clients: int) -> None:
             return api.http.get("/jobs", params={"limit": 100})
 
         def preview() -> Awaitable[httpx.Response]:
-            return api.http.post("/schedules/preview", json={"schedule": DENSE_CRON, "count": 100})
+            return api.http.post("/schedules/preview", json={"schedule": dense_cron, "count": 100})
 
         listed = await one_at_a_time(samples, list_jobs)
         previewed = await one_at_a_time(samples, preview)
         alone = await one_at_a_time(samples, lambda: api.http.get(f"{api.base}/health"))
         probed = await health_under_load(api, seconds, clients, list_jobs)
         figures = [
-            (f"GET /jobs?limit=100 ({jobs} dense jobs)", listed, LIST_GOAL),
-            ("POST /schedules/preview, `* * * * * ?`, count 100", previewed, PREVIEW_GOAL),
+            (f"GET /jobs?limit=100 ({jobs} jobs: `{cron}`, every {every} s)", listed, LIST_GOAL),
+            (f"POST /schedules/preview, `{cron}`, count 100", previewed, PREVIEW_GOAL),
             ("GET /health alone (the machine's floor)", alone, HEALTH_GOAL),
             (f"GET /health while {clients} clients list", probed, HEALTH_GOAL),
         ]
@@ -121,5 +125,7 @@ if __name__ == "__main__":
     parser.add_argument("--samples", type=int, default=50, help="requests per sequential figure")
     parser.add_argument("--seconds", type=float, default=5, help="how long /health is probed under load")
     parser.add_argument("--clients", type=int, default=2, help="concurrent list callers while probing")
+    parser.add_argument("--cron", default="* * * * * ?", help="the cron half's expression (Europe/Berlin)")
+    parser.add_argument("--every", type=int, default=1, help="the interval half's every_seconds")
     a = parser.parse_args()
-    asyncio.run(main(a.jobs, a.samples, a.seconds, a.clients))
+    asyncio.run(main(a.jobs, a.samples, a.seconds, a.clients, a.cron, a.every))
