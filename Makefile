@@ -30,3 +30,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.schedules
 	$(BIN)/python -m bench.api_latency --seconds 5
 	$(BIN)/python -m bench.workers
+	$(BIN)/python -m bench.eventloop

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_000_000
     auth_attempts_per_minute: int = 30
     catchup_window_seconds: int = 300
+    min_fire_spacing_seconds: int = Field(
+        default=1, ge=1, description="the shortest spacing a schedule may give its job's fires"
+    )
     reconcile_every_seconds: int = Field(default=60, ge=1, description="how often drift is reconciled")
     log_format: LogFormat = Field(default="text", description="`text` or `json` (log collectors)")
     worker_metrics_port: int | None = Field(

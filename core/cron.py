@@ -11,11 +11,12 @@ from __future__ import annotations
 import calendar
 import math
 import re
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
-from itertools import product
+from functools import cached_property, lru_cache
+from itertools import pairwise, product
 from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -60,7 +61,9 @@ _MINUTE = _Kind("minute", 0, 59)
 _HOUR = _Kind("hour", 0, 23)
 _DOM = _Kind("day_of_month", 1, 31, cyclic=False)
 _MONTH = _Kind("month", 1, 12, {n: i + 1 for i, n in enumerate(_MONTH_NAMES)})
-_YEAR = _Kind("year", 2000, 2100, cyclic=False)  # the years Temporal accepts and schedules
+# The years Temporal accepts and schedules: cron years, and the dates a schedule may name (core/schedules.py).
+FIRST_YEAR, LAST_YEAR = 2000, 2100
+_YEAR = _Kind("year", FIRST_YEAR, LAST_YEAR, cyclic=False)
 # 0 and 7 are Sunday in 5 and 6 fields; 7-field Quartz counts 1 = Sunday .. 7 = Saturday.
 _DOW_SUNDAY0 = _Kind("day_of_week", 0, 7, {n: i for i, n in enumerate(_DAY_NAMES)})
 _DOW_SUNDAY1 = _Kind("day_of_week", 1, 7, {n: i + 1 for i, n in enumerate(_DAY_NAMES)})
@@ -315,6 +318,27 @@ class _Days:
             and (self.years is None or day.year in self.years)
         )
 
+    @cached_property
+    def _sorted(self) -> tuple[list[int], list[int]]:
+        return sorted(self.months), sorted(self.days)
+
+    def first_from(self, day: date) -> date | None:
+        """The first matching day on or after `day` through LAST_YEAR, trying only the months and days
+        the pattern names: a leap day or one year late in the span costs a few steps per year, not 365."""
+        months, days = self._sorted
+        year, month, first = day.year, day.month, day.day
+        while year <= LAST_YEAR:
+            if self.years is None or year in self.years:
+                for m in months[bisect_left(months, month) :]:
+                    length = calendar.monthrange(year, m)[1]
+                    for d in days[bisect_left(days, first if m == month else 1) :]:
+                        if d > length:
+                            break
+                        if (found := date(year, m, d)).isoweekday() % 7 in self.weekdays:
+                            return found
+            year, month, first = year + 1, 1, 1
+        return None
+
 
 def _item_days(item: _DayItem, *, on_day_of_week: bool) -> list[_Days]:
     """The patterns one day item stands for; `L`, `W` and `5L` need one per month length."""
@@ -429,22 +453,56 @@ class _Parsed:
     years: tuple[_Span, ...]  # empty: every year
     days: tuple[_Days, ...]  # the compiled day part, ORed
 
+    @cached_property
+    def clock(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """Hours, minutes and seconds, each sorted: the time of day is searched field by field."""
+        return tuple(sorted(_values(items)) for items in (self.hours, self.minutes, self.seconds))  # type: ignore[return-value]
+
     def day_matches(self, day: date) -> bool:
         return any(pattern.matches(day) for pattern in self.days)
 
+    def next_day(self, day: date) -> date | None:
+        """The first matching day on or after `day` (None after LAST_YEAR)."""
+        found = [d for pattern in self.days if (d := pattern.first_from(day)) is not None]
+        return min(found, default=None)
+
     def fires_at(self, wall: datetime) -> bool:
-        return self.day_matches(wall.date()) and wall.time() in _times(self)
+        hours, minutes, seconds = self.clock
+        return (
+            self.day_matches(wall.date())
+            and wall.hour in hours
+            and wall.minute in minutes
+            and wall.second in seconds
+        )
 
     def wall_times(self, first: date, last: date) -> Iterator[datetime]:
         """Every local fire time on the days first..last (only used for fixed times: a handful a day)."""
         day = first
         while day <= last:
             if self.day_matches(day):
-                for hour, minute, second in product(
-                    sorted(_values(self.hours)), sorted(_values(self.minutes)), sorted(_values(self.seconds))
-                ):
-                    yield datetime.combine(day, time(hour, minute, second))
+                for second in _clock_from(self, 0):
+                    yield datetime.combine(day, time()) + timedelta(seconds=second)
             day += timedelta(days=1)
+
+
+def _clock_from(parsed: _Parsed, start: int) -> Iterator[int]:
+    """The fire times of a day at or after `start`, as seconds since midnight, in order: the next hour,
+    minute and second are looked up, so `* * * * * ?` costs one step per fire, not per second scanned."""
+    if start >= _DAY:
+        return
+    hour, rest = divmod(max(start, 0), 3600)
+    minute, second = divmod(rest, 60)
+    hours, minutes, seconds = parsed.clock
+    for h in hours[bisect_left(hours, hour) :]:
+        for m in minutes if h > hour else minutes[bisect_left(minutes, minute) :]:
+            later = h > hour or m > minute
+            for s in seconds if later else seconds[bisect_left(seconds, second) :]:
+                yield h * 3600 + m * 60 + s
+
+
+def _closest(values: tuple[int, ...], period: int) -> int:
+    """The smallest distance between neighbours of a sorted cycle of `period` units."""
+    return min([b - a for a, b in pairwise(values)] + [period - values[-1] + values[0]])
 
 
 @dataclass(frozen=True)
@@ -475,11 +533,19 @@ class CronExpression:
             for days in p.days
         ]
 
-    @property
+    @cached_property
     def fixed_time(self) -> bool:
         """Seconds, minutes and hours are single values or lists of them: the DST convention applies."""
         p = self._parsed
         return all(item.single for item in (*p.seconds, *p.minutes, *p.hours))
+
+    @property
+    def spacing(self) -> int:
+        """The shortest wall-clock distance between two fire times in seconds, counting a day's last time
+        and the next day's first as neighbours (`0 0,23 * * *` gives an hour; a DST change can bring two
+        fires closer once)."""
+        hours, minutes, seconds = self._parsed.clock
+        return _closest(seconds, 60 * _closest(minutes, 60 * _closest(hours, 24)))
 
     def describe(self) -> str:
         """Plain English, e.g. "at 10:15:00 on the third Friday of every month"."""
@@ -487,28 +553,99 @@ class CronExpression:
 
     def fire_times(self, tz: str, after: datetime, count: int) -> list[datetime]:
         """The next `count` fire instants (UTC) after `after` under the cron DST convention, computed
-        here so a schedule can be previewed without creating it in Temporal.
+        here so a schedule can be previewed without creating it in Temporal. None before FIRST_YEAR or
+        after LAST_YEAR, the span Temporal schedules, so any instant is a valid `after`.
 
         Fixed times in a spring-forward gap run at the first instant after it and repeated ones at their
-        first occurrence; wildcard or stepped hours run by elapsed time (no gap times, both repeats)."""
-        zone, parsed, fixed = ZoneInfo(tz), self._parsed, self.fixed_time
-        clock = sorted(_times(parsed))
+        first occurrence; wildcard or stepped hours run by elapsed time (no gap times, both repeats).
+        Matching days are found by jumps and each day's times by field (`_clock_from`), so the cost
+        follows `count`, not how dense the expression is."""
+        if after >= _LATEST:
+            return []
+        after = max(after, _EARLIEST)
+        parsed, fixed = self._parsed, self.fixed_time
+        later = math.floor(after.timestamp()) + 1  # fire times are whole seconds
         fires: list[datetime] = []
-        day = after.astimezone(zone).date() - timedelta(days=1)
-        while len(fires) < count and day.year <= _YEAR.high:
-            if parsed.day_matches(day):
-                instants: set[datetime] = set()
-                for at in clock:
-                    wall = datetime.combine(day, at)
-                    if not _exists(wall, zone):
-                        if fixed:
-                            instants.add(_gap_end(wall, zone))
-                        continue
-                    folds = (0,) if fixed else (0, 1)
-                    instants.update(_local(wall, zone, fold).astimezone(UTC) for fold in folds)
-                fires.extend(sorted(t for t in instants if t > after))
+        day: date | None = after.astimezone(ZoneInfo(tz)).date() - timedelta(days=1)
+        while len(fires) < count and day is not None and (day := parsed.next_day(day)) is not None:
+            fires.extend(_day_fires(parsed, fixed, tz, day, later, count - len(fires)))
             day += timedelta(days=1)
         return fires[:count]
+
+
+_DAY = 24 * 3600
+_EPOCH = date(1970, 1, 1)
+# fire_times clamps `after` to this span, so no arithmetic on it leaves what datetime can hold.
+_EARLIEST = datetime(FIRST_YEAR, 1, 1, tzinfo=UTC)
+_LATEST = datetime(LAST_YEAR + 1, 1, 2, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class _Stretch:
+    """Part of a local day under one UTC offset: walls `low` to `high` (seconds since midnight)."""
+
+    low: int
+    high: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class _Gap:
+    """Walls `low` to `high` that a spring-forward skips; fixed times in it run at `at` (the transition)."""
+
+    low: int
+    high: int
+    at: int
+
+
+@lru_cache(maxsize=8192)
+def _local_day(tz: str, day: date) -> tuple[_Stretch | _Gap, ...]:
+    """How a local day's walls map to UTC, in UTC order: stretches of one offset and the gaps between
+    them. Cached per zone and day: listing many jobs asks for the same few days of the same zones."""
+    zone = ZoneInfo(tz)
+    midnight = (day - _EPOCH).days * _DAY  # the day's first wall, read as if it were UTC
+    start, end = midnight - _DAY, midnight + 2 * _DAY  # wider than any offset
+    offset = datetime.fromtimestamp(start, zone).utcoffset()
+    assert offset is not None
+    cuts = [(start, int(offset.total_seconds()))] + [
+        (int(at.timestamp()), int(after.total_seconds()))
+        for at, _, after in _transitions(
+            zone, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)
+        )
+    ]
+    pieces: list[_Stretch | _Gap] = []
+    for (begin, before), (cut, after) in pairwise([*cuts, (end, cuts[-1][1])]):
+        low, high = max(begin + before - midnight, 0), min(cut + before - midnight, _DAY)
+        if low < high:
+            pieces.append(_Stretch(low, high, before))
+        low, high = max(cut + before - midnight, 0), min(cut + after - midnight, _DAY)
+        if low < high:
+            pieces.append(_Gap(low, high, cut))
+    return tuple(pieces)
+
+
+def _day_fires(parsed: _Parsed, fixed: bool, tz: str, day: date, later: int, count: int) -> list[datetime]:
+    """The first `count` fire instants of a matching local day at or after `later` (a UTC timestamp),
+    in order. A fixed time runs at its first occurrence and, in a gap, at the gap's end."""
+    midnight = (day - _EPOCH).days * _DAY
+    found: list[int] = []
+    covered = 0  # walls a fixed time has already had (in the stretch before a fall-back)
+    for piece in _local_day(tz, day):
+        if len(found) >= count:
+            break
+        if isinstance(piece, _Gap):
+            if fixed and piece.at >= later and next(_clock_from(parsed, piece.low), _DAY) < piece.high:
+                found.append(piece.at)
+            continue
+        low = max(piece.low, later + piece.offset - midnight, covered if fixed else 0)
+        for second in _clock_from(parsed, low):
+            if second >= piece.high or len(found) >= count:
+                break
+            at = midnight + second - piece.offset
+            if not found or found[-1] != at:  # the gap's end may itself be a fire time
+                found.append(at)
+        covered = max(covered, piece.high)
+    return [datetime.fromtimestamp(at, UTC) for at in found]
 
 
 @lru_cache(maxsize=4096)
@@ -624,16 +761,6 @@ def _local(naive: datetime, zone: ZoneInfo, fold: int) -> datetime:
     return naive.replace(tzinfo=zone, fold=fold)
 
 
-def _gap_end(wall: datetime, zone: ZoneInfo) -> datetime:
-    """The first instant after the spring-forward gap that swallows `wall` (the transition itself)."""
-    low, high = (_local(wall, zone, fold).astimezone(UTC) for fold in (1, 0))
-    before = low.astimezone(zone).utcoffset()
-    while high - low > timedelta(seconds=1):
-        mid = low + (high - low) / 2
-        low, high = (mid, high) if mid.astimezone(zone).utcoffset() == before else (low, mid)
-    return high.replace(microsecond=0)
-
-
 def _exists(naive: datetime, zone: ZoneInfo) -> bool:
     return _local(naive, zone, 0).astimezone(UTC).astimezone(zone).replace(tzinfo=None) == naive
 
@@ -712,13 +839,6 @@ def _temporal_fires(parsed: _Parsed, zone: ZoneInfo, wall: datetime, first: date
     )
 
 
-def _times(parsed: _Parsed) -> frozenset[time]:
-    return frozenset(
-        time(h, m, s)
-        for h, m, s in product(_values(parsed.hours), _values(parsed.minutes), _values(parsed.seconds))
-    )
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Plain English
 
@@ -763,8 +883,8 @@ def _field_phrase(unit: str, items: tuple[_Span, ...]) -> str:
 
 def _describe_time(expr: CronExpression) -> str:
     p = expr._parsed
-    times = sorted(_times(p))
-    if expr.fixed_time and len(times) <= 4:
+    if expr.fixed_time and math.prod(map(len, p.clock)) <= 4:
+        times = [time(h, m, s) for h, m, s in product(*p.clock)]  # sorted, as the fields are
         shape = "%H:%M" if expr.dialect == "posix" else "%H:%M:%S"
         return "at " + _join([t.strftime(shape) for t in times])
     phrases = [_field_phrase(unit, items) for unit, items in (("second", p.seconds), ("minute", p.minutes))]

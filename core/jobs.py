@@ -52,7 +52,7 @@ from core.models import (
     utcnow,
 )
 from core.payloads import Action, HttpAction, NotifySpec, Trigger
-from core.schedules import ImmediateSchedule, IntervalSchedule, OnceSchedule, fire_times
+from core.schedules import ImmediateSchedule, IntervalSchedule, OnceSchedule, check_submitted, fire_times
 from core.targets import check_url
 from core.temporal import TemporalGateway
 
@@ -75,6 +75,7 @@ class JobService:
 
     async def create(self, user: Principal, body: JobCreate, idempotency_key: str | None = None) -> JobPublic:
         self._check_targets(body.action, body.notify)
+        check_submitted(body.schedule, self.settings)
         async with self.sessions() as session:
             if idempotency_key is not None:
                 replay = await self._idempotent(session, user, idempotency_key, body)
@@ -144,6 +145,7 @@ class JobService:
 
     async def update(self, user: Principal, job_id: str, body: JobUpdate) -> JobPublic:
         changes = body.model_dump(exclude_unset=True)
+        check_submitted(body.schedule, self.settings)
         async with self.sessions() as session:
             job = await self._owned(session, user, job_id)
             if job.state == JobState.CANCELLED:
@@ -224,6 +226,7 @@ class JobService:
     async def preview(self, body: PreviewRequest) -> Preview:
         """Fire times computed by a scratch Temporal schedule would cost a write; compute them locally."""
         schedule = body.schedule
+        check_submitted(schedule, self.settings)
         after = body.after or datetime.now(UTC)
         if isinstance(schedule, ImmediateSchedule):
             return Preview(next_runs=[after], description="once, as soon as it is submitted", dialect=None)

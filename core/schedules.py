@@ -16,10 +16,25 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from pydantic_core import PydanticCustomError
 from temporalio.client import ScheduleCalendarSpec, ScheduleIntervalSpec, ScheduleRange, ScheduleSpec
 
-from core.cron import CronError, CronExpression, dst_gap_calendars, is_repeated_fire, parse_cron
+from core.config import Settings
+from core.cron import (
+    FIRST_YEAR,
+    LAST_YEAR,
+    CronError,
+    CronExpression,
+    dst_gap_calendars,
+    is_repeated_fire,
+    parse_cron,
+)
+from core.errors import Invalid
 
 # How far ahead the extra after-gap instants are written; reconcile renews them (DESIGN.md).
 DST_HORIZON = timedelta(days=2 * 366)
+# A one-time run_at may lie this far in the past (clock skew, a slow client) and still runs at once.
+RUN_AT_GRACE = timedelta(seconds=60)
+_LIMIT = "CHRONOS_MIN_FIRE_SPACING_SECONDS"  # the setting behind the spacing refusals
+# The last instant datetime can hold: interval fire times stop before it.
+_LAST_INSTANT = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 
 
 class _Window(BaseModel):
@@ -150,10 +165,45 @@ def fire_times(
     every, offset = schedule.every_seconds, schedule.offset_seconds
     n = int((start.timestamp() - offset) // every) + 1
     fires = []
-    while len(fires) < count:
-        at = datetime.fromtimestamp(n * every + offset, UTC)
-        if schedule.end_at and at > schedule.end_at:
+    while len(fires) < count and (stamp := n * every + offset) <= _LAST_INSTANT:
+        fire = datetime.fromtimestamp(stamp, UTC)
+        if schedule.end_at and fire > schedule.end_at:
             break
-        fires.append(at)
+        fires.append(fire)
         n += 1
     return fires
+
+
+def check_submitted(schedule: Schedule | None, settings: Settings, now: datetime | None = None) -> None:
+    """Rules for a schedule as a user submits it (create, update, preview), beyond its model's: dates
+    inside FIRST_YEAR..LAST_YEAR, a run_at not in the past, fires no closer than the configured spacing.
+    Not model validators: stored schedules are read through the same model, and a job whose run_at has
+    passed, or made before a limit was raised, must still list. Raises Invalid naming the field."""
+    if schedule is None or isinstance(schedule, ImmediateSchedule):
+        return
+    now = now or datetime.now(UTC)
+    dates: dict[str, datetime | None] = (
+        {"run_at": schedule.run_at}
+        if isinstance(schedule, OnceSchedule)
+        else {"start_at": schedule.start_at, "end_at": schedule.end_at}
+    )
+    for name, value in dates.items():
+        if value is not None and not (
+            FIRST_YEAR <= value.year <= LAST_YEAR and FIRST_YEAR <= value.astimezone(UTC).year <= LAST_YEAR
+        ):
+            raise Invalid(f"{name} must lie in the years {FIRST_YEAR} to {LAST_YEAR}", _at(name))
+    if isinstance(schedule, OnceSchedule):
+        if schedule.run_at < now - RUN_AT_GRACE:
+            raise Invalid(
+                f"run_at {schedule.run_at.isoformat()} is in the past; it would never run", _at("run_at")
+            )
+        return
+    least = settings.min_fire_spacing_seconds
+    if isinstance(schedule, IntervalSchedule) and schedule.every_seconds < least:
+        raise Invalid(f"every_seconds must be at least {least} ({_LIMIT})", _at("every_seconds"))
+    if isinstance(schedule, CronSchedule) and (spacing := schedule.expression.spacing) < least:
+        raise Invalid(f"fires {spacing} s apart; at least {least} s is allowed ({_LIMIT})", _at("cron"))
+
+
+def _at(name: str) -> tuple[str, ...]:
+    return ("body", "schedule", name)

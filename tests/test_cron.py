@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import product
 
@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from temporalio.client import ScheduleCalendarSpec, ScheduleRange
 
+from core import cron
 from core.cron import CronError, dst_gap_calendars, is_repeated_fire, parse_cron
 
 START = datetime(2027, 1, 1, 0, 0, 0)  # a Friday
@@ -478,3 +479,48 @@ def test_calendars_agree_with_croniter(case: tuple[str, str, int], start: dateti
         assert not want
         return
     assert fire_times(parsed.calendars(), start, 5)[: len(want)] == want, ours
+    local = [t.replace(tzinfo=None) for t in parsed.fire_times("UTC", start.replace(tzinfo=UTC), 5)]
+    assert local[: len(want)] == want, ours
+
+
+# Fire-time cost: the search looks up each next time field by field, so it takes about one step per fire
+# whatever the density (an every-second expression once walked all 86,400 seconds of a day).
+
+
+@pytest.mark.parametrize(
+    "expr", ["* * * * * ?", "*/5 * * * * ?", "0 * * * * ?", "0 0 * * * ?", "0 0 12 * * ?"]
+)
+@pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Australia/Lord_Howe"])
+def test_fire_times_cost_one_step_per_fire(monkeypatch: pytest.MonkeyPatch, expr: str, tz: str) -> None:
+    steps = 0
+    clock_from = cron._clock_from
+
+    def counted(parsed: object, start: int) -> Iterator[int]:
+        nonlocal steps
+        for second in clock_from(parsed, start):  # type: ignore[arg-type]
+            steps += 1
+            yield second
+
+    monkeypatch.setattr(cron, "_clock_from", counted)
+    fires = parse_cron(expr).fire_times(tz, datetime(2027, 3, 13, 23, 59, 30, tzinfo=UTC), 100)
+    assert len(fires) == 100 and fires == sorted(set(fires))
+    days = (fires[-1] - fires[0]).days + 3
+    assert steps <= 100 + 2 * days, steps
+
+
+@pytest.mark.parametrize("after", [datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, tzinfo=UTC)])
+@pytest.mark.parametrize("tz", ["Pacific/Kiritimati", "Etc/GMT+12"])
+def test_fire_times_take_any_instant(after: datetime, tz: str) -> None:
+    fires = parse_cron("* * * * * ?").fire_times(tz, after, 3)
+    assert fires == (
+        [] if after.year == 9999 else [datetime(2000, 1, 1, 0, 0, s, tzinfo=UTC) for s in (1, 2, 3)]
+    )
+
+
+@pytest.mark.parametrize(
+    ("expr", "seconds"),
+    [("* * * * * ?", 1), ("*/20 * * * * ?", 20), ("0 * * * * ?", 60), ("0,30 59 * * * ?", 30),
+     ("59 * * * * ?", 60), ("0 0,23 * * *", 3600), ("0 12 * * *", 86400), ("0 0 0 1 1 ? 2030", 86400)],
+)  # fmt: skip
+def test_spacing_is_the_closest_pair_of_fire_times(expr: str, seconds: int) -> None:
+    assert parse_cron(expr).spacing == seconds
