@@ -113,7 +113,10 @@ def _reachable(host: str) -> str:
 def api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    uvicorn.run("api.main:create_app", factory=True, host=args.host, port=args.port, log_level="info")
+    from api.main import server_config
+
+    config = server_config("api.main:create_app", args.host, args.port, factory=True, log_level="info")
+    uvicorn.Server(config).run()
     return 0
 
 

@@ -84,26 +84,36 @@ class Principal:
 class Credentials(BaseModel):
     """A new account's email and password: the one place their rules live (API and CLI)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     email: EmailStr = Field(examples=["ada@example.org"])
     password: str = Field(min_length=8, max_length=1024, examples=["correct horse battery"])
 
 
 class Login(BaseModel):
-    """No rules beyond presence: a wrong email or password is an `invalid_grant`, never a 422."""
+    """No rules beyond presence and size: a wrong email or password is an `invalid_grant`, never a 422."""
 
-    email: str = Field(examples=["ada@example.org"])
-    password: str
-    scope: str | None = Field(default=None, description="Space-separated subset of the account's scopes")
+    model_config = ConfigDict(extra="forbid")
+
+    email: str = Field(max_length=320, examples=["ada@example.org"])
+    password: str = Field(max_length=1024)
+    scope: str | None = Field(
+        default=None, max_length=1000, description="Space-separated subset of the account's scopes"
+    )
 
 
 class TokenRequest(BaseModel):
     """The OAuth2 token endpoint's form (RFC 6749 sections 4.3 and 6); what /docs' Authorize button sends."""
 
-    grant_type: str | None = Field(default=None, description="`password` or `refresh_token`")
-    username: str | None = Field(default=None, description="The email, for the password grant")
-    password: str | None = None
-    scope: str | None = Field(default=None, description="Space-separated subset; default: all of the role's")
-    refresh_token: str | None = Field(default=None, description="For the refresh_token grant")
+    grant_type: str | None = Field(default=None, max_length=100, description="`password` or `refresh_token`")
+    username: str | None = Field(
+        default=None, max_length=320, description="The email, for the password grant"
+    )
+    password: str | None = Field(default=None, max_length=1024)
+    scope: str | None = Field(
+        default=None, max_length=1000, description="Space-separated subset; default: all of the role's"
+    )
+    refresh_token: str | None = Field(default=None, max_length=200, description="For the refresh_token grant")
 
 
 class TokenGrant(BaseModel):
@@ -115,7 +125,9 @@ class TokenGrant(BaseModel):
 
 
 class RefreshTokenBody(BaseModel):
-    refresh_token: str
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_token: str = Field(max_length=200)
 
 
 class UserPublic(BaseModel):
@@ -347,7 +359,7 @@ def decode_access_token(settings: Settings, token: str) -> Principal:
         raise Unauthorized(f"the access token must be signed with {' or '.join(ALGORITHMS)}") from None
     except ClaimError as exc:
         raise Unauthorized(f"the access token's {exc.claim!r} claim is missing or wrong") from None
-    except (JoseError, ValueError):
+    except (JoseError, ValueError, TypeError, AttributeError, KeyError):  # a header that is no JSON object
         raise Unauthorized("the access token is malformed") from None
     return Principal(
         id=claims["sub"],

@@ -70,6 +70,8 @@ class JobUpdate(BaseModel):
 
 
 class PauseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     note: str | None = Field(default=None, max_length=500)
 
 
