@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 PROBLEM = "application/problem+json"
 
@@ -27,7 +27,10 @@ class FieldError(BaseModel):
 
 
 class Problem(BaseModel):
-    """An RFC 9457 problem document: the body of every error answer, as application/problem+json."""
+    """An RFC 9457 problem document: the body of every error answer, as application/problem+json.
+    Extension members beyond these are allowed, as the RFC allows them."""
+
+    model_config = ConfigDict(extra="allow")
 
     type: str = "about:blank"
     title: str
@@ -40,7 +43,7 @@ class Problem(BaseModel):
 
 
 ERROR_DESCRIPTIONS = {
-    400: "Malformed request: the body is not valid JSON",
+    400: "Malformed request: the body is not JSON, or nests too deep to parse",
     401: "No valid bearer token",
     403: "The token lacks a scope this operation needs",
     404: "Not found, or not yours",
