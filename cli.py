@@ -241,10 +241,13 @@ def _reachable(host: str) -> str:
 def api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from api.main import server_config
+
     configure_logging(Settings().log_format)
-    uvicorn.run(
-        "api.main:create_app", factory=True, host=args.host, port=args.port, log_level="info", log_config=None
+    config = server_config(
+        "api.main:create_app", args.host, args.port, factory=True, log_level="info", log_config=None
     )
+    uvicorn.Server(config).run()
     return 0
 
 

@@ -39,7 +39,8 @@ def get_temporal(request: Request) -> TemporalGateway:
     return gateway
 
 
-PageNo = Annotated[int, Query(ge=1, description="1-based page number")]
+# Bounded, so a huge page number is a 422 rather than an offset the database cannot hold.
+PageNo = Annotated[int, Query(ge=1, le=1_000_000, description="1-based page number")]
 Limit = Annotated[int, Query(ge=1, le=100, description="items per page")]
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

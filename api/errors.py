@@ -13,11 +13,12 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.headers import SECURITY_HEADERS
+from api.openapi import PROBLEM, Problem, allowed_methods
 from core.errors import ChronosError, TooManyRequests, Unauthorized
 
 log = logging.getLogger("chronos.api")
 
-PROBLEM = "application/problem+json"
 # Fields holding a union told apart by `type`: pydantic puts the type in the error path.
 TAGGED = {
     "schedule": {"immediate", "once", "cron", "interval"},
@@ -34,7 +35,10 @@ def problem(
     headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    """The one way an error answer is made, so every one has the documented shape."""
+    body = Problem(title=title, status=status, detail=detail, **extra).model_dump(
+        mode="json", exclude_none=True
+    )
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -72,10 +76,14 @@ async def _domain(_: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status, exc.title, exc.detail, headers=headers, **exc.extra())
 
 
-async def _http(_: Request, exc: Exception) -> JSONResponse:
+async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     title = TITLES.get(exc.status_code, "Error")
-    return problem(exc.status_code, title, str(exc.detail), headers=exc.headers)
+    headers = exc.headers
+    # The router's Allow names only the first route's methods; the path may have more.
+    if exc.status_code == 405 and (methods := allowed_methods(request.app, request.url.path)):
+        headers = {"Allow": ", ".join(methods)}
+    return problem(exc.status_code, title, str(exc.detail), headers=headers)
 
 
 async def _database(_: Request, exc: Exception) -> JSONResponse:
@@ -85,7 +93,10 @@ async def _database(_: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
-    return problem(500, "Internal error", "an unexpected error happened; it has been logged")
+    # Answered outside the middleware (Starlette's outermost layer), so the headers are added here.
+    return problem(
+        500, "Internal error", "an unexpected error happened; it has been logged", headers=SECURITY_HEADERS
+    )
 
 
 def install(app: FastAPI) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from api import errors
+from api import errors, openapi
 from api.cors import CodecCors
+from api.headers import SecurityHeaders
 from api.routes import auth, codec, dead_letters, docs, jobs, metrics, ops, runs
 from api.throttle import Throttle
 from core.config import Settings, get_settings
@@ -43,14 +46,24 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         docs_url=None,  # served by api/routes/docs.py from vendored assets
         redoc_url=None,
     )
-    app.state.throttle = Throttle(settings.auth_attempts_per_minute)
+    app.state.throttle = Throttle(settings.auth_attempts_per_minute, settings.trusted_proxies)
     errors.install(app)
     app.add_middleware(errors.BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(CodecCors, prefix=f"/api/v1{codec.PREFIX}/", ui_url=settings.temporal_ui_url)
-    for router in (auth.router, jobs.router, runs.router, dead_letters.router, codec.router):
-        app.include_router(router, prefix="/api/v1")
+    app.include_router(auth.router, prefix="/api/v1")
+    for router in (jobs.router, runs.router, dead_letters.router, codec.router):
+        app.include_router(router, prefix="/api/v1", responses=openapi.responses(503))
     app.include_router(ops.router)
     app.include_router(docs.router)
     app.mount("/static", StaticFiles(packages=[("api", "static")]), name="static")
     app.include_router(metrics.router)
+    app.openapi = lambda: openapi.openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def server_config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
+    """How every process serves the API: no `server` header naming uvicorn, and the client address left
+    as the TCP peer's (uvicorn would take X-Forwarded-For from any local peer; api/throttle.py decides
+    which proxies to believe)."""
+    return uvicorn.Config(app, host=host, port=port, server_header=False, proxy_headers=False, **options)

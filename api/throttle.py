@@ -2,6 +2,9 @@
 
 Each API process counts on its own (N replicas allow N times as many): enough against guessing, and it
 needs no shared store. Jobs and runs are not throttled; they need a valid token anyway.
+
+It counts per client address: the TCP peer's, since anyone can write an X-Forwarded-For header. Behind a
+reverse proxy named in CHRONOS_TRUSTED_PROXIES, the address that proxy saw and appended is used instead.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict, deque
+from collections.abc import Sequence
+from ipaddress import IPv4Network, IPv6Network, ip_address
 
 from fastapi import Request
 
@@ -21,13 +26,32 @@ class Throttle:
 
     WINDOW = 60.0
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, trusted_proxies: Sequence[IPv4Network | IPv6Network] = ()) -> None:
         self.limit = limit
+        self.trusted_proxies = tuple(trusted_proxies)
         self.hits: defaultdict[str, deque[float]] = defaultdict(deque)
+
+    def client_address(self, request: Request) -> str:
+        """The peer's address; when the peer is a trusted proxy, the right-most X-Forwarded-For entry that
+        is not one (entries left of it are whatever the client chose to send)."""
+        peer = request.client.host if request.client else "-"
+        if not self._trusted(peer):
+            return peer
+        hops = [
+            hop.strip() for value in request.headers.getlist("x-forwarded-for") for hop in value.split(",")
+        ]
+        return next((hop for hop in reversed(hops) if hop and not self._trusted(hop)), peer)
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted_proxies)
 
     def check(self, request: Request) -> None:
         now = time.monotonic()
-        key = request.client.host if request.client else "-"
+        key = self.client_address(request)
         hits = self.hits[key]
         while hits and hits[0] <= now - self.WINDOW:
             hits.popleft()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.logs import LogFormat
 
@@ -38,6 +40,11 @@ class Settings(BaseSettings):
     allow_private_targets: bool = False
     max_body_bytes: int = 1_000_000
     auth_attempts_per_minute: int = 30
+    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-For is believed; "
+        "default none: the peer address is the client's",
+    )
     catchup_window_seconds: int = 300
     min_fire_spacing_seconds: int = Field(
         default=1, ge=1, description="the shortest spacing a schedule may give its job's fires"
@@ -47,6 +54,13 @@ class Settings(BaseSettings):
     worker_metrics_port: int | None = Field(
         default=None, description="where a worker serves the Temporal SDK's Prometheus metrics"
     )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip()]
+        return value
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -7,7 +7,17 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    HttpUrl,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from temporalio.common import RetryPolicy
 
 # Names Chronos gives things in Temporal: the API, the workflows and the activities all use them.
@@ -53,15 +63,61 @@ class RunOutcome(StrEnum):
     CANCELLED = "cancelled"
 
 
+# Bounds on what a user's action may carry, so it cannot be made to fail later or to cost without limit.
+MAX_HEADERS = 50
+MAX_HEADER_BYTES = 8 * 1024
+MAX_BODY_DEPTH = 32
+# Header names are RFC 9110 tokens; values are visible ASCII, space and tab (no CR/LF/NUL smuggling, and
+# nothing the HTTP client would refuse to encode when the run comes).
+HeaderName = Annotated[str, StringConstraints(pattern=r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$", max_length=256)]
+HeaderValue = Annotated[str, StringConstraints(pattern=r"^[\t\x20-\x7e]*$")]
+# A subject line without CR/LF/NUL, so it cannot add mail headers.
+OneLine = Annotated[str, StringConstraints(pattern=r"^[^\r\n\x00]*$")]
+# The longest retry interval: a policy must not wait years between attempts.
+MAX_INTERVAL_SECONDS = 24 * 3600
+
+
 class HttpAction(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    # Unknown fields are refused: a misspelt one (`methd`) would otherwise be dropped without a word.
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     type: Literal["http"] = "http"
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "POST"
     url: HttpUrl
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict, max_length=MAX_HEADERS)
     body: Any = None
-    timeout_seconds: float = Field(default=30, gt=0, le=3600)
+    timeout_seconds: float = Field(default=30, gt=0, le=3600, allow_inf_nan=False)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_size(cls, headers: dict[str, str]) -> dict[str, str]:
+        size = sum(len(name) + len(value) + 4 for name, value in headers.items())  # "name: value\r\n"
+        if size > MAX_HEADER_BYTES:
+            raise PydanticCustomError(
+                "headers_size", "the headers total over {limit} bytes", {"limit": MAX_HEADER_BYTES}
+            )
+        return headers
+
+    @field_validator("body")
+    @classmethod
+    def _body_depth(cls, body: Any) -> Any:
+        if _depth(body) > MAX_BODY_DEPTH:
+            raise PydanticCustomError(
+                "json_depth", "the body nests deeper than {limit} levels", {"limit": MAX_BODY_DEPTH}
+            )
+        return body
+
+
+def _depth(value: Any) -> int:
+    """How deep lists and objects nest in a JSON value, counted without recursion (a scalar is 0); stops
+    counting past the limit."""
+    deepest, stack = 0, [(value, 1)]
+    while stack and deepest <= MAX_BODY_DEPTH:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 # Header values shown in full in answers and dead letters; every other value may be a secret.
@@ -97,12 +153,12 @@ def _mask(value: str) -> str:
 
 
 class EmailAction(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     type: Literal["email"] = "email"
     to: list[EmailStr] = Field(min_length=1, max_length=50)
     cc: list[EmailStr] = Field(default_factory=list, max_length=50)
-    subject: str = Field(min_length=1, max_length=998)
+    subject: OneLine = Field(min_length=1, max_length=998)
     body: str = Field(max_length=1_000_000)
     html: str | None = Field(default=None, max_length=1_000_000)
 
@@ -113,7 +169,7 @@ Action = Annotated[HttpAction | EmailAction, Field(discriminator="type")]
 class NotifySpec(BaseModel):
     """Who hears about a run's end: emails on failure or success, and a signed JSON webhook."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     on_failure: list[EmailStr] = Field(default_factory=list, max_length=50)
     on_success: list[EmailStr] = Field(default_factory=list, max_length=50)
@@ -123,12 +179,12 @@ class NotifySpec(BaseModel):
 class RetrySpec(BaseModel):
     """A job's retry policy as users write it; `to_temporal` is the one mapping onto Temporal's."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_attempts: int = Field(default=3, ge=1, le=100)
     backoff: Literal["exponential", "fixed"] = "exponential"
-    initial_interval_seconds: float = Field(default=1, gt=0)
-    max_interval_seconds: float = Field(default=300, gt=0)
+    initial_interval_seconds: float = Field(default=1, gt=0, le=MAX_INTERVAL_SECONDS, allow_inf_nan=False)
+    max_interval_seconds: float = Field(default=300, gt=0, le=MAX_INTERVAL_SECONDS, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _interval_order(self) -> RetrySpec:

@@ -38,7 +38,7 @@ _LAST_INSTANT = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 
 
 class _Window(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     start_at: AwareDatetime | None = None
     end_at: AwareDatetime | None = None
@@ -52,12 +52,12 @@ class _Window(BaseModel):
 
 
 class ImmediateSchedule(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
     type: Literal["immediate"] = "immediate"
 
 
 class OnceSchedule(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
     type: Literal["once"] = "once"
     run_at: AwareDatetime
 

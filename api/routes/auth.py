@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Response
 
 from api.deps import CurrentUser, SessionDep, SettingsDep
+from api.openapi import responses
 from api.throttle import throttled
 from core import auth
 from core.models import Credentials, Login, Me, RefreshTokenBody, Registered, TokenGrant, TokenRequest
@@ -16,17 +17,18 @@ router = APIRouter(tags=["auth"])
 Throttled = [Depends(throttled)]
 
 OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    **responses(429, 503),
     400: {
         "description": "RFC 6749 `error`: `invalid_grant` (wrong credentials; unknown, expired, revoked or "
         "reused refresh token), `invalid_scope`, `unsupported_grant_type` or `invalid_request`"
-    }
+    },
 }
 
 
 @router.post(
     "/auth/register",
     status_code=201,
-    responses={409: {"description": "The email is taken"}},
+    responses={**responses(429, 503), 409: {"description": "The email is taken"}},
     dependencies=Throttled,
 )
 async def register(body: Credentials, session: SessionDep) -> Registered:
@@ -50,7 +52,7 @@ async def login(body: Login, session: SessionDep, settings: SettingsDep, respons
     return await auth.password_grant(session, settings, body.email, body.password, body.scope)
 
 
-@router.post("/auth/logout", status_code=204)
+@router.post("/auth/logout", status_code=204, responses=responses(503))
 async def logout(body: RefreshTokenBody, user: CurrentUser, session: SessionDep) -> None:
     """Revoke one of your refresh tokens. Answers 204 for any token, so it reveals nothing about others."""
     await auth.revoke_refresh_token(session, user, body.refresh_token)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 
 from api.deps import DeadLetterServiceDep, Limit, PageNo, Reader, SessionsDep, Writer
+from api.openapi import responses
 from core.models import DeadLetterPublic, Page, RunPublic, Stats
 from core.stats import stats
 
@@ -15,7 +18,7 @@ router = APIRouter(tags=["dead letters and stats"])
 async def list_dead_letters(
     user: Reader,
     letters: DeadLetterServiceDep,
-    job_id: str | None = None,
+    job_id: Annotated[str | None, Query(max_length=200)] = None,
     page: PageNo = 1,
     limit: Limit = 20,
 ) -> Page[DeadLetterPublic]:
@@ -23,7 +26,9 @@ async def list_dead_letters(
     return await letters.find(user, job_id, page, limit)
 
 
-@router.post("/dead-letters/{letter_id}/replay", status_code=202, response_model=RunPublic)
+@router.post(
+    "/dead-letters/{letter_id}/replay", status_code=202, response_model=RunPublic, responses=responses(409)
+)
 async def replay_dead_letter(letter_id: str, user: Writer, letters: DeadLetterServiceDep) -> RunPublic:
     """Start a new run of the job (trigger `replay`) and settle the dead letter."""
     return await letters.replay(user, letter_id)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 
 from api.deps import JobServiceDep, Limit, PageNo, Reader, Writer
+from api.openapi import responses
 from core.models import (
     JobCreate,
     JobPublic,
@@ -22,7 +23,7 @@ from core.models import (
 router = APIRouter(tags=["jobs"])
 
 
-@router.post("/jobs", status_code=201, response_model=JobPublic)
+@router.post("/jobs", status_code=201, response_model=JobPublic, responses=responses(409))
 async def create_job(
     body: JobCreate,
     user: Writer,
@@ -50,7 +51,7 @@ async def get_job(job_id: str, user: Reader, jobs: JobServiceDep) -> JobPublic:
     return await jobs.get(user, job_id)
 
 
-@router.patch("/jobs/{job_id}", response_model=JobPublic)
+@router.patch("/jobs/{job_id}", response_model=JobPublic, responses=responses(409))
 async def update_job(job_id: str, body: JobUpdate, user: Writer, jobs: JobServiceDep) -> JobPublic:
     """Change fields in place; a new schedule rewrites the Temporal schedule without losing its state."""
     return await jobs.update(user, job_id, body)
@@ -61,7 +62,7 @@ async def delete_job(job_id: str, user: Writer, jobs: JobServiceDep) -> None:
     await jobs.delete(user, job_id)
 
 
-@router.post("/jobs/{job_id}/pause", response_model=JobPublic)
+@router.post("/jobs/{job_id}/pause", response_model=JobPublic, responses=responses(409))
 async def pause_job(
     job_id: str, user: Writer, jobs: JobServiceDep, body: PauseRequest | None = None
 ) -> JobPublic:
@@ -69,13 +70,13 @@ async def pause_job(
     return await jobs.pause(user, job_id, body.note if body else None)
 
 
-@router.post("/jobs/{job_id}/resume", response_model=JobPublic)
+@router.post("/jobs/{job_id}/resume", response_model=JobPublic, responses=responses(409))
 async def resume_job(job_id: str, user: Writer, jobs: JobServiceDep) -> JobPublic:
     """Paused runs continue; fires missed while paused are not made up."""
     return await jobs.resume(user, job_id)
 
 
-@router.post("/jobs/{job_id}/trigger", status_code=202, response_model=RunPublic)
+@router.post("/jobs/{job_id}/trigger", status_code=202, response_model=RunPublic, responses=responses(409))
 async def trigger_job(job_id: str, user: Writer, jobs: JobServiceDep) -> RunPublic:
     """Run now, whatever the schedule says, also while paused."""
     return await jobs.trigger(user, job_id)

@@ -9,12 +9,13 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.deps import SessionsDep, SettingsDep, TemporalDep
+from api.openapi import responses
 from core.metrics import read_snapshot, render
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses=responses(503))
 async def metrics(settings: SettingsDep, sessions: SessionsDep, temporal: TemporalDep) -> Response:
     """Jobs by state, runs by status, run durations, retries and queue depth, read at scrape time."""
     snapshot = await read_snapshot(sessions, temporal, settings.task_queue)

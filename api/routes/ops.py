@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import SessionsDep, SettingsDep, TemporalDep
 from api.errors import problem
+from api.openapi import responses
 from core.health import readiness
 
 router = APIRouter(tags=["operations"])
@@ -34,7 +35,7 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", response_model=None)
+@router.get("/ready", response_model=None, responses=responses(503))
 async def ready(
     settings: SettingsDep, sessions: SessionsDep, temporal: TemporalDep
 ) -> JSONResponse | dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import Limit, PageNo, Reader, RunServiceDep, Writer
+from api.openapi import responses
 from core.models import LogPage, Page, RunDetail, RunPublic, RunStatus
 
 router = APIRouter(tags=["runs"])
@@ -33,16 +34,16 @@ async def run_logs(run_id: str, user: Reader, runs: RunServiceDep) -> LogPage:
     return LogPage(items=await runs.logs(user, run_id))
 
 
-@router.post("/runs/{run_id}/pause", status_code=202, response_model=RunPublic)
+@router.post("/runs/{run_id}/pause", status_code=202, response_model=RunPublic, responses=responses(409))
 async def pause_run(run_id: str, user: Writer, runs: RunServiceDep) -> RunPublic:
     return await runs.command(user, run_id, "pause")
 
 
-@router.post("/runs/{run_id}/resume", status_code=202, response_model=RunPublic)
+@router.post("/runs/{run_id}/resume", status_code=202, response_model=RunPublic, responses=responses(409))
 async def resume_run(run_id: str, user: Writer, runs: RunServiceDep) -> RunPublic:
     return await runs.command(user, run_id, "resume")
 
 
-@router.post("/runs/{run_id}/cancel", status_code=202, response_model=RunPublic)
+@router.post("/runs/{run_id}/cancel", status_code=202, response_model=RunPublic, responses=responses(409))
 async def cancel_run(run_id: str, user: Writer, runs: RunServiceDep) -> RunPublic:
     return await runs.command(user, run_id, "cancel")

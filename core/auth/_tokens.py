@@ -59,7 +59,7 @@ def decode_access_token(settings: Settings, token: str) -> Principal:
         raise Unauthorized(f"the access token must be signed with {' or '.join(ALGORITHMS)}") from None
     except ClaimError as exc:
         raise Unauthorized(f"the access token's {exc.claim!r} claim is missing or wrong") from None
-    except (JoseError, ValueError):
+    except (JoseError, ValueError, TypeError, AttributeError, KeyError):  # a header that is no JSON object
         raise Unauthorized("the access token is malformed") from None
     return Principal(
         id=claims["sub"],

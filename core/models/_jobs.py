@@ -178,6 +178,8 @@ class IdempotencyKey(SQLModel, table=True):
 
 
 class PauseRequest(SQLModel):
+    model_config = SQLModelConfig(extra="forbid")
+
     note: str | None = Field(default=None, max_length=500)
 
 

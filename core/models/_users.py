@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, EmailStr
+from pydantic import BaseModel, ConfigDict, EmailStr
 from pydantic import Field as Spec
 from sqlmodel import AutoString, Field, SQLModel
 
@@ -69,26 +69,34 @@ class RefreshToken(SQLModel, table=True):
 class Credentials(BaseModel):
     """A new account's email and password: the one place their rules live (API and CLI)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     email: EmailStr = Spec(examples=["ada@example.org"])
     password: str = Spec(min_length=8, max_length=1024, examples=["correct horse battery"])
 
 
 class Login(BaseModel):
-    """No rules beyond presence: a wrong email or password is an `invalid_grant`, never a 422."""
+    """No rules beyond presence and size: a wrong email or password is an `invalid_grant`, never a 422."""
 
-    email: str = Spec(examples=["ada@example.org"])
-    password: str
-    scope: str | None = Spec(default=None, description="Space-separated subset of the account's scopes")
+    model_config = ConfigDict(extra="forbid")
+
+    email: str = Spec(max_length=320, examples=["ada@example.org"])
+    password: str = Spec(max_length=1024)
+    scope: str | None = Spec(
+        default=None, max_length=1000, description="Space-separated subset of the account's scopes"
+    )
 
 
 class TokenRequest(BaseModel):
     """The OAuth2 token endpoint's form (RFC 6749 sections 4.3 and 6); what /docs' Authorize button sends."""
 
-    grant_type: str | None = Spec(default=None, description="`password` or `refresh_token`")
-    username: str | None = Spec(default=None, description="The email, for the password grant")
-    password: str | None = None
-    scope: str | None = Spec(default=None, description="Space-separated subset; default: all of the role's")
-    refresh_token: str | None = Spec(default=None, description="For the refresh_token grant")
+    grant_type: str | None = Spec(default=None, max_length=100, description="`password` or `refresh_token`")
+    username: str | None = Spec(default=None, max_length=320, description="The email, for the password grant")
+    password: str | None = Spec(default=None, max_length=1024)
+    scope: str | None = Spec(
+        default=None, max_length=1000, description="Space-separated subset; default: all of the role's"
+    )
+    refresh_token: str | None = Spec(default=None, max_length=200, description="For the refresh_token grant")
 
 
 class TokenGrant(BaseModel):
@@ -100,4 +108,6 @@ class TokenGrant(BaseModel):
 
 
 class RefreshTokenBody(BaseModel):
-    refresh_token: str
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_token: str = Spec(max_length=200)
