@@ -12,6 +12,7 @@ from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
+    ScheduleBackfill,
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleState,
@@ -101,7 +102,28 @@ async def create_schedule(client: Client, settings: Settings, job: Job) -> None:
         build_schedule(settings, job),
         memo={"job_name": job.name, "owner_id": job.owner_id},
         search_attributes=attributes(job),
+        backfill=overdue(job),
     )
+
+
+def overdue(job: Job) -> list[ScheduleBackfill]:
+    """A one-time job whose run_at has just passed (inside the grace the API allows): Temporal never fires a
+    calendar time from before the schedule existed, so the schedule is backfilled over that instant, which
+    runs it at once with run_at as its nominal time."""
+    schedule = job.schedule
+    if not isinstance(schedule, OnceSchedule) or schedule.run_at > datetime.now(UTC):
+        return []
+    second = timedelta(seconds=1)
+    at = schedule.run_at.replace(microsecond=0)
+    return [
+        ScheduleBackfill(start_at=at - second, end_at=at + second, overlap=ScheduleOverlapPolicy.ALLOW_ALL)
+    ]
+
+
+async def backfill_overdue(client: Client, job: Job) -> None:
+    """After a PATCH gave a one-time job a run_at that has just passed: run it now, as on creation."""
+    if backfills := overdue(job):
+        await client.get_schedule_handle(schedule_id(job.id)).backfill(*backfills)
 
 
 async def update_schedule(client: Client, settings: Settings, job: Job) -> None:

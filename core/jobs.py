@@ -23,6 +23,7 @@ from core.config import Settings
 from core.db import Sessions, paginate
 from core.errors import Conflict, Invalid, NotFound
 from core.job_schedules import (
+    backfill_overdue,
     cancel_runs,
     create_schedule,
     described_next_runs,
@@ -169,6 +170,8 @@ class JobService:
             session.add(job)
             if not job.immediate:
                 await self.temporal.call(lambda c: update_schedule(c, self.settings, job))
+                if new_schedule is not None:
+                    await self.temporal.call(lambda c: backfill_overdue(c, job))
             await session.commit()
             return await self._public(session, job)
 

@@ -19,6 +19,8 @@ from core.models import Job
 from core.schedules import RUN_AT_GRACE, Schedule
 from core.temporal import TemporalGateway
 from tests.api_client import ApiClient, AuthedClient, app_settings, expect, serve
+from tests.http_target import HttpTarget
+from tests.waiting import eventually
 
 URL = "http://example.org/hook"
 
@@ -72,6 +74,30 @@ async def test_a_run_at_in_the_past_is_refused_beyond_the_grace(api: ApiClient) 
     late = datetime.now(UTC) - RUN_AT_GRACE / 2
     preview = {"schedule": {"type": "once", "run_at": late.isoformat()}}
     assert expect(await alice.post("/schedules/preview", json=preview), 200)["next_runs"] == []
+
+
+async def test_a_run_at_that_has_just_passed_runs_at_once(api: ApiClient, target: HttpTarget) -> None:
+    """Inside the grace a one-time job still runs, on creation and after a PATCH, with run_at as its
+    nominal time (Temporal fires no calendar time from before the schedule existed: it is backfilled)."""
+    alice = await api.authed_user()
+    late = (datetime.now(UTC) - timedelta(seconds=5)).replace(microsecond=0)
+    action = {"type": "http", "url": target.url("/late")}
+    created = {"type": "once", "run_at": late.isoformat()}
+    made = expect(await alice.post("/jobs", json={**job(created), "action": action}), 201)
+    await target.wait_for("/late")
+    run = (await eventually(lambda: runs_of(alice, made["id"]), "the late job's run"))[0]
+    assert datetime.fromisoformat(run["scheduled_at"]) == late
+
+    later = {"type": "once", "run_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}
+    moved = expect(await alice.post("/jobs", json={**job(later), "action": action}), 201)
+    back = {"type": "once", "run_at": (datetime.now(UTC) - timedelta(seconds=5)).isoformat()}
+    expect(await alice.patch(f"/jobs/{moved['id']}", json={"schedule": back}), 200)
+    await target.wait_for("/late", count=2)
+    assert len(await eventually(lambda: runs_of(alice, moved["id"]), "the moved job's run")) == 1
+
+
+async def runs_of(user: AuthedClient, job_id: str) -> list[dict[str, Any]]:
+    return list(expect(await user.get(f"/jobs/{job_id}/runs"), 200)["items"])
 
 
 async def test_a_cron_that_never_fires_is_refused(api: ApiClient) -> None:
