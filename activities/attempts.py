@@ -8,6 +8,7 @@ the workflow) through `ActionAttempt`. Writes are keyed, so a retried write land
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -23,7 +24,9 @@ from temporalio.exceptions import ApplicationError
 
 from core.db import Sessions
 from core.models import Attempt, RunLog, utcnow
+from core.payloads import job_of_workflow
 
+logger = logging.getLogger("chronos.attempts")
 T = TypeVar("T")
 
 ATTEMPT: Table = Attempt.__table__  # type: ignore[attr-defined]
@@ -248,7 +251,19 @@ class ActionAttempt:
         if error is not None and not isinstance(error, ApplicationError):
             return
         if error is not None:
-            self.lines.append(failure_line(self.prefix, self.info, error, self.number))
+            failed = failure_line(self.prefix, self.info, error, self.number)
+            self.lines.append(failed)
+            # The one console line of an expected failure; the SDK's own (with a traceback) is filtered.
+            logger.log(
+                logging.WARNING if failed.level == "warning" else logging.ERROR,
+                failed.message,
+                extra={
+                    "job_id": job_of_workflow(self.run_id),
+                    "run_id": self.run_id,
+                    "attempt": self.number,
+                    "error_type": error.type,
+                },
+            )
         await heartbeating(
             self.recorder.attempt_finished(
                 self.run_id,

@@ -12,7 +12,12 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from temporalio.exceptions import ApplicationError
+
+from core.payloads import ErrorType
+
 LogFormat = Literal["text", "json"]
+EXPECTED = frozenset(ErrorType)
 
 # Attributes every LogRecord has: what is left over came from `extra` and is the event's context.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
@@ -50,10 +55,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+class ExpectedFailures(logging.Filter):
+    """Drops the Temporal SDK's "Completing activity as failed" record, with its traceback, when the
+    failure is one of Chronos's own error types (a target's 500, a timeout, a refused address): the
+    attempt logs one line of its own for those. Any other exception in an activity is a bug and stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, ApplicationError) and error.type in EXPECTED)
+
+
 def configure_logging(fmt: LogFormat = "text", level: int = logging.INFO) -> None:
     """One handler on the root logger, on stderr; uvicorn's and Temporal's loggers propagate to it."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(ExpectedFailures())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
