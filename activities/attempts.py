@@ -23,7 +23,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from core.db import Sessions
-from core.models import Attempt, RunLog, utcnow
+from core.models import Attempt, Run, RunLog, utcnow
 from core.payloads import job_of_workflow
 
 logger = logging.getLogger("chronos.attempts")
@@ -31,6 +31,7 @@ T = TypeVar("T")
 
 ATTEMPT: Table = Attempt.__table__  # type: ignore[attr-defined]
 LOG: Table = RunLog.__table__  # type: ignore[attr-defined]
+RUN: Table = Run.__table__  # type: ignore[attr-defined]
 
 # The statements of every attempt, built once (SQLAlchemy then finds them compiled in its cache).
 LOSE_EARLIER_ATTEMPTS = (
@@ -41,6 +42,12 @@ LOSE_EARLIER_ATTEMPTS = (
         ATTEMPT.c.status == "running",
     )
     .values(status="unknown", error="no result: the worker was lost or the attempt timed out")
+)
+# A run in flight counts its attempts as they start (its end writes the final count).
+COUNT_ATTEMPT = (
+    update(RUN)
+    .where(RUN.c.id == bindparam("run"), RUN.c.attempts < bindparam("number"))
+    .values(attempts=bindparam("number"))
 )
 FINISH_ATTEMPT = (
     update(ATTEMPT)
@@ -142,6 +149,7 @@ class RunRecorder:
         with conn.begin():
             row = {"run_id": run_id, "number": number, "started_at": line.ts}
             conn.execute(self._open_attempt, row)
+            conn.execute(COUNT_ATTEMPT, {"run": run_id, "number": number})
             if number > 1:  # attempt 1 has no earlier attempts
                 conn.execute(LOSE_EARLIER_ATTEMPTS, {"run": run_id, "below": number})
             self._log(conn, run_id, [line])

@@ -47,6 +47,7 @@ RUN_AND_JOB = (
         JOB.c.state.label("job_state"),
         JOB.c.schedule,
         JOB.c.last_run_id,
+        JOB.c.deleted_at,
     )
     .select_from(RUN.outerjoin(JOB, JOB.c.id == RUN.c.job_id))
     .where(RUN.c.id == bindparam("run"))
@@ -222,7 +223,7 @@ class MirrorActivities:
                     "message": end_line(result),
                 },
             )
-            if result.status == "failed":
+            if result.status == "failed" and run.deleted_at is None:  # a deleted job's go with it
                 request = masked_action(event.action) if event.action is not None else None
                 conn.execute(
                     self._dead_letter,

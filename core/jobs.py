@@ -37,6 +37,7 @@ from core.job_schedules import (
 from core.links import Links
 from core.models import (
     ACTIVE_RUNS,
+    DeadLetter,
     IdempotencyKey,
     Job,
     JobCreate,
@@ -181,6 +182,9 @@ class JobService:
             await self.temporal.call(lambda c: drop_schedule(c, job))
             job.deleted_at = utcnow()
             session.add(job)
+            # Its dead letters go with it: a deleted job cannot be replayed (nor can a later failure of a run
+            # in flight leave one: the mirror writes none for a deleted job).
+            await session.exec(delete(DeadLetter).where(col(DeadLetter.job_id) == job.id))
             await session.commit()
 
     # -- control ---------------------------------------------------------------------------------
@@ -189,6 +193,8 @@ class JobService:
         async with self.sessions() as session:
             job = await self._owned(session, user, job_id)
             self._refuse_cancelled(job)
+            if note is None and job.paused:  # pausing again without a word keeps the note it has
+                note = job.pause_note
             job.paused, job.pause_note, job.state = True, note, JobState.PAUSED
             job.updated_at = utcnow()
             session.add(job)

@@ -6,7 +6,7 @@ from datetime import datetime
 from urllib.parse import quote
 
 from core.config import Settings
-from core.models import Job, JobPublic, Run, RunPublic, TemporalLinks
+from core.models import Job, JobPublic, JobState, Run, RunPublic, TemporalLinks
 from core.payloads import schedule_id
 
 
@@ -17,7 +17,8 @@ class Links:
         self.base = f"{settings.temporal_ui_url.rstrip('/')}/namespaces/{quote(settings.temporal_namespace)}"
 
     def job(self, job: Job) -> TemporalLinks:
-        if job.immediate:
+        """A timed job's schedule; the runs of an immediate job, or of one whose schedule is gone."""
+        if job.immediate or job.state == JobState.CANCELLED or job.deleted_at is not None:
             query = quote(f'ChronosJobId="{job.id}"')
             return TemporalLinks(workflow_id=f"job-{job.id}", ui_url=f"{self.base}/workflows?query={query}")
         sid = schedule_id(job.id)

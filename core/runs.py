@@ -43,11 +43,7 @@ class RunService:
     ) -> Page[RunPublic]:
         """Newest first. Admins also read the runs of deleted jobs; owners only of live ones."""
         async with self.sessions() as session:
-            job = await session.get(Job, job_id)
-            visible = job is not None and (
-                user.is_admin or (job.owner_id == user.id and job.deleted_at is None)
-            )
-            if not visible:
+            if not _sees_runs_of(user, await session.get(Job, job_id)):
                 raise NotFound(f"job {job_id} not found")
             query = select(Run).where(Run.job_id == job_id)
             if status is not None:
@@ -89,9 +85,14 @@ class RunService:
 
     async def _owned(self, session: AsyncSession, user: Principal, run_id: str) -> Run:
         run = await session.get(Run, run_id)
-        if run is None or not user.sees(run.owner_id):
+        if run is None or not _sees_runs_of(user, await session.get(Job, run.job_id)):
             raise NotFound(f"run {run_id} not found")
         return run
+
+
+def _sees_runs_of(user: Principal, job: Job | None) -> bool:
+    """A job's runs are its owner's while it lives; those of a deleted job, admins' only."""
+    return job is not None and user.sees(job.owner_id) and (user.is_admin or job.deleted_at is None)
 
 
 async def _send(client: Client, run_id: str, command: RunCommand) -> None:

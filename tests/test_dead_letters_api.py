@@ -49,6 +49,19 @@ async def test_failed_run_becomes_a_dead_letter_that_replays(api: ApiClient, tar
     assert sum(everyone["last_day"]["runs"].values()) >= 2
 
 
+async def test_a_deleted_jobs_dead_letters_go_with_it(api: ApiClient, target: HttpTarget) -> None:
+    """Replaying a deleted job is impossible, so its dead letters are not left listed: they are discarded."""
+    alice, admin = await api.authed_user(), await api.authed_admin()
+    route = path()
+    target.script(route, [400])
+    job = await create(alice, http_job(target.url(route), {"type": "immediate"}))
+    [letter] = await eventually(lambda: dead_letters(alice, job_id=job["id"]), "the dead letter")
+    expect(await alice.delete(f"/jobs/{job['id']}"), 204)
+    assert await dead_letters(alice, job_id=job["id"]) == []
+    assert await dead_letters(admin, job_id=job["id"]) == []
+    expect(await alice.post(f"/dead-letters/{letter['id']}/replay"), 404)
+
+
 async def test_discarded_dead_letter_is_gone(api: ApiClient, target: HttpTarget) -> None:
     alice = await api.authed_user()
     route = path()

@@ -70,6 +70,11 @@ async def held(client: Client, run_id: str) -> bool:
     return not pending and await handle.query(JobRunWorkflow.paused)
 
 
+async def attempts_counted(user: AuthedClient, run_id: str, n: int) -> bool:
+    run = expect(await user.get(f"/runs/{run_id}"), 200)
+    return bool(run["attempts"] == n and len(run["attempt_history"]) == n)
+
+
 def calls(target: HttpTarget, route: str) -> int:
     return len(target.requests[route])
 
@@ -132,7 +137,13 @@ async def test_interval_job_fires(api: ApiClient, target: HttpTarget) -> None:
     route = path()
     job = await create(alice, http_job(target.url(route), {"type": "interval", "every_seconds": 1}))
     await finished_runs(alice, job["id"], 2)
-    expect(await alice.post(f"/jobs/{job['id']}/cancel"), 200)
+    assert "/schedules/" in job["temporal"]["ui_url"]
+    cancelled = expect(await alice.post(f"/jobs/{job['id']}/cancel"), 200)
+    # Its schedule is deleted: the link leads to the job's runs instead.
+    assert (
+        cancelled["temporal"]["schedule_id"] is None
+        and "/workflows?query=" in cancelled["temporal"]["ui_url"]
+    )
 
 
 async def test_once_job_fires_once_and_keeps_its_record(api: ApiClient, target: HttpTarget) -> None:
@@ -171,6 +182,9 @@ async def test_pause_stops_firing_and_resume_restarts(
     await finished_runs(alice, job["id"], 1)  # a run that started before the pause may still finish
     before = calls(target, route)
     await eventually(lambda: datetime.now(UTC) > due, "the due fire time to pass while paused")
+    again = expect(await alice.post(f"/jobs/{job['id']}/pause"), 200)  # no body: the note stays
+    assert again["pause_note"] == "maintenance"
+    assert (await schedule.describe()).schedule.state.note == "maintenance"
     resumed = expect(await alice.post(f"/jobs/{job['id']}/resume"), 200)
     assert resumed["paused"] is False
     assert calls(target, route) <= before + 1
@@ -187,13 +201,17 @@ async def test_delete_stops_firing_and_hides_the_job(
     route = path()
     job = await create(alice, http_job(target.url(route), {"type": "cron", "cron": "* * * * * *"}))
     await eventually(lambda: calls(target, route) >= 1, "a first call")
+    [run, *_] = await runs_of(alice, job["id"])
     expect(await alice.delete(f"/jobs/{job['id']}"), 204)
     expect(await alice.get(f"/jobs/{job['id']}"), 404)
     schedules = [s.id async for s in await temporal_client.list_schedules()]
     assert f"job-{job['id']}" not in schedules
     admin = await api.authed_admin()
     assert await runs_of(admin, job["id"]), "an admin still reads a deleted job's runs"
+    expect(await admin.get(f"/runs/{run['id']}"), 200)
     expect(await alice.get(f"/jobs/{job['id']}/runs"), 404)
+    expect(await alice.get(f"/runs/{run['id']}"), 404)  # nor one of them, or its log
+    expect(await alice.get(f"/runs/{run['id']}/logs"), 404)
 
 
 async def test_trigger_runs_now_even_while_paused(api: ApiClient, target: HttpTarget) -> None:
@@ -427,6 +445,10 @@ async def test_paused_run_makes_no_further_attempt_until_resumed(
     job = await create(alice, {**http_job(target.url(route), {"type": "immediate"}), "retry_policy": retry})
     await eventually(lambda: calls(target, route) == 1, "the first, failing attempt")
     run_id = job["last_run"]["id"]
+    # A run in flight counts the attempts it has made, not only once it ends.
+    await eventually(
+        lambda: attempts_counted(alice, run_id, 1), "the running run to count its failed attempt"
+    )
     expect(await alice.post(f"/runs/{run_id}/pause"), 202)
     # The retry due after 2 s cannot come while paused: the run holds it, with no attempt left pending.
     await eventually(lambda: held(temporal_client, run_id), "the run to hold its attempts")
