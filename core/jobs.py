@@ -9,6 +9,7 @@ after, and a failed start removes the row again.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
@@ -133,13 +134,16 @@ class JobService:
             if last_ids:
                 found = await session.exec(select(Run).where(col(Run.id).in_(last_ids)))
                 last_runs = {run.id: run for run in found}
-            now = datetime.now(UTC)
-            return jobs.with_items(
-                [
-                    self.links.job_public(job, upcoming_local(job, now), last_runs.get(job.last_run_id or ""))
-                    for job in jobs.items
-                ]
-            )
+        # Fire times and answer models are CPU work: in a thread, so the event loop (and /health) is never
+        # held for a whole page (the loaded rows need no session any more).
+        return jobs.with_items(await asyncio.to_thread(self._page_items, jobs.items, last_runs))
+
+    def _page_items(self, jobs: list[Job], last_runs: dict[str, Run]) -> list[JobPublic]:
+        now = datetime.now(UTC)
+        return [
+            self.links.job_public(job, upcoming_local(job, now), last_runs.get(job.last_run_id or ""))
+            for job in jobs
+        ]
 
     async def get(self, user: Principal, job_id: str) -> JobPublic:
         async with self.sessions() as session:

@@ -8,22 +8,23 @@ from fastapi import APIRouter, Query, Response
 
 from api.deps import DeadLetterServiceDep, Limit, PageNo, Reader, SessionsDep, Writer
 from api.openapi import responses
+from api.responses import ModelJSON
 from core.models import DeadLetterPublic, Page, RunPublic, Stats
 from core.stats import stats
 
 router = APIRouter(tags=["dead letters and stats"])
 
 
-@router.get("/dead-letters", response_model=Page[DeadLetterPublic])
+@router.get("/dead-letters", response_model=Page[DeadLetterPublic], response_class=ModelJSON)
 async def list_dead_letters(
     user: Reader,
     letters: DeadLetterServiceDep,
     job_id: Annotated[str | None, Query(max_length=200)] = None,
     page: PageNo = 1,
     limit: Limit = 20,
-) -> Page[DeadLetterPublic]:
+) -> ModelJSON:
     """Runs that failed for good, newest first: yours, or everyone's for admins."""
-    return await letters.find(user, job_id, page, limit)
+    return ModelJSON(await letters.find(user, job_id, page, limit))
 
 
 @router.post(

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Query, Response
 
 from api.deps import JobServiceDep, Limit, PageNo, Reader, Writer
 from api.openapi import responses
+from api.responses import ModelJSON
 from core.models import (
     JobCreate,
     JobPublic,
@@ -34,7 +35,7 @@ async def create_job(
     return await jobs.create(user, body, idempotency_key)
 
 
-@router.get("/jobs", response_model=Page[JobPublic])
+@router.get("/jobs", response_model=Page[JobPublic], response_class=ModelJSON)
 async def list_jobs(
     user: Reader,
     jobs: JobServiceDep,
@@ -42,8 +43,8 @@ async def list_jobs(
     q: Annotated[str | None, Query(max_length=200, description="part of the name")] = None,
     page: PageNo = 1,
     limit: Limit = 20,
-) -> Page[JobPublic]:
-    return await jobs.find(user, state, q, page, limit)
+) -> ModelJSON:
+    return ModelJSON(await jobs.find(user, state, q, page, limit))
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)

@@ -6,12 +6,13 @@ from fastapi import APIRouter
 
 from api.deps import Limit, PageNo, Reader, RunServiceDep, Writer
 from api.openapi import responses
+from api.responses import ModelJSON
 from core.models import LogPage, Page, RunDetail, RunPublic, RunStatus
 
 router = APIRouter(tags=["runs"])
 
 
-@router.get("/jobs/{job_id}/runs", response_model=Page[RunPublic])
+@router.get("/jobs/{job_id}/runs", response_model=Page[RunPublic], response_class=ModelJSON)
 async def list_runs(
     job_id: str,
     user: Reader,
@@ -19,9 +20,9 @@ async def list_runs(
     status: RunStatus | None = None,
     page: PageNo = 1,
     limit: Limit = 20,
-) -> Page[RunPublic]:
+) -> ModelJSON:
     """The job's runs, newest first."""
-    return await runs.for_job(user, job_id, status, page, limit)
+    return ModelJSON(await runs.for_job(user, job_id, status, page, limit))
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail)
