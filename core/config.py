@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     allow_private_targets: bool = False
     max_body_bytes: int = 1_000_000
     auth_attempts_per_minute: int = 30
+    max_jobs_per_user: int = Field(default=1000, ge=0, description="live jobs (not deleted or cancelled)")
+    job_writes_per_minute: int = Field(
+        default=60, ge=0, description="job creates, updates, deletes, pauses, resumes and cancels per user"
+    )
+    runs_per_minute: int = Field(
+        default=60, ge=0, description="runs a user starts through the API (immediate, trigger, replay)"
+    )
     catchup_window_seconds: int = 300
     reconcile_every_seconds: int = Field(default=60, ge=1, description="how often drift is reconciled")
     log_format: LogFormat = Field(default="text", description="`text` or `json` (log collectors)")
