@@ -9,7 +9,7 @@ from fastapi import Depends, Query, Request, Security
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from core.auth import SCOPES, Principal, decode_access_token
+from core.auth import SCOPES, Principal, authorize, decode_access_token
 from core.codec import keyring
 from core.codec_service import CodecService
 from core.config import Settings
@@ -19,6 +19,7 @@ from core.errors import Forbidden, Unauthorized
 from core.jobs import JobService
 from core.runs import RunService
 from core.temporal import TemporalGateway
+from core.users import UserService
 
 # The token URL makes the Authorize button of /docs run the OAuth2 password grant.
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", scopes=SCOPES, auto_error=False)
@@ -57,12 +58,16 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
 async def current_principal(
-    scopes: SecurityScopes, settings: SettingsDep, token: Annotated[str | None, Depends(oauth2_scheme)]
+    scopes: SecurityScopes,
+    settings: SettingsDep,
+    sessions: SessionsDep,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> Principal:
-    """The caller from a valid access token; 401 without one, 403 when it lacks a required scope."""
+    """The caller from a valid access token that is not logged out and whose account is enabled (one
+    indexed read); 401 otherwise, 403 when it lacks a required scope."""
     if not token:
         raise Unauthorized("a bearer token is required")
-    principal = decode_access_token(settings, token)
+    principal = await authorize(sessions, decode_access_token(settings, token))
     missing = [s for s in scopes.scopes if s not in principal.scopes]
     if missing:
         raise Forbidden(f"this token lacks the scope {' '.join(missing)}")
@@ -101,3 +106,10 @@ def get_codec(settings: SettingsDep, sessions: SessionsDep) -> CodecService:
 
 
 CodecServiceDep = Annotated[CodecService, Depends(get_codec)]
+
+
+def get_users(settings: SettingsDep, sessions: SessionsDep, jobs: JobServiceDep) -> UserService:
+    return UserService(settings, sessions, jobs)
+
+
+UserServiceDep = Annotated[UserService, Depends(get_users)]

@@ -111,6 +111,10 @@ class Stack:
             "CHRONOS_DATA_DIR": str(self.workdir),
             "CHRONOS_ALLOW_PRIVATE_TARGETS": "true",
             "CHRONOS_JWT_SECRET": "bench-secret-bench-secret-bench-secret",
+            # The benchmarks' one user writes far more than a person would: lift the per-user limits.
+            "CHRONOS_MAX_JOBS_PER_USER": "1000000",
+            "CHRONOS_JOB_WRITES_PER_MINUTE": "1000000",
+            "CHRONOS_RUNS_PER_MINUTE": "1000000",
         }
         if self.database_url:
             env["CHRONOS_DATABASE_URL"] = self.database_url

@@ -45,6 +45,13 @@ class Settings(BaseSettings):
         description="comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-For is believed; "
         "default none: the peer address is the client's",
     )
+    max_jobs_per_user: int = Field(default=1000, ge=0, description="live jobs (not deleted or cancelled)")
+    job_writes_per_minute: int = Field(
+        default=60, ge=0, description="job creates, updates, deletes, pauses, resumes and cancels per user"
+    )
+    runs_per_minute: int = Field(
+        default=60, ge=0, description="runs a user starts through the API (immediate, trigger, replay)"
+    )
     catchup_window_seconds: int = 300
     min_fire_spacing_seconds: int = Field(
         default=1, ge=1, description="the shortest spacing a schedule may give its job's fires"

@@ -79,6 +79,34 @@ class TooManyRequests(ChronosError):
         self.retry_after = retry_after
 
 
+def _limit_members(limit: str, value: int) -> dict[str, Any]:
+    return {"limit": limit, "limit_value": value}
+
+
+class QuotaExceeded(Forbidden):
+    """A user's quota (live jobs) is used up: the problem names the limit and the value in force."""
+
+    title = "Quota exceeded"
+
+    def __init__(self, detail: str, limit: str, value: int) -> None:
+        super().__init__(detail)
+        self.limit, self.value = limit, value
+
+    def extra(self) -> dict[str, Any]:
+        return _limit_members(self.limit, self.value)
+
+
+class RateLimited(TooManyRequests):
+    """A user's per-minute limit is reached: 429 with Retry-After, naming the limit and its value."""
+
+    def __init__(self, detail: str, retry_after: int, limit: str, value: int) -> None:
+        super().__init__(detail, retry_after)
+        self.limit, self.value = limit, value
+
+    def extra(self) -> dict[str, Any]:
+        return _limit_members(self.limit, self.value)
+
+
 class Unavailable(ChronosError):
     """A dependency (Temporal, the database) is down: 503 with the reason."""
 

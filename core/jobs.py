@@ -22,7 +22,7 @@ from temporalio.client import Client, ScheduleAlreadyRunningError
 from core.auth import Principal
 from core.config import Settings
 from core.db import Sessions, paginate
-from core.errors import Conflict, Invalid, NotFound
+from core.errors import Conflict, Invalid, NotFound, QuotaExceeded
 from core.job_schedules import (
     backfill_overdue,
     cancel_runs,
@@ -35,6 +35,7 @@ from core.job_schedules import (
     upcoming_local,
     update_schedule,
 )
+from core.limits import Limits
 from core.links import Links
 from core.models import (
     ACTIVE_RUNS,
@@ -45,6 +46,7 @@ from core.models import (
     JobPublic,
     JobState,
     JobUpdate,
+    Limit,
     Page,
     Preview,
     PreviewRequest,
@@ -73,12 +75,15 @@ class JobService:
         self.sessions = sessions
         self.temporal = temporal
         self.links = Links(settings)
+        self.limits = Limits(settings, sessions)
 
     # -- definitions -----------------------------------------------------------------------------
 
     async def create(self, user: Principal, body: JobCreate, idempotency_key: str | None = None) -> JobPublic:
         self._check_targets(body.action, body.notify)
+        immediate = isinstance(body.schedule, ImmediateSchedule)
         check_submitted(body.schedule, self.settings)
+        await self.limits.spend(user.id, Limit.JOB_WRITES, *([Limit.RUNS] if immediate else []))
         async with self.sessions() as session:
             if idempotency_key is not None:
                 replay = await self._idempotent(session, user, idempotency_key, body)
@@ -90,6 +95,7 @@ class JobService:
                 await self.temporal.call(lambda c: self._create_schedule(c, job))
             session.add(job)
             await session.flush()  # the key refers to the job: insert the job first
+            await self._within_quota(session, job)
             if idempotency_key is not None:
                 session.add(
                     IdempotencyKey(
@@ -152,6 +158,7 @@ class JobService:
     async def update(self, user: Principal, job_id: str, body: JobUpdate) -> JobPublic:
         changes = body.model_dump(exclude_unset=True)
         check_submitted(body.schedule, self.settings)
+        await self.limits.spend(user.id, Limit.JOB_WRITES)
         async with self.sessions() as session:
             job = await self._owned(session, user, job_id)
             if job.state == JobState.CANCELLED:
@@ -181,6 +188,7 @@ class JobService:
             return await self._public(session, job)
 
     async def delete(self, user: Principal, job_id: str) -> None:
+        await self.limits.spend(user.id, Limit.JOB_WRITES)
         async with self.sessions() as session:
             job = await self._owned(session, user, job_id)
             await self.temporal.call(lambda c: drop_schedule(c, job))
@@ -194,19 +202,42 @@ class JobService:
     # -- control ---------------------------------------------------------------------------------
 
     async def pause(self, user: Principal, job_id: str, note: str | None) -> JobPublic:
+        await self.limits.spend(user.id, Limit.JOB_WRITES)
         async with self.sessions() as session:
             job = await self._owned(session, user, job_id)
-            self._refuse_cancelled(job)
-            if note is None and job.paused:  # pausing again without a word keeps the note it has
-                note = job.pause_note
-            job.paused, job.pause_note, job.state = True, note, JobState.PAUSED
-            job.updated_at = utcnow()
-            session.add(job)
-            await self.temporal.call(lambda c: set_paused(c, job, note))
-            await session.commit()
+            await self._pause(session, job, note)
             return await self._public(session, job)
 
+    async def pause_all_of(self, owner_id: str, note: str) -> int:
+        """Pause every live, unpaused job of one user (an admin disabled the account), each as the pause
+        route does; how many were paused."""
+        async with self.sessions() as session:
+            live = await session.exec(
+                select(Job).where(
+                    col(Job.owner_id) == owner_id,
+                    col(Job.deleted_at).is_(None),
+                    col(Job.paused).is_(False),
+                    col(Job.state).in_([JobState.SCHEDULED, JobState.RUNNING]),
+                )
+            )
+            jobs = live.all()
+            for job in jobs:
+                await self._pause(session, job, note)
+            return len(jobs)
+
+    async def _pause(self, session: AsyncSession, job: Job, note: str | None) -> None:
+        """The one pause: the row says so, the schedule pauses, runs in flight get the pause signal."""
+        self._refuse_cancelled(job)
+        if note is None and job.paused:  # pausing again without a word keeps the note it has
+            note = job.pause_note
+        job.paused, job.pause_note, job.state = True, note, JobState.PAUSED
+        job.updated_at = utcnow()
+        session.add(job)
+        await self.temporal.call(lambda c: set_paused(c, job, note))
+        await session.commit()
+
     async def resume(self, user: Principal, job_id: str) -> JobPublic:
+        await self.limits.spend(user.id, Limit.JOB_WRITES)
         async with self.sessions() as session:
             job = await self._owned(session, user, job_id)
             self._refuse_cancelled(job)
@@ -220,6 +251,7 @@ class JobService:
 
     async def trigger(self, user: Principal, job_id: str, trigger: Trigger = Trigger.MANUAL) -> RunPublic:
         """A run now, whatever the schedule says (`manual`), or of a dead letter's job (`replay`)."""
+        await self.limits.spend(user.id, Limit.RUNS)
         async with self.sessions() as session:
             job = await self._owned(session, user, job_id)
             self._refuse_cancelled(job)
@@ -227,6 +259,7 @@ class JobService:
             return self.links.run_public(run)
 
     async def cancel(self, user: Principal, job_id: str) -> JobPublic:
+        await self.limits.spend(user.id, Limit.JOB_WRITES)
         async with self.sessions() as session:
             job = await self._owned(session, user, job_id)
             job.state, job.updated_at = JobState.CANCELLED, utcnow()
@@ -289,6 +322,16 @@ class JobService:
             raise
         run.temporal_run_id = handle.first_execution_run_id or handle.result_run_id
         return run
+
+    async def _within_quota(self, session: AsyncSession, job: Job) -> None:
+        """The owner's job quota, checked at the insert under their lock (core/limits.py); a refused job's
+        new schedule is removed again, after the rollback has released the lock."""
+        try:
+            await self.limits.hold_jobs(session, job.owner_id)
+        except QuotaExceeded:
+            await session.rollback()
+            await self.temporal.call(lambda c: drop_schedule(c, job))
+            raise
 
     # -- Temporal --------------------------------------------------------------------------------
 

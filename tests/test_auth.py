@@ -281,13 +281,23 @@ async def test_an_unknown_refresh_token_is_an_invalid_grant(api: ApiClient) -> N
     assert oauth_error(await api.refresh("never-issued")) == "invalid_grant"
 
 
-async def test_logout_revokes_the_refresh_token(api: ApiClient) -> None:
+async def test_logout_revokes_the_refresh_token_and_the_access_token(api: ApiClient) -> None:
     alice = await api.authed_user()
     refresh_token = alice.tokens["refresh_token"]
     expect(await alice.post("/auth/logout", json={"refresh_token": refresh_token}), 204)
     assert oauth_error(await api.refresh(refresh_token)) == "invalid_grant"
-    expect(await alice.post("/auth/logout", json={"refresh_token": refresh_token}), 204)
-    expect(await alice.post("/auth/logout", json={"refresh_token": "never-issued"}), 204)
+    assert "logout" in await refused(api, alice.tokens["access_token"])
+    for body in ({"refresh_token": refresh_token}, {"refresh_token": "never-issued"}):
+        again = api.with_token((await api.login(alice.email))["access_token"])
+        expect(await again.post("/auth/logout", json=body), 204)
+
+
+async def test_logout_without_a_body_revokes_only_the_access_token(api: ApiClient) -> None:
+    alice = await api.authed_user()
+    expect(await alice.post("/auth/logout"), 204)
+    assert "logout" in await refused(api, alice.tokens["access_token"])
+    refreshed = expect(await api.refresh(alice.tokens["refresh_token"]), 200)
+    expect(await api.with_token(refreshed["access_token"]).get("/auth/me"), 200)
 
 
 async def test_logout_needs_a_token_and_touches_only_your_own(api: ApiClient) -> None:

@@ -53,9 +53,10 @@ async def login(body: Login, session: SessionDep, settings: SettingsDep, respons
 
 
 @router.post("/auth/logout", status_code=204, responses=responses(503))
-async def logout(body: RefreshTokenBody, user: CurrentUser, session: SessionDep) -> None:
-    """Revoke one of your refresh tokens. Answers 204 for any token, so it reveals nothing about others."""
-    await auth.revoke_refresh_token(session, user, body.refresh_token)
+async def logout(user: CurrentUser, session: SessionDep, body: RefreshTokenBody | None = None) -> None:
+    """Revoke the access token of this call (401 from now on) and, if given, one of your refresh tokens.
+    Answers 204 for any refresh token, so it reveals nothing about others'."""
+    await auth.logout(session, user, body.refresh_token if body else None)
 
 
 @router.get("/auth/me")

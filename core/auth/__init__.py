@@ -1,7 +1,7 @@
 """Users, passwords and tokens: the auth rules that the API and the `chronos users` command share.
 
 Import from here: the private modules split JWTs (`_tokens`), password hashing (`_passwords`), accounts and
-grants (`_grants`) and the caller (`_principal`).
+grants (`_grants`), the caller (`_principal`) and the tokens that stop working early (`_revocation`).
 """
 
 from core.auth._grants import (
@@ -15,7 +15,8 @@ from core.auth._grants import (
     revoke_refresh_token,
 )
 from core.auth._passwords import hash_password
-from core.auth._principal import ROLE_SCOPES, SCOPES, Principal
+from core.auth._principal import ROLE_SCOPES, SCOPES, AccessToken, Principal
+from core.auth._revocation import authorize, end_sessions, logout
 from core.auth._tokens import ALGORITHMS, LEEWAY_SECONDS, decode_access_token, issue_access_token, signing_key
 
 __all__ = [
@@ -23,13 +24,17 @@ __all__ = [
     "LEEWAY_SECONDS",
     "ROLE_SCOPES",
     "SCOPES",
+    "AccessToken",
     "Principal",
     "authenticate",
+    "authorize",
     "create_user",
     "decode_access_token",
+    "end_sessions",
     "grant",
     "hash_password",
     "issue_access_token",
+    "logout",
     "normalize_email",
     "password_grant",
     "refresh_grant",

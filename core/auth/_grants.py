@@ -19,6 +19,8 @@ from core.db import Sessions
 from core.errors import Conflict, OAuthError
 from core.models import Credentials, RefreshToken, Role, TokenGrant, TokenRequest, User, utcnow
 
+DISABLED = "the account is disabled; an admin can enable it again"
+
 
 def normalize_email(email: str) -> str:
     """Emails compare case-insensitively, so they are stored and looked up lowercased."""
@@ -57,6 +59,8 @@ async def authenticate(session: AsyncSession, email: str, password: str) -> User
     ok = await verify_password(user.password_hash if user else None, password)
     if user is None or not ok:
         raise OAuthError("invalid_grant", "the email or password is wrong")
+    if user.disabled:  # said only to whoever knows the password
+        raise OAuthError("invalid_grant", DISABLED)
     if needs_rehash(user.password_hash):
         user.password_hash = await hash_password(password)
         session.add(user)
@@ -106,6 +110,8 @@ async def refresh_grant(
     if row is not None and row.used_at is not None:
         raise await _reused(session, row, now)
     user = await session.get(User, row.user_id) if row is not None else None
+    if user is not None and user.disabled:
+        raise OAuthError("invalid_grant", DISABLED)
     if row is None or user is None or row.revoked_at is not None or row.expires_at <= now:
         raise OAuthError("invalid_grant", "the refresh token is unknown, expired or revoked")
     scopes = _narrow(frozenset(row.scope.split()) & ROLE_SCOPES[user.role], scope)

@@ -22,13 +22,24 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
 
 
 @dataclass(frozen=True)
+class AccessToken:
+    """What identifies one access token: its `jti`, and its `iat` and `exp` in epoch seconds."""
+
+    jti: str
+    issued_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True)
 class Principal:
-    """The caller, as its access token describes it: no database read per request."""
+    """The caller, as its access token describes it; the API then checks it against the user row
+    (`core.auth.authorize`): one indexed read per request."""
 
     id: str
     email: str
     role: Role
     scopes: frozenset[str]
+    token: AccessToken | None = None
 
     @property
     def is_admin(self) -> bool:

@@ -18,7 +18,7 @@ from joserfc.errors import (
 )
 from joserfc.jwk import OctKey
 
-from core.auth._principal import ROLE_SCOPES, Principal
+from core.auth._principal import ROLE_SCOPES, AccessToken, Principal
 from core.config import Settings
 from core.errors import Unauthorized
 from core.keyfiles import write_secret
@@ -66,6 +66,7 @@ def decode_access_token(settings: Settings, token: str) -> Principal:
         email=claims["email"],
         role=Role(claims["role"]),
         scopes=frozenset(claims["scope"].split()),
+        token=AccessToken(jti=claims["jti"], issued_at=int(claims["iat"]), expires_at=int(claims["exp"])),
     )
 
 
