@@ -10,7 +10,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import errors
 from api.cors import CodecCors
-from api.routes import auth, codec, dead_letters, docs, jobs, metrics, ops, runs
+from api.routes import audit, auth, codec, dead_letters, docs, jobs, metrics, ops, runs
 from api.throttle import Throttle
 from core.config import Settings, get_settings
 from core.db import create_schema, make_engine, make_sessions
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
     errors.install(app)
     app.add_middleware(errors.BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(CodecCors, prefix=f"/api/v1{codec.PREFIX}/", ui_url=settings.temporal_ui_url)
-    for router in (auth.router, jobs.router, runs.router, dead_letters.router, codec.router):
+    for router in (auth.router, jobs.router, runs.router, dead_letters.router, codec.router, audit.router):
         app.include_router(router, prefix="/api/v1")
     app.include_router(ops.router)
     app.include_router(docs.router)
