@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from api.deps import Admin, AuditServiceDep, Cursor, Limit, Reader
 from core.models import AuditAction, AuditEntryPublic, CursorPage
@@ -22,11 +24,11 @@ async def job_audit(
 async def admin_audit(
     admin: Admin,
     trail: AuditServiceDep,
-    actor: str | None = None,
-    job_id: str | None = None,
+    actor: Annotated[str | None, Query(description="the acting user's id")] = None,
+    job_id: Annotated[str | None, Query(description="the job changed")] = None,
     action: AuditAction | None = None,
     cursor: Cursor = None,
     limit: Limit = 20,
 ) -> CursorPage[AuditEntryPublic]:
-    """Every change by every user, newest first; `actor` is a user id."""
+    """Every change by every user, newest first."""
     return await trail.find(actor, job_id, action, cursor, limit)
