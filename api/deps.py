@@ -9,6 +9,7 @@ from fastapi import Depends, Query, Request, Security
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from core.audit import AuditService
 from core.auth import SCOPES, Principal, authorize, decode_access_token
 from core.codec import keyring
 from core.codec_service import CodecService
@@ -43,6 +44,9 @@ def get_temporal(request: Request) -> TemporalGateway:
 # Bounded, so a huge page number is a 422 rather than an offset the database cannot hold.
 PageNo = Annotated[int, Query(ge=1, le=1_000_000, description="1-based page number")]
 Limit = Annotated[int, Query(ge=1, le=100, description="items per page")]
+Cursor = Annotated[
+    str | None, Query(max_length=500, description="`next_cursor` of the previous page; none for the first")
+]
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionsDep = Annotated[Sessions, Depends(get_sessions)]
@@ -113,3 +117,10 @@ def get_users(settings: SettingsDep, sessions: SessionsDep, jobs: JobServiceDep)
 
 
 UserServiceDep = Annotated[UserService, Depends(get_users)]
+
+
+def get_audit(sessions: SessionsDep) -> AuditService:
+    return AuditService(sessions)
+
+
+AuditServiceDep = Annotated[AuditService, Depends(get_audit)]

@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from api import errors, openapi
 from api.cors import CodecCors
 from api.headers import SecurityHeaders
-from api.routes import admin, auth, codec, dead_letters, docs, jobs, metrics, ops, runs
+from api.routes import admin, audit, auth, codec, dead_letters, docs, jobs, metrics, ops, runs
 from api.throttle import Throttle
 from core.config import Settings, get_settings
 from core.db import create_schema, make_engine, make_sessions
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
     app.add_middleware(SecurityHeaders)
     app.add_middleware(CodecCors, prefix=f"/api/v1{codec.PREFIX}/", ui_url=settings.temporal_ui_url)
     app.include_router(auth.router, prefix="/api/v1")
-    for router in (jobs.router, runs.router, dead_letters.router, codec.router, admin.router):
+    for router in (jobs.router, runs.router, dead_letters.router, codec.router, admin.router, audit.router):
         app.include_router(router, prefix="/api/v1", responses=openapi.responses(503))
     app.include_router(ops.router)
     app.include_router(docs.router)

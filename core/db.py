@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event, func, text
+from sqlalchemy import Connection, and_, event, func, or_, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
 from core.config import Settings
-from core.models import Page
+from core.errors import Invalid
+from core.models import CursorPage, Page
 
 Sessions = async_sessionmaker[AsyncSession]
 M = TypeVar("M")
@@ -84,3 +89,37 @@ async def paginate(
     total = (await session.exec(select(func.count()).select_from(query.subquery()))).one()
     rows = await session.exec(query.order_by(*order_by).offset((page - 1) * limit).limit(limit))
     return Page(items=list(rows), total=total, page=page, limit=limit)
+
+
+async def keyset(
+    session: AsyncSession, query: SelectOfScalar[M], at: Any, id_: Any, cursor: str | None, limit: int
+) -> CursorPage[M]:
+    """One page of a query's rows, newest first by (`at`, `id_`), starting after the row `cursor` names.
+
+    Unlike an offset, the cursor pins where the next page starts: rows inserted meanwhile are newer and
+    come before it, so a walk through the pages sees every row that existed when it began exactly once.
+    """
+    if cursor is not None:
+        after_at, after_id = _decoded(cursor)
+        query = query.where(or_(at < after_at, and_(at == after_at, id_ < after_id)))
+    rows = list(await session.exec(query.order_by(at.desc(), id_.desc()).limit(limit + 1)))
+    if len(rows) <= limit:
+        return CursorPage(items=rows, next_cursor=None)
+    last = rows[limit - 1]
+    return CursorPage(items=rows[:limit], next_cursor=_encoded(getattr(last, at.key), getattr(last, id_.key)))
+
+
+def _encoded(at: datetime, row_id: str) -> str:
+    """Opaque to clients: the last row's (at, id), base64url."""
+    return base64.urlsafe_b64encode(json.dumps([at.isoformat(), row_id]).encode()).decode().rstrip("=")
+
+
+def _decoded(cursor: str) -> tuple[datetime, str]:
+    try:
+        at, row_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        when = datetime.fromisoformat(at)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise Invalid("cursor: not a cursor this API gave out", ("query", "cursor")) from exc
+    if when.tzinfo is None or not isinstance(row_id, str):
+        raise Invalid("cursor: not a cursor this API gave out", ("query", "cursor"))
+    return when, row_id

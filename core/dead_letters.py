@@ -5,11 +5,12 @@ from __future__ import annotations
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from core import audit
 from core.auth import Principal
 from core.db import Sessions, paginate
 from core.errors import NotFound
 from core.jobs import JobService
-from core.models import DeadLetter, DeadLetterPublic, Page, RunPublic
+from core.models import AuditAction, DeadLetter, DeadLetterPublic, Page, RunPublic
 from core.payloads import Trigger
 
 
@@ -32,17 +33,27 @@ class DeadLetterService:
             )
 
     async def replay(self, user: Principal, letter_id: str) -> RunPublic:
-        """A new run of the job (trigger `replay`) with its current definition; the letter is settled."""
+        """A new run of the job (trigger `replay`) with its current definition; the letter is settled.
+
+        The trail shows both changes, each with its own commit: the run (`job.trigger`, trigger
+        `replay`) and the settled letter (`dead_letter.replay`)."""
         async with self.sessions() as session:
             letter = await self._owned(session, user, letter_id)
             run = await self.jobs.trigger(user, letter.job_id, Trigger.REPLAY)
             await session.delete(letter)
+            changes = {"dead_letter_id": letter.id, "failed_run_id": letter.run_id, "run_id": run.id}
+            audit.record(session, user, AuditAction.DEAD_LETTER_REPLAY, job_id=letter.job_id, changes=changes)
             await session.commit()
             return run
 
     async def discard(self, user: Principal, letter_id: str) -> None:
         async with self.sessions() as session:
-            await session.delete(await self._owned(session, user, letter_id))
+            letter = await self._owned(session, user, letter_id)
+            await session.delete(letter)
+            changes = {"dead_letter_id": letter.id, "failed_run_id": letter.run_id}
+            audit.record(
+                session, user, AuditAction.DEAD_LETTER_DISCARD, job_id=letter.job_id, changes=changes
+            )
             await session.commit()
 
     async def _owned(self, session: AsyncSession, user: Principal, letter_id: str) -> DeadLetter:

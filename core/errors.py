@@ -31,6 +31,13 @@ class Conflict(ChronosError):
     title = "Conflict"
 
 
+class PreconditionFailed(ChronosError):
+    """An `If-Match` that names a version the job has moved past: the client must read it again."""
+
+    status = 412
+    title = "Precondition failed"
+
+
 class Invalid(ChronosError):
     """A request that parsed but breaks a rule; `errors` names the fields as validation errors do."""
 

@@ -5,6 +5,12 @@ every other request and worker waits on). A timed job's schedule (`job-<id>`) is
 row committed after, so a Temporal failure leaves nothing behind (an orphan schedule from a failed
 commit is removed by reconciliation); a run the API starts is committed first and the workflow started
 after, and a failed start removes the row again.
+
+Each change commits with its audit entry (core/audit.py) and, for patch, pause, resume and cancel, +1 on
+the job's version. A PATCH takes its version first, in one statement with the If-Match check, and holds
+it across the Temporal call (a row lock on PostgreSQL; on SQLite the write lock, for at most the
+gateway's timeout): so two PATCHes from one version give one 200 and one 412, and concurrent PATCHes
+reach Temporal in the order they commit.
 """
 
 from __future__ import annotations
@@ -13,16 +19,19 @@ import asyncio
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, func
+from sqlalchemy import delete, func, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client, ScheduleAlreadyRunningError
 
+from core import audit
 from core.auth import Principal
 from core.config import Settings
 from core.db import Sessions, paginate
-from core.errors import Conflict, Invalid, NotFound, QuotaExceeded
+from core.errors import Conflict, Invalid, NotFound, PreconditionFailed, QuotaExceeded
 from core.job_schedules import (
     backfill_overdue,
     cancel_runs,
@@ -39,6 +48,8 @@ from core.limits import Limits
 from core.links import Links
 from core.models import (
     ACTIVE_RUNS,
+    AuditAction,
+    AuditEntry,
     DeadLetter,
     IdempotencyKey,
     Job,
@@ -102,6 +113,7 @@ class JobService:
                         owner_id=user.id, key=idempotency_key, body_hash=body_hash(body), job_id=job.id
                     )
                 )
+            audit.record(session, user, AuditAction.JOB_CREATE, job_id=job.id, changes=audit.definition(job))
             if job.immediate:
                 await self.start_run(session, job, Trigger.IMMEDIATE)
             else:
@@ -155,7 +167,10 @@ class JobService:
         async with self.sessions() as session:
             return await self._public(session, await self._owned(session, user, job_id))
 
-    async def update(self, user: Principal, job_id: str, body: JobUpdate) -> JobPublic:
+    async def update(
+        self, user: Principal, job_id: str, body: JobUpdate, expected: frozenset[int] | None = None
+    ) -> JobPublic:
+        """`expected`: the versions If-Match accepts (None: no If-Match, the last write wins)."""
         changes = body.model_dump(exclude_unset=True)
         check_submitted(body.schedule, self.settings)
         await self.limits.spend(user.id, Limit.JOB_WRITES)
@@ -171,6 +186,8 @@ class JobService:
                 )
             if body.action is not None or body.notify is not None:
                 self._check_targets(body.action, body.notify)
+            before = audit.snapshot(job)
+            await self._next_version(session, job, expected)
             for field in changes:
                 value = getattr(body, field)
                 if value is None and field != "description":
@@ -184,6 +201,7 @@ class JobService:
                 await self.temporal.call(lambda c: update_schedule(c, self.settings, job))
                 if new_schedule is not None:
                     await self.temporal.call(lambda c: backfill_overdue(c, job))
+            self._audit(session, user, AuditAction.JOB_UPDATE, job, before)
             await session.commit()
             return await self._public(session, job)
 
@@ -191,12 +209,14 @@ class JobService:
         await self.limits.spend(user.id, Limit.JOB_WRITES)
         async with self.sessions() as session:
             job = await self._owned(session, user, job_id)
+            before = audit.snapshot(job)
             await self.temporal.call(lambda c: drop_schedule(c, job))
             job.deleted_at = utcnow()
             session.add(job)
             # Its dead letters go with it: a deleted job cannot be replayed (nor can a later failure of a run
             # in flight leave one: the mirror writes none for a deleted job).
             await session.exec(delete(DeadLetter).where(col(DeadLetter.job_id) == job.id))
+            self._audit(session, user, AuditAction.JOB_DELETE, job, before)
             await session.commit()
 
     # -- control ---------------------------------------------------------------------------------
@@ -205,10 +225,10 @@ class JobService:
         await self.limits.spend(user.id, Limit.JOB_WRITES)
         async with self.sessions() as session:
             job = await self._owned(session, user, job_id)
-            await self._pause(session, job, note)
+            await self._pause(session, job, note, user)
             return await self._public(session, job)
 
-    async def pause_all_of(self, owner_id: str, note: str) -> int:
+    async def pause_all_of(self, owner_id: str, note: str, actor: Principal) -> int:
         """Pause every live, unpaused job of one user (an admin disabled the account), each as the pause
         route does; how many were paused."""
         async with self.sessions() as session:
@@ -222,18 +242,22 @@ class JobService:
             )
             jobs = live.all()
             for job in jobs:
-                await self._pause(session, job, note)
+                await self._pause(session, job, note, actor)
             return len(jobs)
 
-    async def _pause(self, session: AsyncSession, job: Job, note: str | None) -> None:
-        """The one pause: the row says so, the schedule pauses, runs in flight get the pause signal."""
+    async def _pause(self, session: AsyncSession, job: Job, note: str | None, actor: Principal) -> None:
+        """The one pause: the row says so, the schedule pauses, runs in flight get the pause signal; a new
+        version and an audit entry in the same commit."""
         self._refuse_cancelled(job)
+        before = audit.snapshot(job)
         if note is None and job.paused:  # pausing again without a word keeps the note it has
             note = job.pause_note
         job.paused, job.pause_note, job.state = True, note, JobState.PAUSED
         job.updated_at = utcnow()
         session.add(job)
         await self.temporal.call(lambda c: set_paused(c, job, note))
+        await self._next_version(session, job)
+        self._audit(session, actor, AuditAction.JOB_PAUSE, job, before)
         await session.commit()
 
     async def resume(self, user: Principal, job_id: str) -> JobPublic:
@@ -241,31 +265,38 @@ class JobService:
         async with self.sessions() as session:
             job = await self._owned(session, user, job_id)
             self._refuse_cancelled(job)
+            before = audit.snapshot(job)
             state = await self._resumed_state(session, job)
             job.paused, job.pause_note, job.state = False, None, state
             job.updated_at = utcnow()
             session.add(job)
             await self.temporal.call(lambda c: set_paused(c, job, None))
+            await self._next_version(session, job)
+            self._audit(session, user, AuditAction.JOB_RESUME, job, before)
             await session.commit()
             return await self._public(session, job)
 
     async def trigger(self, user: Principal, job_id: str, trigger: Trigger = Trigger.MANUAL) -> RunPublic:
-        """A run now, whatever the schedule says (`manual`), or of a dead letter's job (`replay`)."""
+        """A run now, whatever the schedule says (`manual`), or of a dead letter's job (`replay`). Not a
+        change to the job's definition: its version stays."""
         await self.limits.spend(user.id, Limit.RUNS)
         async with self.sessions() as session:
             job = await self._owned(session, user, job_id)
             self._refuse_cancelled(job)
-            run = await self.start_run(session, job, trigger)
+            run = await self.start_run(session, job, trigger, user)
             return self.links.run_public(run)
 
     async def cancel(self, user: Principal, job_id: str) -> JobPublic:
         await self.limits.spend(user.id, Limit.JOB_WRITES)
         async with self.sessions() as session:
             job = await self._owned(session, user, job_id)
+            before = audit.snapshot(job)
             job.state, job.updated_at = JobState.CANCELLED, utcnow()
             session.add(job)
             await self.temporal.call(lambda c: drop_schedule(c, job))
             await self.temporal.call(lambda c: cancel_runs(c, job))
+            await self._next_version(session, job)
+            self._audit(session, user, AuditAction.JOB_CANCEL, job, before)
             await session.commit()
             return await self._public(session, job)
 
@@ -289,10 +320,13 @@ class JobService:
 
     # -- runs ------------------------------------------------------------------------------------
 
-    async def start_run(self, session: AsyncSession, job: Job, trigger: Trigger) -> Run:
+    async def start_run(
+        self, session: AsyncSession, job: Job, trigger: Trigger, actor: Principal | None = None
+    ) -> Run:
         """Every run the API starts (immediate, manual, replay): its row is committed first (the caller
         reads it at once, the worker finds it), then the workflow starts; if Temporal refuses, the rows
-        are put back as they were."""
+        are put back as they were. An `actor`'s trigger is audited with the run (an immediate job's run
+        is audited as its creation)."""
         run_id = run_workflow_id(job.id, trigger)
         run = Run(
             id=run_id,
@@ -305,6 +339,10 @@ class JobService:
         previous = (job.state, job.last_run_id)
         job.run_started(run_id, trigger)
         session.add_all([job, run])
+        entry = None
+        if actor is not None:
+            changes = {"trigger": trigger, "run_id": run_id}
+            entry = audit.record(session, actor, AuditAction.JOB_TRIGGER, job_id=job.id, changes=changes)
         await session.commit()
         try:
             handle = await self.temporal.call(
@@ -312,9 +350,12 @@ class JobService:
             )
         except Exception:
             await session.delete(run)
+            if entry:
+                await session.delete(entry)
             await session.flush()
             if trigger == Trigger.IMMEDIATE:  # the job was made by this request: nothing of it remains
                 await session.exec(delete(IdempotencyKey).where(col(IdempotencyKey.job_id) == job.id))
+                await session.exec(delete(AuditEntry).where(col(AuditEntry.job_id) == job.id))
                 await session.delete(job)
             else:
                 job.state, job.last_run_id = previous
@@ -362,6 +403,33 @@ class JobService:
         upcoming = await self.temporal.call(lambda c: described_next_runs(c, job))
         last = await session.get(Run, job.last_run_id) if job.last_run_id else None
         return self.links.job_public(job, upcoming, last)
+
+    async def _next_version(
+        self, session: AsyncSession, job: Job, expected: frozenset[int] | None = None
+    ) -> None:
+        """+1 on the job's version in one statement with the If-Match check (`expected`), so of two
+        changes made from one version only the first passes: a stale version is a 412."""
+        query = update(Job).where(col(Job.id) == job.id)
+        if expected is not None:
+            query = query.where(col(Job.version).in_(expected))
+        claimed = await session.exec(
+            query.values(version=col(Job.version) + 1)
+            .returning(col(Job.version))
+            .execution_options(synchronize_session=False)
+        )
+        version = claimed.scalar_one_or_none()
+        if version is None:
+            if not expected:
+                raise PreconditionFailed(f"If-Match names no version of job {job.id}; fetch it again")
+            sent = " or ".join(str(v) for v in sorted(expected))
+            raise PreconditionFailed(f"job {job.id} changed since version {sent}; fetch it again")
+        set_committed_value(job, "version", version)
+
+    def _audit(
+        self, session: AsyncSession, user: Principal, action: AuditAction, job: Job, before: dict[str, Any]
+    ) -> None:
+        """The change from `before` to the job as it is now, in the trail."""
+        audit.record(session, user, action, job_id=job.id, changes=audit.changed(before, audit.snapshot(job)))
 
     def _refuse_cancelled(self, job: Job) -> None:
         if job.state == JobState.CANCELLED:

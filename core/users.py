@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlmodel import col, select
 
+from core import audit
 from core.auth import Principal, end_sessions
 from core.config import Settings
 from core.db import Sessions, paginate
 from core.errors import Conflict, Invalid, NotFound
 from core.jobs import JobService
 from core.limits import limits_of
-from core.models import Page, Quotas, Role, User, UserAccount, UserPatch, utcnow
+from core.models import AuditAction, Page, Quotas, Role, User, UserAccount, UserPatch, utcnow
 
 DISABLED_NOTE = "paused: the account was disabled by an admin"
 
@@ -46,6 +49,7 @@ class UserService:
             user = await session.get(User, user_id)
             if user is None:
                 raise NotFound(f"user {user_id} not found")
+            before = _audited(user)
             if body.role is not None:
                 user.role = body.role
             if "quotas" in sent:
@@ -56,9 +60,11 @@ class UserService:
             elif body.disabled is False:
                 user.disabled_at = None
             session.add(user)
+            if changes := audit.changed(before, _audited(user)):
+                audit.record(session, admin, AuditAction.USER_UPDATE, target_user_id=user.id, changes=changes)
             await session.commit()
         if body.disabled:
-            await self.jobs.pause_all_of(user.id, DISABLED_NOTE)
+            await self.jobs.pause_all_of(user.id, DISABLED_NOTE, admin)
         return self.account(user)
 
     def account(self, user: User) -> UserAccount:
@@ -81,3 +87,8 @@ def _merged(current: Quotas | None, sent: Quotas | None) -> Quotas | None:
         return None
     kept = (current or Quotas()).model_dump()
     return Quotas.model_validate({**kept, **sent.model_dump(exclude_unset=True)})
+
+
+def _audited(user: User) -> dict[str, Any]:
+    """What a `user.update` entry compares: the fields an admin changes."""
+    return {"role": user.role, "disabled": user.disabled, "quotas": user.quotas}

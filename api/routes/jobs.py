@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 
 from api.deps import JobServiceDep, Limit, PageNo, Reader, Writer
+from api.etags import IfMatch, tagged
 from api.openapi import responses
 from api.responses import ModelJSON
 from core.models import (
@@ -29,10 +30,11 @@ async def create_job(
     body: JobCreate,
     user: Writer,
     jobs: JobServiceDep,
+    response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobPublic:
     """Create a job; an `Idempotency-Key` makes a retried submit return the first answer."""
-    return await jobs.create(user, body, idempotency_key)
+    return tagged(response, await jobs.create(user, body, idempotency_key))
 
 
 @router.get("/jobs", response_model=Page[JobPublic], response_class=ModelJSON)
@@ -48,14 +50,18 @@ async def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)
-async def get_job(job_id: str, user: Reader, jobs: JobServiceDep) -> JobPublic:
-    return await jobs.get(user, job_id)
+async def get_job(job_id: str, user: Reader, jobs: JobServiceDep, response: Response) -> JobPublic:
+    """The job; its `ETag` is its version, for the If-Match of a PATCH."""
+    return tagged(response, await jobs.get(user, job_id))
 
 
 @router.patch("/jobs/{job_id}", response_model=JobPublic, responses=responses(409))
-async def update_job(job_id: str, body: JobUpdate, user: Writer, jobs: JobServiceDep) -> JobPublic:
-    """Change fields in place; a new schedule rewrites the Temporal schedule without losing its state."""
-    return await jobs.update(user, job_id, body)
+async def update_job(
+    job_id: str, body: JobUpdate, user: Writer, jobs: JobServiceDep, response: Response, expected: IfMatch
+) -> JobPublic:
+    """Change fields in place; a new schedule rewrites the Temporal schedule without losing its state.
+    With `If-Match`, a job that changed since that version is a 412 and stays as it is."""
+    return tagged(response, await jobs.update(user, job_id, body, expected))
 
 
 @router.delete("/jobs/{job_id}", status_code=204, response_class=Response)
@@ -65,16 +71,16 @@ async def delete_job(job_id: str, user: Writer, jobs: JobServiceDep) -> None:
 
 @router.post("/jobs/{job_id}/pause", response_model=JobPublic, responses=responses(409))
 async def pause_job(
-    job_id: str, user: Writer, jobs: JobServiceDep, body: PauseRequest | None = None
+    job_id: str, user: Writer, jobs: JobServiceDep, response: Response, body: PauseRequest | None = None
 ) -> JobPublic:
     """No run starts while paused; runs in flight make no further attempt until resumed."""
-    return await jobs.pause(user, job_id, body.note if body else None)
+    return tagged(response, await jobs.pause(user, job_id, body.note if body else None))
 
 
 @router.post("/jobs/{job_id}/resume", response_model=JobPublic, responses=responses(409))
-async def resume_job(job_id: str, user: Writer, jobs: JobServiceDep) -> JobPublic:
+async def resume_job(job_id: str, user: Writer, jobs: JobServiceDep, response: Response) -> JobPublic:
     """Paused runs continue; fires missed while paused are not made up."""
-    return await jobs.resume(user, job_id)
+    return tagged(response, await jobs.resume(user, job_id))
 
 
 @router.post("/jobs/{job_id}/trigger", status_code=202, response_model=RunPublic, responses=responses(409))
@@ -84,9 +90,9 @@ async def trigger_job(job_id: str, user: Writer, jobs: JobServiceDep) -> RunPubl
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobPublic)
-async def cancel_job(job_id: str, user: Writer, jobs: JobServiceDep) -> JobPublic:
+async def cancel_job(job_id: str, user: Writer, jobs: JobServiceDep, response: Response) -> JobPublic:
     """No further runs; runs in flight are cancelled."""
-    return await jobs.cancel(user, job_id)
+    return tagged(response, await jobs.cancel(user, job_id))
 
 
 @router.post("/schedules/preview", response_model=Preview)

@@ -4,7 +4,9 @@ The tables are the SQL mirror that users query (Temporal stays the source of tru
 their JSON columns read back as the typed definitions. Import from here, not from the private modules.
 """
 
+from core.models._audit import Actor, AuditAction, AuditEntry, AuditEntryPublic
 from core.models._common import (
+    CursorPage,
     EnumText,
     Page,
     TemporalLinks,
@@ -70,11 +72,16 @@ from core.models._users import (
 __all__ = [
     "ACTIVE_RUNS",
     "FINISHED",
+    "Actor",
     "Attempt",
     "AttemptBase",
     "AttemptPublic",
     "AttemptStatus",
+    "AuditAction",
+    "AuditEntry",
+    "AuditEntryPublic",
     "Credentials",
+    "CursorPage",
     "DeadLetter",
     "DeadLetterBase",
     "DeadLetterPublic",

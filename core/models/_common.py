@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, TypeAdapter
+from pydantic import Field as Spec
 from sqlalchemy import JSON, DateTime, String, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
@@ -104,8 +105,8 @@ def json_of(annotation: Any, **field: Any) -> Any:
     return Field(sa_type=TypedJSON(annotation), nullable=True, **field)
 
 
-def enum_of(enum: type[StrEnum], **field: Any) -> Any:
-    return Field(sa_type=EnumText(enum), **field)
+def enum_of(enum: type[StrEnum], length: int = 16, **field: Any) -> Any:
+    return Field(sa_type=EnumText(enum, length), **field)
 
 
 class Page(BaseModel, Generic[T]):
@@ -117,6 +118,13 @@ class Page(BaseModel, Generic[T]):
     def with_items(self, items: list[U]) -> Page[U]:
         """The same page, its rows shown as answers show them."""
         return Page(items=items, total=self.total, page=self.page, limit=self.limit)
+
+
+class CursorPage(BaseModel, Generic[T]):
+    """One page of a newest-first keyset listing (`core.db.keyset`)."""
+
+    items: list[T]
+    next_cursor: str | None = Spec(description="Pass as `cursor` for the next page; null on the last page")
 
 
 class TemporalLinks(BaseModel):

@@ -111,6 +111,8 @@ class Job(JobBase, table=True):
     paused: bool = False
     pause_note: str | None = None
     last_run_id: str | None = None
+    # +1 on each change the API makes to the definition or state (core/jobs.py); the answers' ETag.
+    version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
     created_at: datetime = created()
     updated_at: datetime = created()
     deleted_at: datetime | None = when()
@@ -158,6 +160,10 @@ class JobPublic(JobBase):
     next_run_at: datetime | None
     next_runs: list[datetime]
     last_run: RunPublic | None
+    version: int = Field(
+        description="1 at creation, +1 on each patch, pause, resume and cancel (not on trigger); "
+        "answers for one job carry it as their ETag, and a PATCH with a stale If-Match is a 412"
+    )
     created_at: datetime
     updated_at: datetime
     temporal: TemporalLinks
