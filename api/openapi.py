@@ -45,12 +45,14 @@ class Problem(BaseModel):
 ERROR_DESCRIPTIONS = {
     400: "Malformed request: the body is not JSON, or nests too deep to parse",
     401: "No valid bearer token",
-    403: "The token lacks a scope this operation needs",
+    403: "The token lacks a scope this operation needs, or (a new job) the account's job quota is used up",
     404: "Not found, or not yours",
     409: "The request conflicts with the current state",
+    412: "If-Match names a version the job no longer has: fetch it again",
     413: "The body is over CHRONOS_MAX_BODY_BYTES",
     422: "Invalid input: `errors` names each field at fault",
-    429: "Too many credential requests from this address; retry after `Retry-After` seconds",
+    429: "Too many requests (credential attempts from this address, or the account's job writes or runs "
+    "per minute); retry after `Retry-After` seconds",
     503: "A dependency (the database or Temporal) is unreachable; try again shortly",
 }
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}

@@ -28,7 +28,10 @@ async def list_dead_letters(
 
 
 @router.post(
-    "/dead-letters/{letter_id}/replay", status_code=202, response_model=RunPublic, responses=responses(409)
+    "/dead-letters/{letter_id}/replay",
+    status_code=202,
+    response_model=RunPublic,
+    responses=responses(409, 429),
 )
 async def replay_dead_letter(letter_id: str, user: Writer, letters: DeadLetterServiceDep) -> RunPublic:
     """Start a new run of the job (trigger `replay`) and settle the dead letter."""

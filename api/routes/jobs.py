@@ -25,7 +25,7 @@ from core.models import (
 router = APIRouter(tags=["jobs"])
 
 
-@router.post("/jobs", status_code=201, response_model=JobPublic, responses=responses(409))
+@router.post("/jobs", status_code=201, response_model=JobPublic, responses=responses(409, 429))
 async def create_job(
     body: JobCreate,
     user: Writer,
@@ -55,7 +55,7 @@ async def get_job(job_id: str, user: Reader, jobs: JobServiceDep, response: Resp
     return tagged(response, await jobs.get(user, job_id))
 
 
-@router.patch("/jobs/{job_id}", response_model=JobPublic, responses=responses(409))
+@router.patch("/jobs/{job_id}", response_model=JobPublic, responses=responses(409, 412, 429))
 async def update_job(
     job_id: str, body: JobUpdate, user: Writer, jobs: JobServiceDep, response: Response, expected: IfMatch
 ) -> JobPublic:
@@ -64,12 +64,12 @@ async def update_job(
     return tagged(response, await jobs.update(user, job_id, body, expected))
 
 
-@router.delete("/jobs/{job_id}", status_code=204, response_class=Response)
+@router.delete("/jobs/{job_id}", status_code=204, response_class=Response, responses=responses(429))
 async def delete_job(job_id: str, user: Writer, jobs: JobServiceDep) -> None:
     await jobs.delete(user, job_id)
 
 
-@router.post("/jobs/{job_id}/pause", response_model=JobPublic, responses=responses(409))
+@router.post("/jobs/{job_id}/pause", response_model=JobPublic, responses=responses(409, 429))
 async def pause_job(
     job_id: str, user: Writer, jobs: JobServiceDep, response: Response, body: PauseRequest | None = None
 ) -> JobPublic:
@@ -77,19 +77,21 @@ async def pause_job(
     return tagged(response, await jobs.pause(user, job_id, body.note if body else None))
 
 
-@router.post("/jobs/{job_id}/resume", response_model=JobPublic, responses=responses(409))
+@router.post("/jobs/{job_id}/resume", response_model=JobPublic, responses=responses(409, 429))
 async def resume_job(job_id: str, user: Writer, jobs: JobServiceDep, response: Response) -> JobPublic:
     """Paused runs continue; fires missed while paused are not made up."""
     return tagged(response, await jobs.resume(user, job_id))
 
 
-@router.post("/jobs/{job_id}/trigger", status_code=202, response_model=RunPublic, responses=responses(409))
+@router.post(
+    "/jobs/{job_id}/trigger", status_code=202, response_model=RunPublic, responses=responses(409, 429)
+)
 async def trigger_job(job_id: str, user: Writer, jobs: JobServiceDep) -> RunPublic:
     """Run now, whatever the schedule says, also while paused."""
     return await jobs.trigger(user, job_id)
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobPublic)
+@router.post("/jobs/{job_id}/cancel", response_model=JobPublic, responses=responses(429))
 async def cancel_job(job_id: str, user: Writer, jobs: JobServiceDep, response: Response) -> JobPublic:
     """No further runs; runs in flight are cancelled."""
     return tagged(response, await jobs.cancel(user, job_id))
