@@ -23,7 +23,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from core.db import Sessions
-from core.models import Attempt, Run, RunLog, utcnow
+from core.models import Attempt, AttemptStatus, Run, RunLog, utcnow
 from core.payloads import job_of_workflow
 
 logger = logging.getLogger("chronos.attempts")
@@ -39,9 +39,9 @@ LOSE_EARLIER_ATTEMPTS = (
     .where(
         ATTEMPT.c.run_id == bindparam("run"),
         ATTEMPT.c.number < bindparam("below"),
-        ATTEMPT.c.status == "running",
+        ATTEMPT.c.status == AttemptStatus.RUNNING,
     )
-    .values(status="unknown", error="no result: the worker was lost or the attempt timed out")
+    .values(status=AttemptStatus.UNKNOWN, error="no result: the worker was lost or the attempt timed out")
 )
 # A run in flight counts its attempts as they start (its end writes the final count).
 COUNT_ATTEMPT = (
@@ -131,7 +131,7 @@ class RunRecorder:
         opened = self.insert(ATTEMPT).values(
             run_id=bindparam("run_id"),
             number=bindparam("number"),
-            status="running",
+            status=AttemptStatus.RUNNING,
             started_at=bindparam("started_at"),
         )
         self._open_attempt = opened.on_conflict_do_update(
@@ -276,7 +276,7 @@ class ActionAttempt:
             self.recorder.attempt_finished(
                 self.run_id,
                 self.number,
-                status="failed" if error else "succeeded",
+                status=AttemptStatus.FAILED if error else AttemptStatus.SUCCEEDED,
                 duration_ms=self.duration_ms,
                 lines=self.lines,
                 http_status=self.http_status,

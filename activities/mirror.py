@@ -12,8 +12,8 @@ from temporalio import activity
 from activities.attempts import ATTEMPT, LOG, dialect_insert
 from core.cron import is_repeated_fire, parse_cron
 from core.db import Sessions
-from core.models import DeadLetter, Job, JobState, Run, new_id, utcnow
-from core.payloads import RunFinished, RunResult, RunStarted, masked_action
+from core.models import AttemptStatus, DeadLetter, Job, JobState, Run, RunStatus, new_id, utcnow
+from core.payloads import RunFinished, RunOutcome, RunResult, RunStarted, masked_action
 from core.schedules import Schedule
 
 RUN: Table = Run.__table__  # type: ignore[attr-defined]
@@ -30,7 +30,7 @@ SET_JOB_STATE = (
 ATTEMPTS_MADE = select(func.count()).select_from(ATTEMPT).where(ATTEMPT.c.run_id == bindparam("run"))
 CLOSE_OPEN_ATTEMPTS = (
     update(ATTEMPT)
-    .where(ATTEMPT.c.run_id == bindparam("run"), ATTEMPT.c.status == "running")
+    .where(ATTEMPT.c.run_id == bindparam("run"), ATTEMPT.c.status == AttemptStatus.RUNNING)
     .values(status=bindparam("status"), error=bindparam("error"), finished_at=bindparam("finished_at"))
 )
 RUN_AND_JOB = (
@@ -78,9 +78,9 @@ def skip_reason(event: RunStarted) -> str | None:
 
 
 def end_line(result: RunResult) -> str:
-    if result.status == "succeeded":
+    if result.status == RunOutcome.SUCCEEDED:
         return f"run succeeded after {result.attempts} attempt(s)"
-    if result.status == "cancelled":
+    if result.status == RunOutcome.CANCELLED:
         return "run cancelled"
     return f"run failed after {result.attempts} attempt(s): {result.error}"
 
@@ -106,7 +106,7 @@ class MirrorActivities:
             id=bindparam("id"),
             job_id=bindparam("job_id"),
             owner_id=bindparam("owner_id"),
-            status="running",
+            status=RunStatus.RUNNING,
             trigger=bindparam("trigger"),
             temporal_run_id=bindparam("temporal_run_id"),
             scheduled_at=bindparam("scheduled_at"),
@@ -118,7 +118,7 @@ class MirrorActivities:
         self._upsert_run = self._upsert_run.on_conflict_do_update(
             index_elements=["id"],
             set_={
-                "status": case((RUN.c.finished_at.is_(None), "running"), else_=RUN.c.status),
+                "status": case((RUN.c.finished_at.is_(None), RunStatus.RUNNING.value), else_=RUN.c.status),
                 "trigger": self._upsert_run.excluded.trigger,
                 "temporal_run_id": self._upsert_run.excluded.temporal_run_id,
                 "scheduled_at": self._upsert_run.excluded.scheduled_at,
@@ -174,9 +174,9 @@ class MirrorActivities:
         result = event.result
         with conn.begin():
             open_status, open_error = (
-                ("cancelled", "run cancelled")
-                if result.status == "cancelled"
-                else ("unknown", "outcome unknown: no result from the worker")
+                (AttemptStatus.CANCELLED, "run cancelled")
+                if result.status == RunOutcome.CANCELLED
+                else (AttemptStatus.UNKNOWN, "outcome unknown: no result from the worker")
             )
             # A write first, so that on SQLite what follows reads under the write lock.
             conn.execute(
@@ -212,7 +212,7 @@ class MirrorActivities:
                     conn.execute(
                         SET_JOB_STATE, {"job": job.id, "state": job.state, "last_run_id": job.last_run_id}
                     )
-            level = {"succeeded": "info", "failed": "error"}.get(result.status, "warning")
+            level = {RunOutcome.SUCCEEDED: "info", RunOutcome.FAILED: "error"}.get(result.status, "warning")
             conn.execute(
                 self._log_line,
                 {
@@ -223,7 +223,7 @@ class MirrorActivities:
                     "message": end_line(result),
                 },
             )
-            if result.status == "failed" and run.deleted_at is None:  # a deleted job's go with it
+            if result.status == RunOutcome.FAILED and run.deleted_at is None:  # a deleted job's go with it
                 request = masked_action(event.action) if event.action is not None else None
                 conn.execute(
                     self._dead_letter,

@@ -24,19 +24,19 @@ from activities.mirror import MirrorActivities
 from core.config import Settings
 from core.db import Sessions
 from core.job_schedules import create_schedule
-from core.models import ACTIVE_RUNS, Job, Run, utcnow
-from core.payloads import RunFinished, RunResult, RunsPage, RunsPass, Shard, schedule_id
+from core.models import ACTIVE_RUNS, Job, JobState, Run, utcnow
+from core.payloads import RunFinished, RunOutcome, RunResult, RunsPage, RunsPass, Shard, schedule_id
 from core.schedules import OnceSchedule
 
 FixKind = Literal["schedule_recreated", "orphan_schedule_deleted", "run_closed", "job_completed"]
 # Prometheus name of the fixes counter, served with the SDK's metrics on the worker's metrics port.
 FIXES_METRIC = "chronos_reconcile_fixes_total"
 RUNS_PER_PAGE = 200
-ENDED: dict[WorkflowExecutionStatus, Literal["failed", "cancelled"]] = {
-    WorkflowExecutionStatus.FAILED: "failed",
-    WorkflowExecutionStatus.TERMINATED: "failed",
-    WorkflowExecutionStatus.TIMED_OUT: "failed",
-    WorkflowExecutionStatus.CANCELED: "cancelled",
+ENDED: dict[WorkflowExecutionStatus, RunOutcome] = {
+    WorkflowExecutionStatus.FAILED: RunOutcome.FAILED,
+    WorkflowExecutionStatus.TERMINATED: RunOutcome.FAILED,
+    WorkflowExecutionStatus.TIMED_OUT: RunOutcome.FAILED,
+    WorkflowExecutionStatus.CANCELED: RunOutcome.CANCELLED,
 }
 
 
@@ -51,7 +51,7 @@ def needs_schedule(job: Job, now: datetime) -> bool:
 
 def recurring_ended(job: Job, now: datetime) -> bool:
     """A recurring job waiting for a fire that its end_at rules out: Job.run_ended's rule, with no run."""
-    if job.state != "scheduled":
+    if job.state != JobState.SCHEDULED:
         return False
     timed = job.timed
     return not isinstance(timed, OnceSchedule) and timed.end_at is not None and timed.end_at <= now
@@ -74,7 +74,7 @@ class ReconcileActivities:
         now = utcnow()
         async with self.sessions() as session:
             query = select(Job).where(
-                col(Job.deleted_at).is_(None), col(Job.state) != "cancelled", col(Job.id) >= shard.low
+                col(Job.deleted_at).is_(None), col(Job.state) != JobState.CANCELLED, col(Job.id) >= shard.low
             )
             if shard.high is not None:
                 query = query.where(col(Job.id) < shard.high)
@@ -85,8 +85,8 @@ class ReconcileActivities:
                 # Only if still waiting: a pause or an edit since the read wins.
                 done = await session.exec(
                     update(Job)
-                    .where(col(Job.id) == job.id, col(Job.state) == "scheduled")
-                    .values(state="completed", updated_at=now)
+                    .where(col(Job.id) == job.id, col(Job.state) == JobState.SCHEDULED)
+                    .values(state=JobState.COMPLETED, updated_at=now)
                 )
                 if done.rowcount:
                     _fixed(fixes, "job_completed", f"job {job.id} is past its end_at: completed")
@@ -165,19 +165,19 @@ async def _ended(client: Client, run_id: str, lost: bool) -> tuple[datetime, Run
             raise
         if not lost:
             return None
-        return utcnow(), _closed("failed", "not found")
+        return utcnow(), _closed(RunOutcome.FAILED, "not found")
     status, finished_at = described.status, described.close_time or utcnow()
     if status == WorkflowExecutionStatus.COMPLETED:
         try:
             return finished_at, await handle.result(follow_runs=False)
         except RPCError:  # the history is gone (retention): the run did complete
-            return finished_at, RunResult(status="succeeded", attempts=0)
+            return finished_at, RunResult(status=RunOutcome.SUCCEEDED, attempts=0)
     if status is None or status not in ENDED:
         return None
     return finished_at, _closed(ENDED[status], status.name.lower())
 
 
-def _closed(status: Literal["failed", "cancelled"], how: str) -> RunResult:
+def _closed(status: RunOutcome, how: str) -> RunResult:
     # attempts=0: the mirror keeps the count of the attempts it recorded.
     return RunResult(status=status, attempts=0, error=f"closed by reconciliation: workflow {how}")
 

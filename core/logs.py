@@ -73,8 +73,10 @@ def configure_logging(fmt: LogFormat = "text", level: int = logging.INFO) -> Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).handlers.clear()
-        logging.getLogger(name).propagate = True
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # whatever uvicorn's own config set
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate, uvicorn_logger.disabled = True, False
+        uvicorn_logger.setLevel(logging.NOTSET)
     # httpx logs every request at INFO: the worker's calls are in the run logs already.
     logging.getLogger("httpx").setLevel(logging.WARNING)

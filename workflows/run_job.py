@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         RunFinished,
         RunInput,
         RunNotice,
+        RunOutcome,
         RunResult,
         RunStarted,
         WebhookNotice,
@@ -89,7 +90,7 @@ class JobRunWorkflow:
             skip = await _mirror(MirrorActivities.run_started, started)
             recorded = True
             if skip:  # a fall-back repeat of a fixed time: recorded, not run (no attempt, no notice)
-                result = RunResult(status="cancelled", attempts=0, error=skip)
+                result = RunResult(status=RunOutcome.CANCELLED, attempts=0, error=skip)
                 await self._finish(spec, result)
                 return result
             result = await self._perform(spec, info.workflow_id)
@@ -99,7 +100,7 @@ class JobRunWorkflow:
                 self._attempts.cancel()
             if not recorded:  # cancelled while the start was written: write it (again, idempotently)
                 await _mirror(MirrorActivities.run_started, started)
-            await self._finish(spec, RunResult(status="cancelled", attempts=0, error="cancelled"))
+            await self._finish(spec, RunResult(status=RunOutcome.CANCELLED, attempts=0, error="cancelled"))
             raise
         await self._finish(spec, result)
         await self._notify(spec, result)
@@ -127,9 +128,9 @@ class JobRunWorkflow:
                 raise
             if isinstance(outcome, HttpOutcome):
                 return RunResult(
-                    status="succeeded", attempts=outcome.attempt, http_status=outcome.status_code
+                    status=RunOutcome.SUCCEEDED, attempts=outcome.attempt, http_status=outcome.status_code
                 )
-            return RunResult(status="succeeded", attempts=outcome.attempt)
+            return RunResult(status=RunOutcome.SUCCEEDED, attempts=outcome.attempt)
 
     def _start_attempts(self, spec: RunInput, run_id: str, made: int) -> workflow.ActivityHandle[Any]:
         retry = spec.retry.to_temporal(spec.guarantee, attempts_made=made)
@@ -161,10 +162,10 @@ class JobRunWorkflow:
 
     async def _notify(self, spec: RunInput, result: RunResult) -> None:
         """Emails and webhook go out side by side; one that gives up is logged, the run keeps its end."""
-        if result.status == "cancelled":
+        if result.status == RunOutcome.CANCELLED:
             return
         notice = RunNotice(
-            event="run.succeeded" if result.status == "succeeded" else "run.failed",
+            event="run.succeeded" if result.status == RunOutcome.SUCCEEDED else "run.failed",
             job_id=spec.job_id,
             job_name=spec.job_name,
             run_id=workflow.info().workflow_id,
@@ -176,7 +177,7 @@ class JobRunWorkflow:
             finished_at=workflow.now(),
         )
         sends = []
-        to = spec.notify.on_success if result.status == "succeeded" else spec.notify.on_failure
+        to = spec.notify.on_success if result.status == RunOutcome.SUCCEEDED else spec.notify.on_failure
         if to:
             sends.append(_send(NotifyActivities.email, EmailNotice(notice=notice, to=list(to))))
         if spec.notify.webhook_url is not None:
@@ -250,7 +251,7 @@ def _failure(exc: ActivityError, limit: int) -> RunResult:
     if not details:
         error = f"outcome unknown: {error}"
     return RunResult(
-        status="failed",
+        status=RunOutcome.FAILED,
         attempts=int(details.get("attempt", limit)),
         http_status=details.get("http_status"),
         error=error,
