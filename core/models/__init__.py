@@ -7,9 +7,11 @@ their JSON columns read back as the typed definitions. Import from here, not fro
 from core.models._common import (
     EnumText,
     Page,
+    SealedJSON,
     TemporalLinks,
     TypedJSON,
     UTCDateTime,
+    attach_keyring,
     new_id,
     utcnow,
 )
@@ -99,6 +101,7 @@ __all__ = [
     "RunPublic",
     "RunStatus",
     "RunWindow",
+    "SealedJSON",
     "Stats",
     "TemporalLinks",
     "Timed",
@@ -109,6 +112,7 @@ __all__ = [
     "User",
     "UserBase",
     "UserPublic",
+    "attach_keyring",
     "new_id",
     "utcnow",
 ]
