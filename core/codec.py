@@ -38,13 +38,13 @@ ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 JOB_ID = "chronos-job-id"
 NONCE_BYTES = 12
+KEY_BYTES = 32
+# Key ids end up in every payload's metadata and in the setting's `id:key,…` syntax.
+_KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # A sealed text: `sealed:v1:<key id>:<urlsafe base64 of nonce + ciphertext>`.
 SEALED = "sealed:v1:"
 # Associated data of sealed texts: a sealed text never decrypts as a payload, nor a payload as a text.
 _TEXT_AAD = b"chronos-sealed-text"
-KEY_BYTES = 32
-# Key ids end up in every payload's metadata and in the setting's `id:key,…` syntax.
-_KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 @dataclass(frozen=True)

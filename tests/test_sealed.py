@@ -7,9 +7,12 @@ PostgreSQL; answers and runs see the real definition as before.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import os
 import secrets
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -122,8 +125,30 @@ async def test_secrets_are_sealed_in_the_mirror(
     assert (headers["Authorization"], headers["X-Api-Key"]) == (f"Bearer {token}", api_key)
 
 
-async def test_a_row_written_before_sealing_still_loads_and_runs(
-    api: ApiClient, db_engine: AsyncEngine, target: HttpTarget
+async def reseal(engine: AsyncEngine, data_dir: Path) -> str:
+    """`chronos reseal` on the session's database and keys, as an operator runs it; its output."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CHRONOS_")}
+    env |= {
+        "CHRONOS_DATA_DIR": str(data_dir),
+        "CHRONOS_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "CHRONOS_ENCRYPTION_KEYS": ENCRYPTION_KEYS,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cli",
+        "reseal",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_a_row_written_before_sealing_still_loads_and_runs_and_reseal_seals_it(
+    api: ApiClient, db_engine: AsyncEngine, target: HttpTarget, tmp_path: Path
 ) -> None:
     alice = await api.authed_user()
     route = path()
@@ -138,6 +163,12 @@ async def test_a_row_written_before_sealing_still_loads_and_runs(
     answer = expect(await alice.get(f"/jobs/{job['id']}"), 200)
     assert answer["action"] == masked_action(HttpAction.model_validate(action))
     headers = await triggered(alice, target, job["id"], route, 1)
+    assert headers["Authorization"] == f"Bearer {token}"
+
+    assert "with key 'test'" in await reseal(db_engine, tmp_path)
+    row = await raw_row(db_engine, job["id"])
+    assert token not in row and f"{SEALED}test:" in row
+    headers = await triggered(alice, target, job["id"], route, 2)
     assert headers["Authorization"] == f"Bearer {token}"
 
 
