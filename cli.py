@@ -1,4 +1,4 @@
-"""The `chronos` command: `dev` (everything on one machine), `worker`, `api` and `users create`."""
+"""The `chronos` command: `dev` (everything on one machine), `worker`, `api`, `users create` and `reseal`."""
 
 from __future__ import annotations
 
@@ -20,11 +20,13 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from core.auth import create_user
+from core.codec import keyring
 from core.config import Settings
 from core.db import create_schema, make_engine, make_sessions
 from core.errors import Conflict
 from core.logs import configure_logging
 from core.models import User
+from core.reseal import Resealed, reseal_jobs
 from core.temporal import SEARCH_ATTRIBUTES, temporal_binary
 
 # How long each child may take to stop after SIGTERM: the worker drains its attempts in progress (10 s).
@@ -310,6 +312,27 @@ async def _create_user(settings: Settings, email: str, password: str, admin: boo
         await engine.dispose()
 
 
+def reseal(args: argparse.Namespace) -> int:
+    """`chronos reseal`: after a key rotation or an upgrade from before sealing, every job row sealed with
+    the newest key, so older keys can be retired."""
+    settings = Settings(data_dir=Path(args.data_dir)) if args.data_dir else Settings()
+    done = asyncio.run(_reseal(settings))
+    print(f"sealed {done.rows} job rows with key {keyring(settings).newest!r}")
+    if done.changed:
+        print(f"{done.changed} rows changed while it ran and were left alone: run it again", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _reseal(settings: Settings) -> Resealed:
+    engine = make_engine(settings)
+    try:
+        await create_schema(engine)
+        return await reseal_jobs(engine)
+    finally:
+        await engine.dispose()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chronos", description=__doc__)
     parser.add_argument(
@@ -351,6 +374,13 @@ def main(argv: list[str] | None = None) -> int:
         "--data-dir", default=None, help="the data dir of the server (default: CHRONOS_DATA_DIR or .chronos)"
     )
     p_create.set_defaults(func=users_create)
+    p_reseal = commands.add_parser(
+        "reseal", help="seal the secrets of every job row again with the newest encryption key"
+    )
+    p_reseal.add_argument(
+        "--data-dir", default=None, help="the data dir of the server (default: CHRONOS_DATA_DIR or .chronos)"
+    )
+    p_reseal.set_defaults(func=reseal)
     args = parser.parse_args(argv)
     if args.log_format:  # children of `chronos dev` inherit it
         os.environ["CHRONOS_LOG_FORMAT"] = args.log_format

@@ -24,7 +24,9 @@ from typing import Any
 from sqlalchemy import create_engine
 
 from bench.stack import Stack, at_fixed_rate, machine, percentile, postgres_reachable, stack, table, verdict
-from core.models import Job, JobCreate, Run
+from core.codec import keyring
+from core.config import Settings
+from core.models import Job, JobCreate, Run, attach_keyring
 
 HOT_RUNS = 10_000
 LIVE_JOBS = 20
@@ -91,6 +93,8 @@ def seed(s: Stack, owner_id: str, url: str, jobs: int, runs: int) -> list[str]:
                 }
             )
     engine = create_engine(s.mirror_url)
+    # The API's key ring (the one generated into the work dir), so the seeded rows read as its own.
+    attach_keyring(engine.dialect, keyring(Settings(data_dir=s.workdir)))
     with engine.begin() as conn:
         for start in range(0, len(job_rows), 5000):
             conn.execute(Job.metadata.tables["job"].insert(), job_rows[start : start + 5000])

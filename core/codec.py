@@ -1,6 +1,7 @@
 """Payload encryption: every payload Chronos hands Temporal (workflow and activity inputs and results,
 signals, queries, schedule actions, memos) is AES-256-GCM ciphertext, so the Temporal server, its database
-and anyone with its Web UI never read an action's secrets in clear.
+and anyone with its Web UI never read an action's secrets in clear. The same keys seal the secrets the SQL
+mirror stores (`Keyring.seal_text`, used by the mirror's `SealedJSON` columns).
 
 A payload's plaintext metadata names the key (`encryption-key-id`) and, when the SDK's serialization
 context names a job's workflow, the job (`chronos-job-id`): the codec endpoint decides from it whose eyes
@@ -40,6 +41,10 @@ NONCE_BYTES = 12
 KEY_BYTES = 32
 # Key ids end up in every payload's metadata and in the setting's `id:key,…` syntax.
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# A sealed text: `sealed:v1:<key id>:<urlsafe base64 of nonce + ciphertext>`.
+SEALED = "sealed:v1:"
+# Associated data of sealed texts: a sealed text never decrypts as a payload, nor a payload as a text.
+_TEXT_AAD = b"chronos-sealed-text"
 
 
 @dataclass(frozen=True)
@@ -60,11 +65,7 @@ class Keyring:
     def decrypt(self, payload: Payload) -> Payload:
         """The original payload; ValueError for an unknown key or a payload that does not authenticate."""
         key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace")
-        cipher = self.ciphers.get(key_id)
-        if cipher is None:
-            raise ValueError(
-                f"payload encrypted with key {key_id!r}, which CHRONOS_ENCRYPTION_KEYS does not hold"
-            )
+        cipher = self._cipher(key_id, "payload")
         job_id = payload.metadata.get(JOB_ID, b"").decode(errors="replace")
         data = payload.data
         try:
@@ -72,6 +73,33 @@ class Keyring:
         except InvalidTag:
             raise ValueError(f"payload does not authenticate under key {key_id!r}") from None
         return Payload.FromString(plain)
+
+    def seal_text(self, text: str) -> str:
+        """The text encrypted with the newest key, as a string a JSON column can hold (`SEALED…`)."""
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self.ciphers[self.newest].encrypt(nonce, text.encode(), _TEXT_AAD)
+        return f"{SEALED}{self.newest}:{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+
+    def open_text(self, text: str) -> str:
+        """The text `seal_text` sealed; a text that is not sealed (written before sealing) as it is.
+        ValueError for an unknown key or a sealed text that does not authenticate."""
+        if not text.startswith(SEALED):
+            return text
+        key_id, _, encoded = text.removeprefix(SEALED).partition(":")
+        cipher = self._cipher(key_id, "sealed text")
+        try:
+            data = base64.urlsafe_b64decode(encoded)
+            return cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], _TEXT_AAD).decode()
+        except (binascii.Error, InvalidTag, UnicodeDecodeError):
+            raise ValueError(f"sealed text does not authenticate under key {key_id!r}") from None
+
+    def _cipher(self, key_id: str, what: str) -> AESGCM:
+        cipher = self.ciphers.get(key_id)
+        if cipher is None:
+            raise ValueError(
+                f"{what} encrypted with key {key_id!r}, which CHRONOS_ENCRYPTION_KEYS does not hold"
+            )
+        return cipher
 
 
 def is_encrypted(payload: Payload) -> bool:

@@ -18,9 +18,10 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
+from core.codec import keyring
 from core.config import Settings
 from core.errors import Invalid
-from core.models import CursorPage, Page
+from core.models import CursorPage, Page, attach_keyring
 
 Sessions = async_sessionmaker[AsyncSession]
 M = TypeVar("M")
@@ -31,6 +32,13 @@ SCHEMA_LOCK = 0x6368726F6E6F73  # "chronos"
 
 
 def make_engine(settings: Settings) -> AsyncEngine:
+    """The engine, carrying the key ring that seals the secrets of its jobs' rows (`SealedJSON`)."""
+    engine = _engine(settings)
+    attach_keyring(engine.dialect, keyring(settings))
+    return engine
+
+
+def _engine(settings: Settings) -> AsyncEngine:
     """SQLite gets WAL and a busy timeout so the API and worker processes can share one file."""
     url = settings.sqlalchemy_url
     if url.startswith("sqlite"):

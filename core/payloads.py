@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -120,7 +121,8 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-# Header values shown in full in answers and dead letters; every other value may be a secret.
+# Header values shown in full in answers and dead letters, and stored in clear; every other value may be a
+# secret.
 PLAIN_HEADERS = frozenset({"accept", "accept-language", "content-type", "user-agent"})
 
 
@@ -128,23 +130,38 @@ def masked_action(action: HttpAction | EmailAction) -> dict[str, Any]:
     """The action as answers and dead letters show it: header values masked but their last 4
     characters (for long ones), so users can tell which key is set without it being readable, and the
     URL's userinfo masked (`masked_url`)."""
-    data = action.model_dump(mode="json")
-    if isinstance(action, HttpAction):
-        data["url"] = masked_url(action.url)
+    return with_secrets(action.model_dump(mode="json"), header=_mask, url=masked_url)
+
+
+def with_secrets(
+    data: dict[str, Any], header: Callable[[str], str], url: Callable[[str], str]
+) -> dict[str, Any]:
+    """An action's or a NotifySpec's JSON with its secrets changed: `header` changes an HTTP action's
+    header values but the plain ones, `url` each URL that may carry userinfo (the action's, the
+    webhook's). The one rule of what is secret: answers mask with it, the mirror seals and opens with it."""
+    data = dict(data)
+    if data.get("type") == "http":
+        headers: dict[str, str] = data.get("headers") or {}
         data["headers"] = {
-            name: value if name.lower() in PLAIN_HEADERS else _mask(value)
-            for name, value in action.headers.items()
+            name: value if name.lower() in PLAIN_HEADERS else header(value) for name, value in headers.items()
         }
+        data["url"] = url(data["url"])
+    if data.get("webhook_url") is not None:
+        data["webhook_url"] = url(data["webhook_url"])
     return data
 
 
+def has_userinfo(url: HttpUrl | str) -> bool:
+    """Whether the URL carries a credential (`user:password@`, or a token as the user name)."""
+    return "@" in urlsplit(str(url)).netloc
+
+
 def masked_url(url: HttpUrl | str) -> str:
-    """The URL as answers and run logs show it: its userinfo (`user:password@`, or a token as the user
-    name) is a credential, so all of it becomes `****`."""
+    """The URL as answers and run logs show it: its userinfo is a credential, so all of it becomes `****`."""
     text = str(url)
-    parts = urlsplit(text)
-    if "@" not in parts.netloc:
+    if not has_userinfo(text):
         return text
+    parts = urlsplit(text)
     return urlunsplit(parts._replace(netloc="****@" + parts.netloc.rpartition("@")[2]))
 
 

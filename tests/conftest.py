@@ -19,7 +19,7 @@ from api.main import create_app
 from core.config import Settings
 from core.db import Sessions, create_schema, make_engine, make_sessions
 from core.temporal import SEARCH_ATTRIBUTES, TemporalGateway, temporal_binary
-from tests.api_client import ApiClient, app_settings, serve, session_converter
+from tests.api_client import ENCRYPTION_KEYS, ApiClient, app_settings, serve, session_converter
 from tests.http_target import HttpTarget, start_target
 from worker import build_worker
 
@@ -95,16 +95,17 @@ def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
 async def db_engine(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[AsyncEngine]:
-    """The mirror on SQLite always, and on PostgreSQL (a fresh database per session) when it is reachable."""
+    """The mirror on SQLite always, and on PostgreSQL (a fresh database per session) when it is reachable,
+    sealing with the session's keys as the apps and workers on it do (`app_settings`)."""
     if request.param == "sqlite":
-        settings = Settings(data_dir=tmp_path_factory.mktemp("mirror"))
+        settings = Settings(data_dir=tmp_path_factory.mktemp("mirror"), encryption_keys=ENCRYPTION_KEYS)
         engine = make_engine(settings)
         await create_schema(engine)
         yield engine
         await engine.dispose()
         return
     with throwaway_database("test") as url:
-        engine = make_engine(Settings(database_url=url))
+        engine = make_engine(Settings(database_url=url, encryption_keys=ENCRYPTION_KEYS))
         await create_schema(engine)
         yield engine
         await engine.dispose()

@@ -282,7 +282,7 @@ def _worker_process(settings: Settings, client: Client, queue: str) -> subproces
 async def test_killed_worker_mid_request(temporal_client, target, tmp_path):
     """SIGKILL while both requests hang: at_least_once retries on another worker with the same
     Idempotency-Key; at_most_once never sends again and fails with "outcome unknown"."""
-    settings = Settings(data_dir=tmp_path, allow_private_targets=True)
+    settings = Settings(data_dir=tmp_path, allow_private_targets=True, encryption_keys=ENCRYPTION_KEYS)
     engine = make_engine(settings)
     await create_schema(engine)
     sessions = make_sessions(engine)

@@ -32,7 +32,7 @@ def fresh_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
         yield Settings(data_dir=tmp_path)
         return
     with throwaway_database("migrate") as url:
-        yield Settings(database_url=url)
+        yield Settings(data_dir=tmp_path, database_url=url)
 
 
 @pytest.fixture

@@ -9,9 +9,11 @@ from core.models._common import (
     CursorPage,
     EnumText,
     Page,
+    SealedJSON,
     TemporalLinks,
     TypedJSON,
     UTCDateTime,
+    attach_keyring,
     new_id,
     utcnow,
 )
@@ -117,6 +119,7 @@ __all__ = [
     "RunPublic",
     "RunStatus",
     "RunWindow",
+    "SealedJSON",
     "Stats",
     "TemporalLinks",
     "Timed",
@@ -130,6 +133,7 @@ __all__ = [
     "UserLimits",
     "UserPatch",
     "UserPublic",
+    "attach_keyring",
     "new_id",
     "utcnow",
 ]

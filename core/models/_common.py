@@ -1,4 +1,5 @@
-"""What every model family shares: ids, UTC times, typed JSON and enum columns, pages and Temporal links."""
+"""What every model family shares: ids, UTC times, typed (and sealed) JSON and enum columns, pages and
+Temporal links."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from pydantic import Field as Spec
 from sqlalchemy import JSON, DateTime, String, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
+
+from core.codec import Keyring
+from core.payloads import has_userinfo, with_secrets
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -75,6 +79,52 @@ class TypedJSON(TypeDecorator[Any]):
         return None if value is None else self._adapter.validate_python(value)
 
 
+class SealedJSON(TypedJSON):
+    """A TypedJSON column of actions or notify specs whose secrets (`with_secrets`) the database holds
+    sealed (`Keyring.seal_text`; a URL with userinfo is sealed whole) with the key ring its engine carries.
+
+    Reads open them before validating; a value that is not sealed (a row written before sealing) reads
+    as it is."""
+
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        data = super().process_bind_param(value, dialect)
+        if data is None:
+            return None
+        keys = keyring_of(dialect)
+        return with_secrets(
+            data,
+            header=keys.seal_text,
+            url=lambda url: keys.seal_text(url) if has_userinfo(url) else url,
+        )
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        keys = keyring_of(dialect)
+        return super().process_result_value(with_secrets(value, keys.open_text, keys.open_text), dialect)
+
+
+# The attribute of an engine's dialect that holds its key ring: the dialect is what SQLAlchemy hands the
+# column types, so sealed columns find the keys of the engine that runs the statement.
+_KEYRING = "chronos_keyring"
+
+
+def attach_keyring(dialect: Dialect, keys: Keyring) -> None:
+    setattr(dialect, _KEYRING, keys)
+
+
+def keyring_of(dialect: Dialect) -> Keyring:
+    keys: Keyring | None = getattr(dialect, _KEYRING, None)
+    if keys is None:
+        raise RuntimeError(
+            "this engine has no key ring for the mirror's sealed columns: make it with core.db.make_engine "
+            "(or give it one with core.models.attach_keyring)"
+        )
+    return keys
+
+
 class EnumText(TypeDecorator[E]):
     """A StrEnum stored as its value in a VARCHAR (no database enum type, so values can be added freely)."""
 
@@ -103,6 +153,11 @@ def created() -> Any:
 def json_of(annotation: Any, **field: Any) -> Any:
     """A field stored in a nullable JSON column as the given pydantic type (nullable as the schema has it)."""
     return Field(sa_type=TypedJSON(annotation), nullable=True, **field)
+
+
+def sealed_json_of(annotation: Any, **field: Any) -> Any:
+    """`json_of`, its secrets sealed in the database (`SealedJSON`)."""
+    return Field(sa_type=SealedJSON(annotation), nullable=True, **field)
 
 
 def enum_of(enum: type[StrEnum], length: int = 16, **field: Any) -> Any:

@@ -11,7 +11,7 @@ from sqlalchemy import Index
 from sqlmodel import AutoString, Field, SQLModel
 from sqlmodel.main import SQLModelConfig
 
-from core.models._common import TemporalLinks, created, enum_of, json_of, new_id, when
+from core.models._common import TemporalLinks, created, enum_of, json_of, new_id, sealed_json_of, when
 from core.models._runs import RunPublic
 from core.payloads import (
     Action,
@@ -59,11 +59,11 @@ class JobBase(SQLModel):
     name: str = Field(min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=4000, sa_type=AutoString)
     schedule: Schedule = json_of(Schedule, discriminator="type")
-    action: Action = json_of(Action, discriminator="type")
+    action: Action = sealed_json_of(Action, discriminator="type")
     retry_policy: RetrySpec = json_of(RetrySpec, default=RetrySpec())
     execution_guarantee: Guarantee = enum_of(Guarantee, default=Guarantee.AT_LEAST_ONCE)
     overlap_policy: OverlapPolicy = enum_of(OverlapPolicy, default=OverlapPolicy.SKIP)
-    notify: NotifySpec = json_of(NotifySpec, default=NotifySpec())
+    notify: NotifySpec = sealed_json_of(NotifySpec, default=NotifySpec())
 
 
 class JobCreate(JobBase):
