@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     )
     jwt_issuer: str = "chronos"
     jwt_audience: str = "chronos-api"
+    password_hash_time_cost: int = Field(default=3, ge=1, le=20, description="argon2id passes")
+    password_hash_memory_kib: int = Field(
+        default=65536, ge=64, le=4 * 1024 * 1024, description="argon2id memory per hash, in KiB"
+    )
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
     smtp_url: str | None = None

