@@ -249,32 +249,33 @@ class JobService:
         """The one pause: the row says so, the schedule pauses, runs in flight get the pause signal; a new
         version and an audit entry in the same commit."""
         self._refuse_cancelled(job)
-        before = audit.snapshot(job)
         if note is None and job.paused:  # pausing again without a word keeps the note it has
             note = job.pause_note
-        job.paused, job.pause_note, job.state = True, note, JobState.PAUSED
-        job.updated_at = utcnow()
-        session.add(job)
-        await self.temporal.call(lambda c: set_paused(c, job, note))
-        await self._next_version(session, job)
-        self._audit(session, actor, AuditAction.JOB_PAUSE, job, before)
-        await session.commit()
+        await self._set_paused(session, job, actor, note, JobState.PAUSED)
 
     async def resume(self, user: Principal, job_id: str) -> JobPublic:
         await self.limits.spend(user.id, Limit.JOB_WRITES)
         async with self.sessions() as session:
             job = await self._owned(session, user, job_id)
             self._refuse_cancelled(job)
-            before = audit.snapshot(job)
-            state = await self._resumed_state(session, job)
-            job.paused, job.pause_note, job.state = False, None, state
-            job.updated_at = utcnow()
-            session.add(job)
-            await self.temporal.call(lambda c: set_paused(c, job, None))
-            await self._next_version(session, job)
-            self._audit(session, user, AuditAction.JOB_RESUME, job, before)
-            await session.commit()
+            await self._set_paused(session, job, user, None, await self._resumed_state(session, job))
             return await self._public(session, job)
+
+    async def _set_paused(
+        self, session: AsyncSession, job: Job, actor: Principal, note: str | None, state: JobState
+    ) -> None:
+        """Pause (`state` paused, with its note) or resume (`state` what the job waits for now): the row,
+        the schedule and the signals to runs in flight, then a new version and an audit entry in one commit."""
+        before = audit.snapshot(job)
+        paused = state == JobState.PAUSED
+        job.paused, job.pause_note, job.state = paused, note, state
+        job.updated_at = utcnow()
+        session.add(job)
+        await self.temporal.call(lambda c: set_paused(c, job, note))
+        await self._next_version(session, job)
+        action = AuditAction.JOB_PAUSE if paused else AuditAction.JOB_RESUME
+        self._audit(session, actor, action, job, before)
+        await session.commit()
 
     async def trigger(self, user: Principal, job_id: str, trigger: Trigger = Trigger.MANUAL) -> RunPublic:
         """A run now, whatever the schedule says (`manual`), or of a dead letter's job (`replay`). Not a
