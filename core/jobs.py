@@ -265,7 +265,7 @@ class JobService:
         self, session: AsyncSession, job: Job, actor: Principal, note: str | None, state: JobState
     ) -> None:
         """Pause (`state` paused, with its note) or resume (`state` what the job waits for now): the row,
-        the schedule and the signals to runs in flight, then a new version and an audit entry in one commit."""
+        the schedule and the signals to runs in flight, then a new version and an audit entry, one commit."""
         before = audit.snapshot(job)
         paused = state == JobState.PAUSED
         job.paused, job.pause_note, job.state = paused, note, state
