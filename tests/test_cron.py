@@ -602,7 +602,7 @@ def test_numbered_days_agree_with_croniter_in_both_dialects(
     quartz, spring, theirs = days
     want = croniter_finds(f"{clock} ? {month} {theirs}".replace("?", "*"), start, 6)
     for dialect, ours in (("quartz", quartz), ("spring", spring)):
-        parsed = parse_cron(f"{clock} ? {month} {ours}", dialect)  # type: ignore[arg-type]
+        parsed = parse_cron(f"{clock} ? {month} {ours}", dialect)
         assert fire_times(parsed.calendars(), start, 5)[: len(want)] == want, (dialect, ours)
         local = parsed.fire_times("UTC", start.replace(tzinfo=UTC), 5)
         assert [t.replace(tzinfo=None) for t in local][: len(want)] == want, (dialect, ours)

@@ -141,7 +141,7 @@ def test_a_just_passed_sub_second_run_at_is_backfilled_over_its_fire_time() -> N
 
 
 def _once_job(run_at: datetime) -> Job:
-    action = HttpAction(url="http://example.org/x")  # type: ignore[arg-type]
+    action = HttpAction(url="http://example.org/x")
     return Job(name="once", owner_id="u", schedule=OnceSchedule(run_at=run_at), action=action)
 
 
