@@ -76,10 +76,10 @@ class OnceSchedule(BaseModel):
         """When the run fires (UTC): run_at rounded up to the whole second, since Temporal calendars have
         second precision and a one-time job must never run before its run_at. The spec, the listed fire
         times and the backfill of a just-passed run_at all use this."""
-        return whole_second_up(self.run_at).astimezone(UTC)
+        return _whole_second_up(self.run_at).astimezone(UTC)
 
 
-def whole_second_up(at: datetime) -> datetime:
+def _whole_second_up(at: datetime) -> datetime:
     return at if not at.microsecond else at.replace(microsecond=0) + timedelta(seconds=1)
 
 
@@ -102,7 +102,8 @@ class CronSchedule(_Window):
             parse_cron(self.cron, self.dialect)
         except CronError as exc:
             where = "dialect" if exc.field == "dialect" else "cron"
-            error = PydanticCustomError(where, "{reason}", {"reason": str(exc)})
+            reason = exc.reason if where == "dialect" else str(exc)  # names the cron field: "hour: ..."
+            error = PydanticCustomError(where, "{reason}", {"reason": reason})
             details = InitErrorDetails(type=error, loc=(where,), input=getattr(self, where))
             raise ValidationError.from_exception_data(type(self).__name__, [details]) from exc
         return self
@@ -214,7 +215,7 @@ def check_submitted(schedule: Schedule | None, settings: Settings, now: datetime
         return
     now = now or datetime.now(UTC)
     dates: dict[str, datetime | None] = (
-        {"run_at": whole_second_up(schedule.run_at)}
+        {"run_at": _whole_second_up(schedule.run_at)}
         if isinstance(schedule, OnceSchedule)
         else {"start_at": schedule.start_at, "end_at": schedule.end_at}
     )
