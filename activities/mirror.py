@@ -71,7 +71,7 @@ def skip_reason(event: RunStarted) -> str | None:
     rule = event.fixed_cron
     if event.trigger != "schedule" or rule is None:
         return None
-    if not is_repeated_fire(parse_cron(rule.cron), rule.timezone, event.scheduled_at):
+    if not is_repeated_fire(parse_cron(rule.cron, rule.dialect), rule.timezone, event.scheduled_at):
         return None
     local = event.scheduled_at.astimezone(ZoneInfo(rule.timezone))
     return f"skipped: {local:%H:%M:%S} already ran on {local:%Y-%m-%d} (daylight-saving fall-back)"

@@ -45,7 +45,7 @@ def needs_schedule(job: Job, now: datetime) -> bool:
     run_at, a recurring one until its end_at."""
     timed = job.timed
     if isinstance(timed, OnceSchedule):
-        return timed.run_at > now
+        return timed.fire_at > now
     return timed.end_at is None or timed.end_at > now
 
 

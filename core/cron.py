@@ -64,7 +64,7 @@ _MONTH = _Kind("month", 1, 12, {n: i + 1 for i, n in enumerate(_MONTH_NAMES)})
 # The years Temporal accepts and schedules: cron years, and the dates a schedule may name (core/schedules.py).
 FIRST_YEAR, LAST_YEAR = 2000, 2100
 _YEAR = _Kind("year", FIRST_YEAR, LAST_YEAR, cyclic=False)
-# 0 and 7 are Sunday in 5 and 6 fields; 7-field Quartz counts 1 = Sunday .. 7 = Saturday.
+# POSIX and Spring count 0 and 7 = Sunday; Quartz (7 fields, or 6 with its dialect) 1 = Sunday .. 7 = SAT.
 _DOW_SUNDAY0 = _Kind("day_of_week", 0, 7, {n: i for i, n in enumerate(_DAY_NAMES)})
 _DOW_SUNDAY1 = _Kind("day_of_week", 1, 7, {n: i + 1 for i, n in enumerate(_DAY_NAMES)})
 
@@ -648,29 +648,44 @@ def _day_fires(parsed: _Parsed, fixed: bool, tz: str, day: date, later: int, cou
     return [datetime.fromtimestamp(at, UTC) for at in found]
 
 
+# Without a dialect the field count decides; a dialect names the counts it takes (Quartz's year is optional).
+_BY_COUNT: dict[int, Dialect] = {5: "posix", 6: "spring", 7: "quartz"}
+_LAYOUTS: dict[Dialect, tuple[tuple[int, ...], str]] = {
+    "posix": ((5,), "POSIX cron has 5 fields (minute first)"),
+    "spring": ((6,), "Spring cron has 6 fields (seconds first, no year)"),
+    "quartz": ((6, 7), "Quartz cron has 6 or 7 fields (seconds first, year optional)"),
+}
+
+
 @lru_cache(maxsize=4096)
-def parse_cron(expr: str) -> CronExpression:
-    """Parse any accepted dialect (told apart by the field count) or raise CronError naming the field.
-    Cached: an expression is parsed on every validation, schedule build and skip check."""
+def parse_cron(expr: str, dialect: Dialect | None = None) -> CronExpression:
+    """Parse an expression in `dialect`, or in the one its field count implies, or raise CronError naming
+    the field ("dialect" when the dialect does not fit the field count). The dialect decides how day-of-week
+    numbers read: Quartz counts 1 = Sunday, the others 0 or 7 = Sunday. Cached: an expression is parsed on
+    every validation, schedule build and skip check."""
     source = expr.strip()
     if not source:
         raise CronError("expression", "is empty")
     text = source
-    if text.startswith("@"):
+    macro = text.startswith("@")
+    if macro:
         if text.lower() not in _MACROS:
             raise CronError("expression", f"unknown macro {text!r}; use one of {', '.join(_MACROS)}")
-        text = _MACROS[text.lower()]
+        if dialect == "quartz":
+            raise CronError("dialect", "Quartz has no macros like @daily; write its 6 or 7 fields")
+        text = _MACROS[text.lower()]  # POSIX, and Spring knows the same macros
     parts = text.upper().split()
-    if len(parts) == 5:
-        dialect: Dialect = "posix"
-        parts.insert(0, "0")
-    elif len(parts) in (6, 7):
-        dialect = "spring" if len(parts) == 6 else "quartz"
-    else:
+    if len(parts) not in _BY_COUNT:
         raise CronError(
             "expression",
             f"has {len(parts)} fields; expected 5 (POSIX), 6 (seconds first) or 7 (Quartz with year)",
         )
+    if dialect is None:
+        dialect = _BY_COUNT[len(parts)]
+    elif not macro and len(parts) not in _LAYOUTS[dialect][0]:
+        raise CronError("dialect", f"{_LAYOUTS[dialect][1]}; this expression has {len(parts)}")
+    if len(parts) == 5:
+        parts.insert(0, "0")
     second, minute, hour, dom, month, dow = parts[:6]
     dow_kind = _DOW_SUNDAY1 if dialect == "quartz" else _DOW_SUNDAY0
     for name, value in (("day_of_month", dom), ("day_of_week", dow)):
@@ -923,10 +938,12 @@ def _day_phrase(item: _DayItem) -> str:
     raise AssertionError(item)
 
 
-def _weekday_phrase(item: _DayItem) -> str:
-    if isinstance(item, _Span):
-        return _runs(item.values, lambda d: _DAY_WORDS[d])
-    return _day_phrase(item)
+def _weekday_phrase(items: Iterable[_DayItem]) -> str:
+    """Days of week in words, Monday first, so `5-7` reads "Friday through Sunday" and `0,7` "Sunday"."""
+    spans = [item for item in items if isinstance(item, _Span)]
+    monday_first = [(d - 1) % 7 for d in _values(spans)]
+    phrases = [_runs(monday_first, lambda d: _DAY_WORDS[(d + 1) % 7])] if spans else []
+    return _join(phrases + [_day_phrase(item) for item in items if not isinstance(item, _Span)])
 
 
 def _describe_days(expr: CronExpression) -> str:
@@ -935,7 +952,7 @@ def _describe_days(expr: CronExpression) -> str:
     month_scope = "every month" if months == _ALL_MONTHS else _runs(months, lambda m: _MONTH_WORDS[m - 1])
     in_months = "" if months == _ALL_MONTHS else f" in {month_scope}"
     by_month = _join([_day_phrase(item) for item in p.days_of_month]) if p.days_of_month else ""
-    by_week = _join([_weekday_phrase(item) for item in p.days_of_week]) if p.days_of_week else ""
+    by_week = _weekday_phrase(p.days_of_week) if p.days_of_week else ""
     monthly_week = any(not isinstance(item, _Span) for item in p.days_of_week)
     if by_month and by_week:
         link = " and on " if expr.dialect == "posix" else " if it is "
@@ -953,3 +970,24 @@ def _describe_days(expr: CronExpression) -> str:
 
 def _describe(expr: CronExpression) -> str:
     return " ".join(part for part in (_describe_time(expr), _describe_days(expr)) if part)
+
+
+@lru_cache(maxsize=1024)
+def numbering_warnings(expr: str) -> tuple[str, ...]:
+    """For an expression parsed without a dialect: each day-of-week item that Spring's numbering (which 6
+    fields get by default) and Quartz's read as other days, with both readings. None when the expression
+    is not 6 fields, names its days, or is no Quartz at all (a day 0)."""
+    spring = parse_cron(expr)
+    if spring.dialect != "spring" or not spring._parsed.days_of_week:
+        return ()
+    try:
+        quartz = parse_cron(expr, "quartz")
+    except CronError:
+        return ()
+    texts = expr.split()[5].split(",")
+    return tuple(
+        f"day-of-week {text} reads as {ours} in Spring's numbering (the default for 6 fields) but as "
+        f'{theirs} in Quartz\'s; set "dialect" to say which'
+        for text, s, q in zip(texts, spring._parsed.days_of_week, quartz._parsed.days_of_week, strict=True)
+        if (ours := _weekday_phrase((s,))) != (theirs := _weekday_phrase((q,)))
+    )

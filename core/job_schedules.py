@@ -24,7 +24,6 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.config import Settings
-from core.cron import parse_cron
 from core.models import Job, JobState
 from core.payloads import RUN_WORKFLOW, FixedCron, RunInput, Trigger, schedule_id
 from core.schedules import CronSchedule, OnceSchedule, fire_times, next_runs, temporal_spec
@@ -54,9 +53,9 @@ def run_input(job: Job, trigger: Trigger) -> RunInput:
 def fixed_cron(job: Job) -> FixedCron | None:
     """The DST repeat rule a scheduled run applies, for fixed-time cron schedules only."""
     schedule = job.schedule
-    if not isinstance(schedule, CronSchedule) or not parse_cron(schedule.cron).fixed_time:
+    if not isinstance(schedule, CronSchedule) or not schedule.expression.fixed_time:
         return None
-    return FixedCron(cron=schedule.cron, timezone=schedule.timezone)
+    return FixedCron(cron=schedule.cron, timezone=schedule.timezone, dialect=schedule.dialect)
 
 
 def attributes(job: Job, trigger: Trigger | None = None) -> TypedSearchAttributes:
@@ -108,13 +107,13 @@ async def create_schedule(client: Client, settings: Settings, job: Job) -> None:
 
 def overdue(job: Job) -> list[ScheduleBackfill]:
     """A one-time job whose run_at has just passed (inside the grace the API allows): Temporal never fires a
-    calendar time from before the schedule existed, so the schedule is backfilled over that instant, which
-    runs it at once with run_at as its nominal time."""
+    calendar time from before the schedule existed, so the schedule is backfilled over that instant (its
+    fire_at, the calendar's whole second), which runs it at once with that as its nominal time."""
     schedule = job.schedule
-    if not isinstance(schedule, OnceSchedule) or schedule.run_at > datetime.now(UTC):
+    if not isinstance(schedule, OnceSchedule) or schedule.fire_at > datetime.now(UTC):
         return []
     second = timedelta(seconds=1)
-    at = schedule.run_at.replace(microsecond=0)
+    at = schedule.fire_at
     return [
         ScheduleBackfill(start_at=at - second, end_at=at + second, overlap=ScheduleOverlapPolicy.ALLOW_ALL)
     ]

@@ -68,7 +68,14 @@ from core.models import (
     utcnow,
 )
 from core.payloads import Action, HttpAction, NotifySpec, Trigger
-from core.schedules import ImmediateSchedule, IntervalSchedule, OnceSchedule, check_submitted, fire_times
+from core.schedules import (
+    ImmediateSchedule,
+    IntervalSchedule,
+    OnceSchedule,
+    check_submitted,
+    fire_times,
+    schedule_warnings,
+)
 from core.targets import check_url
 from core.temporal import TemporalGateway
 
@@ -310,14 +317,19 @@ class JobService:
             return Preview(next_runs=[after], description="once, as soon as it is submitted", dialect=None)
         upcoming = fire_times(schedule, after, body.count)
         if isinstance(schedule, OnceSchedule):
-            description = f"once at {schedule.run_at.astimezone(UTC).isoformat()}"
+            description = f"once at {schedule.fire_at.isoformat()}"
             return Preview(next_runs=upcoming, description=description, dialect=None)
         if isinstance(schedule, IntervalSchedule):
             description = f"every {schedule.every_seconds} s"
             return Preview(next_runs=upcoming, description=description, dialect=None)
         expr = schedule.expression
         description = f"{expr.describe()}, {schedule.timezone}"
-        return Preview(next_runs=upcoming, description=description, dialect=expr.dialect)
+        return Preview(
+            next_runs=upcoming,
+            description=description,
+            dialect=expr.dialect,
+            warnings=schedule_warnings(schedule),
+        )
 
     # -- runs ------------------------------------------------------------------------------------
 

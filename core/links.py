@@ -8,6 +8,7 @@ from urllib.parse import quote
 from core.config import Settings
 from core.models import Job, JobPublic, JobState, Run, RunPublic, TemporalLinks
 from core.payloads import schedule_id
+from core.schedules import schedule_warnings
 
 
 class Links:
@@ -42,5 +43,6 @@ class Links:
                 "next_run_at": upcoming[0] if upcoming else None,
                 "last_run": self.run_public(last) if last else None,
                 "temporal": self.job(job),
+                "warnings": schedule_warnings(job.schedule),
             }
         )

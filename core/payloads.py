@@ -257,6 +257,8 @@ class FixedCron(BaseModel):
 
     cron: str
     timezone: str
+    # core.cron.Dialect (payloads import nothing of core): how `cron` reads; None: by its field count.
+    dialect: Literal["posix", "spring", "quartz"] | None = None
 
 
 class RunInput(BaseModel):

@@ -12,8 +12,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from temporalio.client import ScheduleCalendarSpec, ScheduleIntervalSpec, ScheduleRange, ScheduleSpec
 
 from core.config import Settings
@@ -22,8 +30,10 @@ from core.cron import (
     LAST_YEAR,
     CronError,
     CronExpression,
+    Dialect,
     dst_gap_calendars,
     is_repeated_fire,
+    numbering_warnings,
     parse_cron,
 )
 from core.errors import Invalid
@@ -61,20 +71,42 @@ class OnceSchedule(BaseModel):
     type: Literal["once"] = "once"
     run_at: AwareDatetime
 
+    @property
+    def fire_at(self) -> datetime:
+        """When the run fires (UTC): run_at rounded up to the whole second, since Temporal calendars have
+        second precision and a one-time job must never run before its run_at. The spec, the listed fire
+        times and the backfill of a just-passed run_at all use this."""
+        return _whole_second_up(self.run_at).astimezone(UTC)
+
+
+def _whole_second_up(at: datetime) -> datetime:
+    return at if not at.microsecond else at.replace(microsecond=0) + timedelta(seconds=1)
+
 
 class CronSchedule(_Window):
     type: Literal["cron"] = "cron"
     cron: str = Field(max_length=500)
     timezone: str = "UTC"
+    dialect: Dialect | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="How to read `cron`: `posix` (5 fields), `spring` (6 fields, day of week 0 or 7 = "
+        "Sunday, 1 = Monday) or `quartz` (6 or 7 fields, day of week 1 = Sunday .. 7 = Saturday). "
+        "Absent: the field count decides (5 POSIX, 6 Spring, 7 Quartz).",
+    )
 
-    @field_validator("cron")
-    @classmethod
-    def _valid_cron(cls, value: str) -> str:
+    @model_validator(mode="after")
+    def _valid_cron(self) -> CronSchedule:
+        """The expression read in its dialect; a dialect that does not fit the field count names `dialect`."""
         try:
-            parse_cron(value)
+            parse_cron(self.cron, self.dialect)
         except CronError as exc:
-            raise PydanticCustomError("cron", "{reason}", {"reason": str(exc)}) from exc
-        return value
+            where = "dialect" if exc.field == "dialect" else "cron"
+            reason = exc.reason if where == "dialect" else str(exc)  # names the cron field: "hour: ..."
+            error = PydanticCustomError(where, "{reason}", {"reason": reason})
+            details = InitErrorDetails(type=error, loc=(where,), input=getattr(self, where))
+            raise ValidationError.from_exception_data(type(self).__name__, [details]) from exc
+        return self
 
     @field_validator("timezone")
     @classmethod
@@ -87,7 +119,7 @@ class CronSchedule(_Window):
 
     @property
     def expression(self) -> CronExpression:
-        return parse_cron(self.cron)
+        return parse_cron(self.cron, self.dialect)
 
 
 class IntervalSchedule(_Window):
@@ -110,7 +142,7 @@ Schedule = Annotated[
 def temporal_spec(schedule: OnceSchedule | CronSchedule | IntervalSchedule, now: datetime) -> ScheduleSpec:
     """The Temporal ScheduleSpec for a one-time or recurring schedule (immediate jobs have none)."""
     if isinstance(schedule, OnceSchedule):
-        at = schedule.run_at.astimezone(UTC)
+        at = schedule.fire_at
         one = ScheduleCalendarSpec(
             second=[ScheduleRange(at.second)],
             minute=[ScheduleRange(at.minute)],
@@ -155,7 +187,7 @@ def fire_times(
     """The next `count` fire times after `after` (UTC) computed here, by the rules the compiled spec gives
     Temporal: for a preview (nothing saved yet) and for lists (no describe() per listed job)."""
     if isinstance(schedule, OnceSchedule):
-        at = schedule.run_at.astimezone(UTC)
+        at = schedule.fire_at
         return [at] if at > after else []
     start = max(after, schedule.start_at or after)
     if isinstance(schedule, CronSchedule):
@@ -183,7 +215,7 @@ def check_submitted(schedule: Schedule | None, settings: Settings, now: datetime
         return
     now = now or datetime.now(UTC)
     dates: dict[str, datetime | None] = (
-        {"run_at": schedule.run_at}
+        {"run_at": _whole_second_up(schedule.run_at)}
         if isinstance(schedule, OnceSchedule)
         else {"start_at": schedule.start_at, "end_at": schedule.end_at}
     )
@@ -203,6 +235,14 @@ def check_submitted(schedule: Schedule | None, settings: Settings, now: datetime
         raise Invalid(f"every_seconds must be at least {least} ({_LIMIT})", _at("every_seconds"))
     if isinstance(schedule, CronSchedule) and (spacing := schedule.expression.spacing) < least:
         raise Invalid(f"fires {spacing} s apart; at least {least} s is allowed ({_LIMIT})", _at("cron"))
+
+
+def schedule_warnings(schedule: Schedule | None) -> list[str]:
+    """What a schedule may mean other than the user thinks: day-of-week numbers in 6 fields without a
+    dialect, which Spring (the default) and Quartz read as different days. Computed, never stored."""
+    if isinstance(schedule, CronSchedule) and schedule.dialect is None:
+        return list(numbering_warnings(schedule.cron))
+    return []
 
 
 def _at(name: str) -> tuple[str, ...]:

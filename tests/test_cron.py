@@ -524,3 +524,164 @@ def test_fire_times_take_any_instant(after: datetime, tz: str) -> None:
 )  # fmt: skip
 def test_spacing_is_the_closest_pair_of_fire_times(expr: str, seconds: int) -> None:
     assert parse_cron(expr).spacing == seconds
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Dialects: the same day-of-week numbers name other days in Spring (0/7 = Sunday) and Quartz (1 = Sunday).
+# The numbered form in a dialect must fire exactly as the named form, which reads alike everywhere.
+
+QUARTZ_DAYS = {1: "SUN", 2: "MON", 3: "TUE", 4: "WED", 5: "THU", 6: "FRI", 7: "SAT"}
+SPRING_DAYS = {0: "SUN", 1: "MON", 2: "TUE", 3: "WED", 4: "THU", 5: "FRI", 6: "SAT", 7: "SUN"}
+
+
+@pytest.mark.parametrize(
+    ("expr", "dialect", "named", "first"),
+    [
+        ("0 15 10 ? * 6#3", "quartz", "0 15 10 ? * FRI#3", "2027-01-15 10:15"),  # third Friday
+        ("0 15 10 ? * 6#3", "spring", "0 15 10 ? * SAT#3", "2027-01-16 10:15"),  # third Saturday
+        ("0 15 10 ? * 6#3", None, "0 15 10 ? * SAT#3", "2027-01-16 10:15"),  # 6 fields: Spring's
+        ("0 15 10 ? * 6#3 *", None, "0 15 10 ? * FRI#3 *", "2027-01-15 10:15"),  # 7 fields: Quartz's
+        ("0 0 12 ? * 2-6", "quartz", "0 0 12 ? * MON-FRI", "2027-01-01 12:00"),
+        ("0 0 12 ? * 2-6", "spring", "0 0 12 ? * TUE-SAT", "2027-01-01 12:00"),
+        ("0 0 12 ? * 6L", "quartz", "0 0 12 ? * FRIL", "2027-01-29 12:00"),  # last Friday
+        ("0 0 12 ? * 6L", "spring", "0 0 12 ? * SATL", "2027-01-30 12:00"),  # last Saturday
+        ("0 0 12 ? * 1,7", "quartz", "0 0 12 ? * SUN,SAT", "2027-01-02 12:00"),
+        ("0 0 12 ? * 1,7", "spring", "0 0 12 ? * MON,SUN", "2027-01-03 12:00"),
+        ("0 0 12 ? * 7-2", "quartz", "0 0 12 ? * SAT-MON", "2027-01-02 12:00"),  # wraps: SAT, SUN, MON
+        ("0 0 12 ? * 2/2", "quartz", "0 0 12 ? * MON,WED,FRI", "2027-01-01 12:00"),
+        ("0 0 12 ? * 1#1 2027", "quartz", "0 0 12 ? * SUN#1 2027", "2027-01-03 12:00"),
+        ("0 0 12 ? * MON-FRI", "quartz", "0 0 12 ? * MON-FRI", "2027-01-01 12:00"),  # names never move
+        ("0 9 * * 1-5", "posix", "0 9 * * MON-FRI", "2027-01-01 09:00"),
+    ],
+)
+def test_day_of_week_numbers_follow_the_dialect(
+    expr: str, dialect: cron.Dialect | None, named: str, first: str
+) -> None:
+    parsed = parse_cron(expr, dialect)
+    want = fire_times(parse_cron(named).calendars(), START, 8)
+    assert want[0] == _t(first)
+    assert fire_times(parsed.calendars(), START, 8) == want
+    local = parsed.fire_times("UTC", START.replace(tzinfo=UTC), 8)
+    assert [t.replace(tzinfo=None) for t in local] == want
+    assert parsed.dialect == (dialect or {5: "posix", 6: "spring", 7: "quartz"}[len(expr.split())])
+
+
+@st.composite
+def _numbered_days(draw: st.DrawFn) -> tuple[str, str, str]:
+    """One day-of-week field meaning the same days as (Quartz numbers, Spring numbers, croniter numbers);
+    croniter counts 0 = Sunday and spells the last Friday L5."""
+    kind = draw(st.sampled_from(["list", "nth", "last"]))
+    if kind != "list":
+        d = draw(st.integers(0, 6))
+        if kind == "nth":
+            nth = draw(st.integers(1, 5))
+            return f"{d + 1}#{nth}", f"{d}#{nth}", f"{d}#{nth}"
+        return f"{d + 1}L", f"{d}L", f"L{d}"
+    items: list[tuple[str, str, str]] = []
+    for _ in range(draw(st.integers(1, 3))):
+        a, b = sorted(draw(st.lists(st.integers(0, 6), min_size=2, max_size=2)))
+        sunday = draw(st.sampled_from([0, 7])) if a == 0 and a == b else a  # Spring's Sunday is 0 or 7
+        items.append(
+            (f"{a + 1}", f"{sunday}", f"{a}") if a == b else (f"{a + 1}-{b + 1}", f"{a}-{b}", f"{a}-{b}")
+        )
+    return tuple(",".join(column) for column in zip(*items, strict=True))  # type: ignore[return-value]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    _numbered_days(),
+    st.sampled_from(["0 0 12", "30 15 10", "0 */20 9-10"]),
+    st.sampled_from(["*", "JAN-MAR", "2,5,11"]),
+    st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2029, 12, 31)).map(
+        lambda t: t.replace(microsecond=0)
+    ),
+)
+def test_numbered_days_agree_with_croniter_in_both_dialects(
+    days: tuple[str, str, str], clock: str, month: str, start: datetime
+) -> None:
+    quartz, spring, theirs = days
+    want = croniter_finds(f"{clock} ? {month} {theirs}".replace("?", "*"), start, 6)
+    for dialect, ours in (("quartz", quartz), ("spring", spring)):
+        parsed = parse_cron(f"{clock} ? {month} {ours}", dialect)
+        assert fire_times(parsed.calendars(), start, 5)[: len(want)] == want, (dialect, ours)
+        local = parsed.fire_times("UTC", start.replace(tzinfo=UTC), 5)
+        assert [t.replace(tzinfo=None) for t in local][: len(want)] == want, (dialect, ours)
+
+
+@pytest.mark.parametrize(
+    ("expr", "dialect", "reason"),
+    [
+        ("0 0 12 * * *", "posix", "POSIX cron has 5 fields (minute first); this expression has 6"),
+        ("0 12 * * *", "spring", "Spring cron has 6 fields (seconds first, no year); this expression has 5"),
+        ("0 0 12 * * ? 2030", "spring", "Spring cron has 6 fields"),
+        ("0 12 * * *", "quartz", "Quartz cron has 6 or 7 fields (seconds first, year optional)"),
+        ("@daily", "quartz", "Quartz has no macros"),
+    ],
+)
+def test_a_dialect_that_does_not_fit_the_field_count_names_the_dialect(
+    expr: str, dialect: cron.Dialect, reason: str
+) -> None:
+    with pytest.raises(CronError) as caught:
+        parse_cron(expr, dialect)
+    assert caught.value.field == "dialect" and reason in caught.value.reason
+
+
+def test_quartz_numbers_start_at_1_also_in_6_fields() -> None:
+    with pytest.raises(CronError, match="day_of_week: 0 is out of range 1–7"):
+        parse_cron("0 0 12 ? * 0", "quartz")
+    assert parse_cron("@daily", "spring").dialect == "spring"  # Spring knows the macros
+
+
+@pytest.mark.parametrize(
+    ("expr", "warned"),
+    [
+        (
+            "0 15 10 ? * 6#3",
+            ["day-of-week 6#3 reads as the third Saturday in Spring's numbering (the default for 6 fields) "
+             "but as the third Friday in Quartz's; set \"dialect\" to say which"],
+        ),
+        (
+            "0 0 12 ? * 2-6",
+            ["day-of-week 2-6 reads as Tuesday through Saturday in Spring's numbering (the default for 6 "
+             "fields) but as Monday through Friday in Quartz's; set \"dialect\" to say which"],
+        ),
+        ("0 0 12 ? * MON,6", ["day-of-week 6 reads as Saturday in Spring's numbering"]),
+        ("0 0 12 ? * 6L", ["day-of-week 6L reads as the last Saturday in Spring's numbering"]),
+        ("0 0 12 ? * MON-FRI", []),  # names read alike
+        ("0 0 12 * * ?", []),
+        ("0 0 12 ? * */2", []),  # Sunday, Tuesday, Thursday, Saturday in both
+        ("0 0 12 ? * 0,6", []),  # 0 is no Quartz: only Spring reads it
+        ("0 9 * * 1-5", []),  # 5 fields: POSIX
+        ("0 0 12 ? * 2-6 *", []),  # 7 fields: Quartz
+        ("@weekly", []),
+    ],
+)  # fmt: skip
+def test_numbered_days_in_6_fields_warn(expr: str, warned: list[str]) -> None:
+    found = cron.numbering_warnings(expr)
+    assert len(found) == len(warned)
+    assert all(f.startswith(w) for f, w in zip(found, warned, strict=True)), found
+
+
+@pytest.mark.parametrize(
+    ("expr", "dialect", "description"),
+    [
+        ("0 15 10 ? * 6#3", "quartz", "at 10:15:00 on the third Friday of every month"),
+        ("0 15 10 ? * 6#3", "spring", "at 10:15:00 on the third Saturday of every month"),
+        ("0 0 12 ? * 2-6", "quartz", "at 12:00:00 on Monday through Friday"),
+        ("0 0 12 ? * 2-6", "spring", "at 12:00:00 on Tuesday through Saturday"),
+        ("0 0 12 ? * 6L", "quartz", "at 12:00:00 on the last Friday of every month"),
+        ("0 0 12 ? * 1,7", "quartz", "at 12:00:00 on Saturday and Sunday"),
+        ("0 0 12 ? * 0,7", "spring", "at 12:00:00 on Sunday"),
+        ("0 0 * * 5-7", "posix", "at 00:00 on Friday through Sunday"),
+        ("0 0 12 ? * 1/2", "spring", "at 12:00:00 on Monday, Wednesday and Friday"),
+        ("0 0 12 ? * 1/2", "quartz", "at 12:00:00 on Tuesday, Thursday, Saturday and Sunday"),
+        (
+            "0 0 12 ? * 5#3,6L",
+            "quartz",
+            "at 12:00:00 on the third Thursday and the last Friday of every month",
+        ),
+        ("0 0 12 1 * 2", "quartz", "at 12:00:00 on day 1 of every month if it is Monday"),
+    ],
+)
+def test_descriptions_name_the_days_in_words(expr: str, dialect: cron.Dialect, description: str) -> None:
+    assert parse_cron(expr, dialect).describe() == description

@@ -20,7 +20,7 @@ from temporalio.client import (
     ScheduleState,
 )
 
-from core.cron import CronError, CronExpression, dst_gap_calendars, is_repeated_fire, parse_cron
+from core.cron import CronError, CronExpression, Dialect, dst_gap_calendars, is_repeated_fire, parse_cron
 from tests.test_cron import SEEDS, START, croniter_finds, expressions
 
 NEW_YORK, BERLIN, LORD_HOWE = "America/New_York", "Europe/Berlin", "Australia/Lord_Howe"
@@ -114,6 +114,23 @@ async def chronos_fires(client: Client, expr: CronExpression, tz: str, start: da
 async def test_seed_fires_in_temporal(temporal_client: Client, expr: str, expected: list[str]) -> None:
     fires = await next_fires(temporal_client, parse_cron(expr).calendars(), "UTC", START.replace(tzinfo=UTC))
     assert fires[:5] == [datetime.fromisoformat(e).replace(tzinfo=UTC) for e in expected]
+
+
+@pytest.mark.parametrize(
+    ("expr", "dialect", "named"),
+    [
+        ("0 15 10 ? * 6#3", "quartz", "0 15 10 ? * FRI#3"),
+        ("0 15 10 ? * 6#3", "spring", "0 15 10 ? * SAT#3"),
+        ("0 0 12 ? * 2-6", "quartz", "0 0 12 ? * MON-FRI"),
+        ("0 0 12 ? * 6L", "quartz", "0 0 12 ? * FRIL"),
+    ],
+)
+async def test_numbered_days_fire_in_temporal_as_their_dialect_says(
+    temporal_client: Client, expr: str, dialect: Dialect, named: str
+) -> None:
+    start = START.replace(tzinfo=UTC)
+    fires = await next_fires(temporal_client, parse_cron(expr, dialect).calendars(), "UTC", start)
+    assert fires == parse_cron(named).fire_times("UTC", start, len(fires)) and len(fires) == 10
 
 
 @settings(max_examples=40, deadline=None)

@@ -384,6 +384,71 @@ async def test_preview_describes_without_saving(api: ApiClient) -> None:
     assert expect(await alice.get("/jobs"), 200)["total"] == 0
 
 
+async def test_preview_names_the_dialect_and_warns_of_numbered_days(api: ApiClient) -> None:
+    alice = await api.authed_user()
+    cron = {"type": "cron", "cron": "0 15 10 ? * 6#3"}
+    after = "2027-01-01T00:00:00Z"
+    quartz = {"schedule": {**cron, "dialect": "quartz"}, "count": 2, "after": after}
+    preview = expect(await alice.post("/schedules/preview", json=quartz), 200)
+    assert (preview["dialect"], preview["warnings"]) == ("quartz", [])
+    assert preview["description"] == "at 10:15:00 on the third Friday of every month, UTC"
+    assert preview["next_runs"] == ["2027-01-15T10:15:00Z", "2027-02-19T10:15:00Z"]
+    unsaid = expect(await alice.post("/schedules/preview", json={"schedule": cron, "after": after}), 200)
+    assert unsaid["dialect"] == "spring" and unsaid["next_runs"][0] == "2027-01-16T10:15:00Z"
+    assert unsaid["description"] == "at 10:15:00 on the third Saturday of every month, UTC"
+    assert unsaid["warnings"] == [
+        "day-of-week 6#3 reads as the third Saturday in Spring's numbering (the default for 6 fields) but "
+        'as the third Friday in Quartz\'s; set "dialect" to say which'
+    ]
+    named = {"schedule": {"type": "cron", "cron": "0 15 10 ? * FRI#3"}}
+    assert expect(await alice.post("/schedules/preview", json=named), 200)["warnings"] == []
+    mismatch = {"schedule": {"type": "cron", "cron": "0 0 12 * * ?", "dialect": "posix"}}
+    problem = expect(await alice.post("/schedules/preview", json=mismatch), 422)
+    assert problem["errors"][0]["loc"] == ["body", "schedule", "dialect"], problem
+    assert "POSIX cron has 5 fields (minute first); this expression has 6" in problem["detail"]
+
+
+async def test_a_job_keeps_its_dialect_and_answers_warnings(api: ApiClient, temporal_client: Client) -> None:
+    alice = await api.authed_user()
+    quartz = {"type": "cron", "cron": "0 15 10 ? * 6#3", "dialect": "quartz"}
+    job = await create(alice, http_job("http://example.org/x", quartz))
+    assert job["schedule"]["dialect"] == "quartz" and job["warnings"] == []
+    assert all(datetime.fromisoformat(t).weekday() == 4 for t in job["next_runs"])  # Fridays, from Temporal
+    described = await temporal_client.get_schedule_handle(job["temporal"]["schedule_id"]).describe()
+    action = described.schedule.action
+    assert isinstance(action, ScheduleActionStartWorkflow)
+    [spec_input] = await temporal_client.data_converter.decode(action.args, [RunInput])
+    assert spec_input.fixed_cron == FixedCron(cron="0 15 10 ? * 6#3", timezone="UTC", dialect="quartz")
+
+    unsaid = await create(alice, http_job("http://example.org/x", {"type": "cron", "cron": "0 0 12 ? * 2-6"}))
+    assert "dialect" not in unsaid["schedule"]
+    assert [w.split(" reads")[0] for w in unsaid["warnings"]] == ["day-of-week 2-6"]
+    assert {datetime.fromisoformat(t).weekday() for t in unsaid["next_runs"]} <= {1, 2, 3, 4, 5}  # TUE-SAT
+    listed = {j["id"]: j["warnings"] for j in expect(await alice.get("/jobs"), 200)["items"]}
+    assert listed == {job["id"]: [], unsaid["id"]: unsaid["warnings"]}
+    said = {"schedule": {**quartz, "cron": "0 0 12 ? * 2-6"}}
+    patched = expect(await alice.patch(f"/jobs/{unsaid['id']}", json=said), 200)
+    assert patched["warnings"] == [] and patched["schedule"]["dialect"] == "quartz"
+    assert {datetime.fromisoformat(t).weekday() for t in patched["next_runs"]} <= {0, 1, 2, 3, 4}  # MON-FRI
+
+
+async def test_a_sub_second_run_at_fires_at_or_after_it(api: ApiClient, temporal_client: Client) -> None:
+    alice = await api.authed_user()
+    run_at = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=250_000)
+    job = await create(
+        alice, http_job("http://example.org/x", {"type": "once", "run_at": run_at.isoformat()})
+    )
+    fires_at = run_at.replace(microsecond=0) + timedelta(seconds=1)
+    assert [datetime.fromisoformat(t) for t in job["next_runs"]] == [fires_at]
+    described = await temporal_client.get_schedule_handle(job["temporal"]["schedule_id"]).describe()
+    assert described.info.next_action_times[0] >= run_at
+    assert described.info.next_action_times == [fires_at]
+    preview = {"schedule": {"type": "once", "run_at": run_at.isoformat()}}
+    assert expect(await alice.post("/schedules/preview", json=preview), 200)["next_runs"] == [
+        fires_at.isoformat().replace("+00:00", "Z")
+    ]
+
+
 async def test_temporal_down_is_503_and_creates_nothing(
     db_engine: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

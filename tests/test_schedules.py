@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
@@ -17,9 +17,19 @@ from temporalio.client import (
 )
 
 from activities.mirror import skip_reason
-from core.payloads import FixedCron, RunStarted, Trigger
-from core.schedules import CronSchedule, IntervalSchedule, OnceSchedule, next_runs, temporal_spec
+from core.job_schedules import overdue
+from core.models import Job
+from core.payloads import FixedCron, HttpAction, RunStarted, Trigger
+from core.schedules import (
+    CronSchedule,
+    IntervalSchedule,
+    OnceSchedule,
+    next_runs,
+    schedule_warnings,
+    temporal_spec,
+)
 from core.schedules import Schedule as UserSchedule
+from core.schedules import fire_times as local_fire_times
 
 SCHEDULE = TypeAdapter(UserSchedule)
 
@@ -88,6 +98,81 @@ async def test_interval_and_once(temporal_client):
     ]
     once = OnceSchedule(run_at=z("2030-05-06T07:08:09+02:00"))
     assert await fire_times(temporal_client, once, start) == [z("2030-05-06T05:08:09Z")]
+    # A sub-second run_at fires at the next whole second, never before it.
+    late = OnceSchedule(run_at=z("2030-05-06T07:08:09.250+02:00"))
+    assert await fire_times(temporal_client, late, start) == [z("2030-05-06T05:08:10Z")]
+
+
+@pytest.mark.parametrize(
+    ("run_at", "fires"),
+    [
+        ("2030-05-06T07:08:09+02:00", "2030-05-06T05:08:09Z"),
+        ("2030-05-06T07:08:09.000001+02:00", "2030-05-06T05:08:10Z"),
+        ("2030-05-06T07:08:09.999999+02:00", "2030-05-06T05:08:10Z"),
+        ("2030-12-31T23:59:59.5Z", "2031-01-01T00:00:00Z"),
+    ],
+)
+def test_a_one_time_job_never_fires_before_its_run_at(run_at: str, fires: str) -> None:
+    once = OnceSchedule(run_at=z(run_at))
+    assert once.fire_at == z(fires) >= once.run_at
+    (calendar,) = temporal_spec(once, z("2030-01-01T00:00:00Z")).calendars
+    fields = (
+        calendar.year,
+        calendar.month,
+        calendar.day_of_month,
+        calendar.hour,
+        calendar.minute,
+        calendar.second,
+    )
+    at = z(fires)
+    assert [r[0].start for r in fields] == [at.year, at.month, at.day, at.hour, at.minute, at.second]
+    assert local_fire_times(once, z("2030-01-01T00:00:00Z"), 3) == [at]
+    assert local_fire_times(once, at, 3) == []
+
+
+def test_a_just_passed_sub_second_run_at_is_backfilled_over_its_fire_time() -> None:
+    now = datetime.now(UTC)
+    passed = _once_job(now - timedelta(seconds=5, microseconds=300_000))
+    (backfill,) = overdue(passed)
+    fire_at = passed.timed.fire_at  # type: ignore[union-attr]
+    assert fire_at.microsecond == 0 and backfill.start_at < fire_at < backfill.end_at
+    assert backfill.end_at - backfill.start_at == timedelta(seconds=2)
+    assert overdue(_once_job(now + timedelta(hours=1, microseconds=300_000))) == []
+
+
+def _once_job(run_at: datetime) -> Job:
+    action = HttpAction(url="http://example.org/x")
+    return Job(name="once", owner_id="u", schedule=OnceSchedule(run_at=run_at), action=action)
+
+
+@pytest.mark.parametrize(
+    ("body", "where", "says"),
+    [
+        ({"cron": "0 0 12 * * *", "dialect": "posix"}, "dialect", "POSIX cron has 5 fields"),
+        ({"cron": "0 12 * * *", "dialect": "quartz"}, "dialect", "Quartz cron has 6 or 7 fields"),
+        ({"cron": "0 0 12 * * ? 2030", "dialect": "spring"}, "dialect", "Spring cron has 6 fields"),
+        ({"cron": "0 0 12 ? * 0", "dialect": "quartz"}, "cron", "0 is out of range 1–7"),
+        ({"cron": "0 0 12 ? * 2", "dialect": "cronie"}, "dialect", "'posix', 'spring' or 'quartz'"),
+    ],
+)
+def test_a_dialect_must_fit_the_expression(body: dict[str, str], where: str, says: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        SCHEDULE.validate_python({"type": "cron", **body})
+    error = info.value.errors()[0]
+    assert tuple(error["loc"]) == ("cron", where)
+    assert says in error["msg"], error
+
+
+def test_the_dialect_is_kept_only_when_given() -> None:
+    given = CronSchedule(cron="0 15 10 ? * 6#3", dialect="quartz")
+    assert SCHEDULE.dump_python(given, mode="json")["dialect"] == "quartz"
+    assert "dialect" not in SCHEDULE.dump_python(CronSchedule(cron="@daily"), mode="json")
+    assert SCHEDULE.validate_python({"type": "cron", "cron": "@daily"}) == CronSchedule(cron="@daily")
+    assert (
+        schedule_warnings(given) == []
+        and schedule_warnings(OnceSchedule(run_at=z("2030-01-01T00:00:00Z"))) == []
+    )
+    assert schedule_warnings(CronSchedule(cron="0 15 10 ? * 6#3"))[0].startswith("day-of-week 6#3 reads as")
 
 
 @pytest.mark.parametrize(
@@ -151,5 +236,11 @@ def test_a_run_at_a_repeated_fall_back_time_is_skipped() -> None:
     assert reason == "skipped: 01:30:00 already ran on 2026-11-01 (daylight-saving fall-back)"
     assert skip_reason(_fire(second, rule, trigger=Trigger.MANUAL)) is None
     assert skip_reason(_fire(second, None)) is None
+    # 2026-11-01 is a Sunday: day 1 in Quartz's numbering, whose rule the run must read in its dialect.
+    quartz = FixedCron(cron="0 30 1 ? * 1", timezone="America/New_York", dialect="quartz")
+    assert skip_reason(_fire(first, quartz)) is None
+    assert skip_reason(_fire(second, quartz)) == reason
+    spring = FixedCron(cron="0 30 1 ? * 1", timezone="America/New_York")  # Mondays: no such fire
+    assert skip_reason(_fire(first, spring)) is not None
     stepped = FixedCron(cron="*/30 * * * *", timezone="America/New_York")
     assert skip_reason(_fire(second, stepped)) is None  # wildcard hours run by elapsed time

@@ -167,6 +167,11 @@ class JobPublic(JobBase):
     created_at: datetime
     updated_at: datetime
     temporal: TemporalLinks
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What the schedule may mean other than intended, e.g. day-of-week numbers in a 6-field "
+        "cron without a `dialect`, which Spring and Quartz read as different days",
+    )
 
     @field_serializer("action")
     def _masked(self, action: Action) -> dict[str, Any]:
@@ -200,4 +205,7 @@ class PreviewRequest(SQLModel):
 class Preview(SQLModel):
     next_runs: list[datetime]
     description: str
-    dialect: str | None
+    dialect: str | None = Field(description="The cron dialect the expression was read in; null for others")
+    warnings: list[str] = Field(
+        default_factory=list, description="As a job's `warnings`: readings the schedule may not intend"
+    )
