@@ -67,7 +67,7 @@ from core.models import (
     new_id,
     utcnow,
 )
-from core.payloads import Action, HttpAction, NotifySpec, Trigger
+from core.payloads import Action, HttpAction, NotifySpec, Trigger, WorkflowAction
 from core.schedules import ImmediateSchedule, IntervalSchedule, OnceSchedule, check_submitted, fire_times
 from core.targets import check_url
 from core.temporal import TemporalGateway
@@ -436,10 +436,17 @@ class JobService:
             raise Conflict(f"job {job.id} is cancelled")
 
     def _check_targets(self, action: Action | None, notify: NotifySpec | None) -> None:
-        """Refuse private and metadata targets at submit time (the worker checks again after DNS)."""
+        """Refuse private and metadata targets at submit time (the worker checks again after DNS), and
+        child workflows on task queues no operator allowed (CHRONOS_WORKFLOW_TASK_QUEUES)."""
         allow = self.settings.allow_private_targets
         if isinstance(action, HttpAction) and (reason := check_url(str(action.url), allow)):
             raise Invalid(reason, ("body", "action", "url"))
+        if isinstance(action, WorkflowAction) and action.task_queue not in self.settings.workflow_task_queues:
+            raise Invalid(
+                f"task queue '{action.task_queue}' is not allowed for workflow actions "
+                "(an operator allows queues with CHRONOS_WORKFLOW_TASK_QUEUES)",
+                ("body", "action", "task_queue"),
+            )
         if (
             notify is not None
             and notify.webhook_url
