@@ -64,6 +64,7 @@ from core.models import (
     Run,
     RunPublic,
     RunStatus,
+    User,
     new_id,
     utcnow,
 )
@@ -96,6 +97,7 @@ class JobService:
         check_submitted(body.schedule, self.settings)
         await self.limits.spend(user.id, Limit.JOB_WRITES, *([Limit.RUNS] if immediate else []))
         async with self.sessions() as session:
+            await self._check_queue(session, user.id, body.action)
             if idempotency_key is not None:
                 replay = await self._idempotent(session, user, idempotency_key, body)
                 if replay is not None:
@@ -186,6 +188,7 @@ class JobService:
                 )
             if body.action is not None or body.notify is not None:
                 self._check_targets(body.action, body.notify)
+                await self._check_queue(session, job.owner_id, body.action)
             before = audit.snapshot(job)
             await self._next_version(session, job, expected)
             for field in changes:
@@ -436,20 +439,27 @@ class JobService:
             raise Conflict(f"job {job.id} is cancelled")
 
     def _check_targets(self, action: Action | None, notify: NotifySpec | None) -> None:
-        """Refuse private and metadata targets at submit time (the worker checks again after DNS), and
-        child workflows on task queues no operator allowed (CHRONOS_WORKFLOW_TASK_QUEUES)."""
+        """Refuse private and metadata targets at submit time (the worker checks again after DNS)."""
         allow = self.settings.allow_private_targets
         if isinstance(action, HttpAction) and (reason := check_url(str(action.url), allow)):
             raise Invalid(reason, ("body", "action", "url"))
-        if isinstance(action, WorkflowAction) and action.task_queue not in self.settings.workflow_task_queues:
-            raise Invalid(
-                f"task queue '{action.task_queue}' is not allowed for workflow actions "
-                "(an operator allows queues with CHRONOS_WORKFLOW_TASK_QUEUES)",
-                ("body", "action", "task_queue"),
-            )
         if (
             notify is not None
             and notify.webhook_url
             and (reason := check_url(str(notify.webhook_url), allow))
         ):
             raise Invalid(reason, ("body", "notify", "webhook_url"))
+
+    async def _check_queue(self, session: AsyncSession, owner_id: str, action: Action | None) -> None:
+        """A workflow action's child may run only on a task queue an operator allowed: for everyone
+        (CHRONOS_WORKFLOW_TASK_QUEUES) or for the job's owner (their `quotas.workflow_task_queues`)."""
+        if not isinstance(action, WorkflowAction) or action.task_queue in self.settings.workflow_task_queues:
+            return
+        quotas = await session.scalar(select(col(User.quotas)).where(col(User.id) == owner_id))
+        if quotas is not None and action.task_queue in (quotas.workflow_task_queues or ()):
+            return
+        raise Invalid(
+            f"task queue '{action.task_queue}' is not allowed for workflow actions (an operator allows "
+            "queues with CHRONOS_WORKFLOW_TASK_QUEUES, or for one user with quotas.workflow_task_queues)",
+            ("body", "action", "task_queue"),
+        )

@@ -233,6 +233,22 @@ async def test_a_queue_not_allowed_is_refused(wf_api):
     assert "someone-elses" in problem["detail"]
 
 
+async def test_an_admin_allows_a_queue_for_one_user(wf_api):
+    """A queue in one user's quotas is theirs to use; others still get the 422."""
+    admin, alice, bob = await wf_api.authed_admin(), await wf_api.authed_user(), await wf_api.authed_user()
+    queue = f"alice-{uuid.uuid4().hex[:8]}"
+    quotas = {"quotas": {"workflow_task_queues": [queue]}}
+    expect(await admin.patch(f"/admin/users/{alice.id}", json=quotas), 200)
+    # Created, not run: a fire far ahead (no worker polls the queue).
+    body = {
+        **workflow_job("GenerateReport", queue),
+        "schedule": {"type": "once", "run_at": "2099-01-01T00:00:00Z"},
+    }
+    job = await create(alice, body)
+    expect(await bob.post("/jobs", json=body), 422)
+    expect(await alice.delete(f"/jobs/{job['id']}"), 204)
+
+
 def test_the_docs_show_the_tested_worker():
     """docs/workflow-action.md quotes tests/report_worker.py whole, so the example cannot drift."""
     example = (Path(__file__).parent / "report_worker.py").read_text()
