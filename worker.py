@@ -61,6 +61,8 @@ async def build_worker(
                 EmailActivities(mailer, recorder).send,
                 mirror.run_started,
                 mirror.attempts_made,
+                mirror.attempt_started,
+                mirror.attempt_finished,
                 mirror.run_finished,
                 notify.email,
                 notify.webhook,

@@ -9,11 +9,19 @@ from sqlalchemy import Connection, Table, bindparam, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
-from activities.attempts import ATTEMPT, LOG, dialect_insert
+from activities.attempts import ATTEMPT, LOG, LogLine, RunRecorder, dialect_insert
 from core.cron import is_repeated_fire, parse_cron
 from core.db import Sessions
 from core.models import AttemptStatus, DeadLetter, Job, JobState, Run, RunStatus, new_id, utcnow
-from core.payloads import RunFinished, RunOutcome, RunResult, RunStarted, masked_action
+from core.payloads import (
+    ChildAttempt,
+    ChildAttemptEnd,
+    RunFinished,
+    RunOutcome,
+    RunResult,
+    RunStarted,
+    masked_action,
+)
 from core.schedules import Schedule
 
 RUN: Table = Run.__table__  # type: ignore[attr-defined]
@@ -127,6 +135,7 @@ class MirrorActivities:
         ).returning(RUN.c.finished_at)
         self._log_line = self.insert(LOG).on_conflict_do_nothing(index_elements=["key"])
         self._dead_letter = self.insert(DEAD).on_conflict_do_nothing(index_elements=["run_id"])
+        self.recorder = RunRecorder(sessions)
 
     @activity.defn(name="mirror_run_started")
     async def run_started(self, event: RunStarted) -> str | None:
@@ -164,6 +173,42 @@ class MirrorActivities:
             count = await conn.scalar(ATTEMPTS_MADE, {"run": run_id})
         return int(count or 0)
 
+    @activity.defn(name="mirror_attempt_started")
+    async def attempt_started(self, event: ChildAttempt) -> None:
+        """A workflow action's attempt opens (the workflow records it: its child runs elsewhere); the log
+        line names the child, so its Web UI page is one search away."""
+        line = LogLine(
+            f"{event.run_id}:workflow:{event.number}:started",
+            "info",
+            f"attempt {event.number} started: workflow {event.workflow_type} on task queue "
+            f"{event.task_queue} as child workflow {event.child_id}",
+        )
+        await self.recorder.attempt_started(event.run_id, event.number, line)
+
+    @activity.defn(name="mirror_attempt_finished")
+    async def attempt_finished(self, event: ChildAttemptEnd) -> None:
+        prefix = f"{event.run_id}:workflow:{event.number}"
+        if event.succeeded:
+            line = LogLine(
+                f"{prefix}:succeeded",
+                "info",
+                f"attempt {event.number} succeeded: child workflow {event.child_id} completed"
+                + (f"; {event.then}" if event.then else ""),
+            )
+        else:
+            level = "warning" if event.then and event.then.startswith("next") else "error"
+            line = LogLine(
+                f"{prefix}:failed", level, f"attempt {event.number} failed: {event.error}; {event.then}"
+            )
+        await self.recorder.attempt_finished(
+            event.run_id,
+            event.number,
+            status=AttemptStatus.SUCCEEDED if event.succeeded else AttemptStatus.FAILED,
+            duration_ms=event.duration_ms,
+            lines=[line],
+            error=event.error,
+        )
+
     @activity.defn(name="mirror_run_finished")
     async def run_finished(self, event: RunFinished) -> None:
         """Close the run, its attempts left open, and for a failed run write its dead letter (once)."""
@@ -197,7 +242,10 @@ class MirrorActivities:
                 "status": result.status,
                 "attempts": attempts,
                 "error": result.error,
-                "result": result.model_dump(exclude={"error"}),
+                # Runs of the other actions keep the result's JSON as before: no `output` key.
+                "result": result.model_dump(
+                    mode="json", exclude={"error", *(["output"] if result.output is None else [])}
+                ),
                 "finished_at": event.finished_at,
                 "duration_ms": run.duration_ms,
             }

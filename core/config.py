@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         description="comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-For is believed; "
         "default none: the peer address is the client's",
     )
+    workflow_task_queues: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated task queues a workflow action may start its child on; default none: "
+        "the workflow action is off",
+    )
     max_jobs_per_user: int = Field(default=1000, ge=0, description="live jobs (not deleted or cancelled)")
     job_writes_per_minute: int = Field(
         default=60, ge=0, description="job creates, updates, deletes, pauses, resumes and cancels per user"
@@ -71,6 +76,13 @@ class Settings(BaseSettings):
     def _split_proxies(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("workflow_task_queues", mode="before")
+    @classmethod
+    def _split_queues(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @property

@@ -64,10 +64,11 @@ from core.models import (
     Run,
     RunPublic,
     RunStatus,
+    User,
     new_id,
     utcnow,
 )
-from core.payloads import Action, HttpAction, NotifySpec, Trigger
+from core.payloads import Action, HttpAction, NotifySpec, Trigger, WorkflowAction
 from core.schedules import (
     ImmediateSchedule,
     IntervalSchedule,
@@ -103,6 +104,7 @@ class JobService:
         check_submitted(body.schedule, self.settings)
         await self.limits.spend(user.id, Limit.JOB_WRITES, *([Limit.RUNS] if immediate else []))
         async with self.sessions() as session:
+            await self._check_queue(session, user.id, body.action)
             if idempotency_key is not None:
                 replay = await self._idempotent(session, user, idempotency_key, body)
                 if replay is not None:
@@ -193,6 +195,7 @@ class JobService:
                 )
             if body.action is not None or body.notify is not None:
                 self._check_targets(body.action, body.notify)
+                await self._check_queue(session, job.owner_id, body.action)
             before = audit.snapshot(job)
             await self._next_version(session, job, expected)
             for field in changes:
@@ -459,3 +462,17 @@ class JobService:
             and (reason := check_url(str(notify.webhook_url), allow))
         ):
             raise Invalid(reason, ("body", "notify", "webhook_url"))
+
+    async def _check_queue(self, session: AsyncSession, owner_id: str, action: Action | None) -> None:
+        """A workflow action's child may run only on a task queue an operator allowed: for everyone
+        (CHRONOS_WORKFLOW_TASK_QUEUES) or for the job's owner (their `quotas.workflow_task_queues`)."""
+        if not isinstance(action, WorkflowAction) or action.task_queue in self.settings.workflow_task_queues:
+            return
+        quotas = await session.scalar(select(col(User.quotas)).where(col(User.id) == owner_id))
+        if quotas is not None and action.task_queue in (quotas.workflow_task_queues or ()):
+            return
+        raise Invalid(
+            f"task queue '{action.task_queue}' is not allowed for workflow actions (an operator allows "
+            "queues with CHRONOS_WORKFLOW_TASK_QUEUES, or for one user with quotas.workflow_task_queues)",
+            ("body", "action", "task_queue"),
+        )

@@ -126,7 +126,7 @@ def _depth(value: Any) -> int:
 PLAIN_HEADERS = frozenset({"accept", "accept-language", "content-type", "user-agent"})
 
 
-def masked_action(action: HttpAction | EmailAction) -> dict[str, Any]:
+def masked_action(action: HttpAction | EmailAction | WorkflowAction) -> dict[str, Any]:
     """The action as answers and dead letters show it: header values masked but their last 4
     characters (for long ones), so users can tell which key is set without it being readable, and the
     URL's userinfo masked (`masked_url`)."""
@@ -180,7 +180,36 @@ class EmailAction(BaseModel):
     html: str | None = Field(default=None, max_length=1_000_000)
 
 
-Action = Annotated[HttpAction | EmailAction, Field(discriminator="type")]
+# A Temporal workflow type or task queue name: printable, no control characters.
+TemporalName = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]+$", min_length=1, max_length=200)]
+# The longest a child workflow may run: a day, as the longest retry interval.
+MAX_CHILD_SECONDS = 24 * 3600
+# The most of a child's result (its JSON) a run keeps; a larger result is not kept.
+MAX_OUTPUT_BYTES = 64 * 1024
+
+
+class WorkflowAction(BaseModel):
+    """Start the user's own workflow as a child of the run, on a task queue an operator allowed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["workflow"] = "workflow"
+    workflow_type: TemporalName
+    task_queue: TemporalName
+    input: Any = None
+    timeout_seconds: float = Field(default=3600, gt=0, le=MAX_CHILD_SECONDS, allow_inf_nan=False)
+
+    @field_validator("input")
+    @classmethod
+    def _input_depth(cls, value: Any) -> Any:
+        if _depth(value) > MAX_BODY_DEPTH:
+            raise PydanticCustomError(
+                "json_depth", "the input nests deeper than {limit} levels", {"limit": MAX_BODY_DEPTH}
+            )
+        return value
+
+
+Action = Annotated[HttpAction | EmailAction | WorkflowAction, Field(discriminator="type")]
 
 
 class NotifySpec(BaseModel):
@@ -332,6 +361,30 @@ class RunResult(BaseModel):
     attempts: int
     http_status: int | None = None
     error: str | None = None
+    # A workflow action's child result (its JSON, at most MAX_OUTPUT_BYTES); None for the other actions.
+    output: Any = None
+
+
+class ChildAttempt(BaseModel):
+    """One attempt of a workflow action: the child workflow it starts, for its Attempt row and log."""
+
+    run_id: str
+    number: int
+    child_id: str
+    workflow_type: str
+    task_queue: str
+
+
+class ChildAttemptEnd(BaseModel):
+    """How a child attempt ended, and what the run does next (its log line says it)."""
+
+    run_id: str
+    number: int
+    child_id: str
+    succeeded: bool
+    duration_ms: int
+    error: str | None = None
+    then: str | None = None
 
 
 class RunStarted(BaseModel):

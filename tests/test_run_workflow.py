@@ -15,7 +15,7 @@ from core.db import Sessions
 from core.models import Job, Run
 from core.payloads import Guarantee, HttpAction, RetrySpec, RunInput, RunResult
 from tests.api_client import session_converter
-from tests.histories import committed, keep
+from tests.histories import committed, keep, load
 from tests.http_target import HttpTarget, Received
 from tests.mirror_rows import add_job
 from worker import WORKFLOWS, build_worker
@@ -140,6 +140,6 @@ async def test_committed_histories_replay(path: Path):
     of by name needed no patch: the commands keep their activity types, arguments and options (ErrorType's
     values are the error type strings the retry policies named), and the result types the methods declare
     decode the same values as before."""
-    history = WorkflowHistory.from_json(path.stem, path.read_text())  # noqa: ASYNC240
+    history = load(path)
     replayer = Replayer(workflows=WORKFLOWS, data_converter=session_converter())
     await replayer.replay_workflow(history)

@@ -13,13 +13,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from temporalio import activity
+from temporalio import activity, workflow
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from core.payloads import (
+    ChildAttempt,
+    ChildAttemptEnd,
     EmailAction,
     EmailOutcome,
     EmailSend,
@@ -35,6 +37,7 @@ from core.payloads import (
     RunResult,
     RunStarted,
     WebhookNotice,
+    WorkflowAction,
 )
 from tests.waiting import eventually
 from workflows.run_job import NOTIFY_RETRY, JobRunWorkflow
@@ -72,6 +75,8 @@ class Activities:
         self.finished: list[RunResult] = []
         self.attempts = 0
         self.counted = asyncio.Event()
+        self.children: list[ChildAttempt] = []
+        self.child_ends: list[ChildAttemptEnd] = []
 
     def all(self) -> list[Callable[..., Any]]:
         return [
@@ -81,7 +86,17 @@ class Activities:
             self.http_call,
             self.email_send,
             self.notify_webhook,
+            self.attempt_started,
+            self.attempt_finished,
         ]
+
+    @activity.defn(name="mirror_attempt_started")
+    async def attempt_started(self, event: ChildAttempt) -> None:
+        self.children.append(event)
+
+    @activity.defn(name="mirror_attempt_finished")
+    async def attempt_finished(self, event: ChildAttemptEnd) -> None:
+        self.child_ends.append(event)
 
     @activity.defn(name="mirror_run_started")
     async def run_started(self, event: RunStarted) -> str | None:
@@ -129,11 +144,31 @@ class Activities:
             raise ApplicationError("webhook answered HTTP 503", type=self.webhook_error)
 
 
+@workflow.defn(name="CountedReport", sandboxed=False)  # this module imports the whole app
+class CountedReport:
+    """A user's workflow that fails (retryably or not, as its input says) until attempt `succeed_on`."""
+
+    @workflow.run
+    async def run(self, params: dict[str, Any]) -> dict[str, Any]:
+        child_id = workflow.info().workflow_id
+        attempt = 1 if child_id.endswith("-child") else int(child_id.rsplit("-", 1)[1])
+        if attempt < params["succeed_on"]:
+            raise ApplicationError(f"attempt {attempt} fails", non_retryable=not params["retryable"])
+        return {"attempt": attempt}
+
+
+def report(queue: str, succeed_on: int, retryable: bool = True) -> WorkflowAction:
+    """A workflow action of CountedReport on the worker's own queue."""
+    params = {"succeed_on": succeed_on, "retryable": retryable}
+    return WorkflowAction(workflow_type="CountedReport", task_queue=queue, input=params)
+
+
 @asynccontextmanager
 async def worker(env: WorkflowEnvironment, mocks: Activities) -> AsyncIterator[str]:
     """A worker of JobRunWorkflow and the mocks, on a task queue of its own."""
     queue = f"fast-{uuid.uuid4().hex[:8]}"
-    async with Worker(env.client, task_queue=queue, workflows=[JobRunWorkflow], activities=mocks.all()):
+    workflows = [JobRunWorkflow, CountedReport]
+    async with Worker(env.client, task_queue=queue, workflows=workflows, activities=mocks.all()):
         yield queue
 
 
@@ -258,3 +293,46 @@ async def test_notification_that_gives_up_leaves_the_run_its_result(time_skippin
     assert result == RunResult(status="succeeded", attempts=1, http_status=200)
     assert mocks.finished == [result]
     assert [hook.notice.event for hook in mocks.webhooks] == ["run.succeeded"] * tries
+
+
+async def child_runs(
+    env: WorkflowEnvironment, spec_of: Callable[[str], RunInput], mocks: Activities | None = None
+) -> tuple[str, RunResult]:
+    """A run of a workflow action whose child runs on the run's own worker, and its result."""
+    async with worker(env, mocks or Activities(env)) as queue:
+        handle = await start(env, queue, spec_of(queue))
+        return handle.id, await handle.result()
+
+
+async def test_failed_children_retry_as_new_children_after_the_backoff(time_skipping_env):
+    """Each attempt a new child; between them the policy's exponential backoff, on workflow timers."""
+    env, mocks = time_skipping_env, Activities(time_skipping_env)
+    run_id, result = await child_runs(env, lambda queue: spec(action=report(queue, succeed_on=3)), mocks)
+    assert result == RunResult(status="succeeded", attempts=3, output={"attempt": 3})
+    ids = [f"{run_id}-child", f"{run_id}-child-2", f"{run_id}-child-3"]
+    assert [(c.number, c.child_id) for c in mocks.children] == list(enumerate(ids, start=1))
+    assert [(e.succeeded, e.then) for e in mocks.child_ends] == [
+        (False, "next attempt in 60 s"),
+        (False, "next attempt in 2 min"),
+        (True, None),
+    ]
+    started = [(await env.client.get_workflow_handle(i).describe()).start_time for i in ids]
+    waits = [later - earlier for earlier, later in itertools.pairwise(started)]
+    assert [round(wait.total_seconds()) for wait in waits] == [60, 120]
+
+
+async def test_at_most_once_never_starts_a_second_child(time_skipping_env):
+    run_id, result = await child_runs(
+        time_skipping_env,
+        lambda queue: spec(Guarantee.AT_MOST_ONCE, action=report(queue, succeed_on=2)),
+    )
+    assert result == RunResult(
+        status="failed", attempts=1, error=f"child workflow {run_id}-child failed: attempt 1 fails"
+    )
+
+
+async def test_a_non_retryable_child_failure_is_not_retried(time_skipping_env):
+    _, result = await child_runs(
+        time_skipping_env, lambda queue: spec(action=report(queue, succeed_on=2, retryable=False))
+    )
+    assert (result.status, result.attempts) == ("failed", 1)

@@ -55,7 +55,12 @@ async def test_admin_lists_users_filtered_by_email(api: ApiClient) -> None:
     [listed] = page["items"]
     assert listed["id"] == alice.id and listed["email"] == alice.email and listed["role"] == "user"
     assert listed["disabled"] is False and listed["disabled_at"] is None
-    assert listed["quotas"] == {"max_jobs": None, "job_writes_per_minute": None, "runs_per_minute": None}
+    assert listed["quotas"] == {
+        "max_jobs": None,
+        "job_writes_per_minute": None,
+        "runs_per_minute": None,
+        "workflow_task_queues": None,
+    }
     settings = api.settings
     assert listed["limits"] == {
         "max_jobs": settings.max_jobs_per_user,
@@ -127,11 +132,21 @@ async def test_quota_overrides_are_set_kept_and_cleared(api: ApiClient) -> None:
     admin = await api.authed_admin()
     alice = await api.authed_user()
     first = await patch_user(admin, alice.id, {"quotas": {"max_jobs": 5, "runs_per_minute": 7}})
-    assert first["quotas"] == {"max_jobs": 5, "job_writes_per_minute": None, "runs_per_minute": 7}
+    assert first["quotas"] == {
+        "max_jobs": 5,
+        "job_writes_per_minute": None,
+        "runs_per_minute": 7,
+        "workflow_task_queues": None,
+    }
     second = await patch_user(
         admin, alice.id, {"quotas": {"runs_per_minute": None, "job_writes_per_minute": 9}}
     )
-    assert second["quotas"] == {"max_jobs": 5, "job_writes_per_minute": 9, "runs_per_minute": None}
+    assert second["quotas"] == {
+        "max_jobs": 5,
+        "job_writes_per_minute": 9,
+        "runs_per_minute": None,
+        "workflow_task_queues": None,
+    }
     assert second["limits"] == {
         "max_jobs": 5,
         "job_writes_per_minute": 9,

@@ -3,26 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
-from temporalio.workflow import ActivityCancellationType
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    RetryState,
+    TerminatedError,
+    TimeoutError,
+)
+from temporalio.workflow import ActivityCancellationType, ChildWorkflowCancellationType, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     import email_validator  # noqa: F401  (pydantic's EmailStr imports it lazily, inside the sandbox)
 
     # The activities are called by method reference; their modules (httpx, SQLAlchemy, aiosmtplib) are the
     # worker's own, passed through once rather than imported again into every run's sandbox.
+    from activities.attempts import describe_delay
     from activities.email import EmailActivities
     from activities.http import HttpActivities
     from activities.mirror import MirrorActivities
     from activities.notify import NotifyActivities
     from core.payloads import (
+        MAX_OUTPUT_BYTES,
         RUN_WORKFLOW,
+        ChildAttempt,
+        ChildAttemptEnd,
         EmailAction,
         EmailNotice,
         EmailSend,
@@ -36,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         RunResult,
         RunStarted,
         WebhookNotice,
+        WorkflowAction,
     )
 
 ArgT = TypeVar("ArgT")
@@ -50,6 +64,8 @@ EMAIL_TIMEOUT = timedelta(seconds=60)
 # Mirror writes retry (Temporal's default policy, no attempt limit) until the database is back.
 MIRROR_TIMEOUT = timedelta(seconds=30)
 LOCAL_MIRROR = "local-mirror-writes"
+# Runs of a workflow action: each attempt is a child workflow (`_children`). No earlier history has one.
+WORKFLOW_ACTION = "workflow-action"
 # Notifications retry on their own policy; when they give up the run keeps its outcome.
 NOTIFY_TIMEOUT = timedelta(seconds=30)
 NOTIFY_RETRY = RetryPolicy(
@@ -69,6 +85,7 @@ class JobRunWorkflow:
     def __init__(self) -> None:
         self._paused = False
         self._attempts: workflow.ActivityHandle[Any] | None = None
+        self._child: workflow.ChildWorkflowHandle[Any, Any] | None = None
         # A pause cancelled the attempts in flight: they resume when the run does (even if it already has).
         self._paused_attempts = False
 
@@ -98,6 +115,8 @@ class JobRunWorkflow:
             # The attempt in flight (if any) is asked to stop after its request; the run ends cancelled.
             if self._attempts is not None and not self._attempts.done():
                 self._attempts.cancel()
+            if self._child is not None and not self._child.done():
+                self._child.cancel()
             if not recorded:  # cancelled while the start was written: write it (again, idempotently)
                 await _mirror(MirrorActivities.run_started, started)
             await self._finish(spec, RunResult(status=RunOutcome.CANCELLED, attempts=0, error="cancelled"))
@@ -108,6 +127,9 @@ class JobRunWorkflow:
 
     async def _perform(self, spec: RunInput, run_id: str) -> RunResult:
         """All attempts, retried by Temporal; a pause interrupts them between two attempts."""
+        if isinstance(spec.action, WorkflowAction):
+            workflow.patched(WORKFLOW_ACTION)  # marks the branch in the history
+            return await self._children(spec, spec.action, run_id)
         made = 0
         limit = spec.retry.attempt_limit(spec.guarantee)
         while True:
@@ -131,6 +153,76 @@ class JobRunWorkflow:
                     status=RunOutcome.SUCCEEDED, attempts=outcome.attempt, http_status=outcome.status_code
                 )
             return RunResult(status=RunOutcome.SUCCEEDED, attempts=outcome.attempt)
+
+    async def _children(self, spec: RunInput, action: WorkflowAction, run_id: str) -> RunResult:
+        """Each attempt starts the user's workflow as a child on their task queue; a failed child is
+        retried as a new child (its own id) after a workflow timer, under the job's retry policy. A pause
+        holds the next attempt and lets the child in flight finish; a cancelled run cancels its child."""
+        limit = spec.retry.attempt_limit(spec.guarantee)
+        policy = spec.retry.to_temporal(spec.guarantee)
+        timeout = timedelta(seconds=action.timeout_seconds)
+        number = 0
+        while True:
+            await workflow.wait_condition(lambda: not self._paused)
+            number += 1
+            child_id = f"{run_id}-child" if number == 1 else f"{run_id}-child-{number}"
+            attempt = ChildAttempt(
+                run_id=run_id,
+                number=number,
+                child_id=child_id,
+                workflow_type=action.workflow_type,
+                task_queue=action.task_queue,
+            )
+            await _mirror(MirrorActivities.attempt_started, attempt)
+            began = workflow.now()
+            child = await workflow.start_child_workflow(
+                action.workflow_type,
+                args=[] if action.input is None else [action.input],
+                id=child_id,
+                task_queue=action.task_queue,
+                execution_timeout=timeout,
+                # A cancelled run asks its child to stop and ends at once (the child's worker may be
+                # gone); a run that ends any other way leaves no child behind either.
+                cancellation_type=ChildWorkflowCancellationType.TRY_CANCEL,
+                parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+            )
+            self._child = child
+            # Waited on, not awaited: the run's cancellation reaches `run`, which cancels the child.
+            await workflow.wait([child])
+            try:
+                output = child.result()
+            except ChildWorkflowError as exc:
+                error, retryable = _child_failure(exc, action)
+                delay = _backoff(policy, number) if retryable and number < limit else None
+                if delay is not None:
+                    then = f"next attempt in {describe_delay(delay)}"
+                else:
+                    then = "no attempts left" if retryable else "not retryable"
+                end = ChildAttemptEnd(
+                    run_id=run_id,
+                    number=number,
+                    child_id=child_id,
+                    succeeded=False,
+                    duration_ms=_ms_since(began),
+                    error=error,
+                    then=then,
+                )
+                await _mirror(MirrorActivities.attempt_finished, end)
+                if delay is None:
+                    return RunResult(status=RunOutcome.FAILED, attempts=number, error=error)
+                await workflow.sleep(delay)
+                continue
+            kept, note = _kept(output)
+            end = ChildAttemptEnd(
+                run_id=run_id,
+                number=number,
+                child_id=child_id,
+                succeeded=True,
+                duration_ms=_ms_since(began),
+                then=note,
+            )
+            await _mirror(MirrorActivities.attempt_finished, end)
+            return RunResult(status=RunOutcome.SUCCEEDED, attempts=number, output=kept)
 
     def _start_attempts(self, spec: RunInput, run_id: str, made: int) -> workflow.ActivityHandle[Any]:
         retry = spec.retry.to_temporal(spec.guarantee, attempts_made=made)
@@ -240,6 +332,43 @@ def _interrupted(exc: ActivityError | asyncio.CancelledError) -> bool:
     if isinstance(exc, asyncio.CancelledError):
         return True
     return isinstance(exc.cause, CancelledError) or exc.retry_state == RetryState.CANCEL_REQUESTED
+
+
+def _child_failure(exc: ChildWorkflowError, action: WorkflowAction) -> tuple[str, bool]:
+    """Why a child attempt failed, and whether another attempt may help (not when the child's own error
+    says it cannot)."""
+    cause = exc.cause
+    if isinstance(cause, TimeoutError):
+        return (
+            f"no worker on task queue {action.task_queue} ran {action.workflow_type} "
+            f"within {action.timeout_seconds:g} s",
+            True,
+        )
+    if isinstance(cause, ApplicationError):
+        return f"child workflow {exc.workflow_id} failed: {cause.message}", not cause.non_retryable
+    if isinstance(cause, TerminatedError):
+        return f"child workflow {exc.workflow_id} was terminated", True
+    if isinstance(cause, CancelledError):
+        return f"child workflow {exc.workflow_id} was cancelled", True
+    return f"child workflow {exc.workflow_id} failed: {cause or exc}", True
+
+
+def _backoff(policy: RetryPolicy, number: int) -> timedelta:
+    """The wait before the attempt after `number`, as Temporal's retry policy computes it for activities."""
+    delay = policy.initial_interval * (policy.backoff_coefficient ** (number - 1))
+    return min(delay, policy.maximum_interval) if policy.maximum_interval else delay
+
+
+def _ms_since(began: datetime) -> int:
+    return int((workflow.now() - began).total_seconds() * 1000)
+
+
+def _kept(output: Any) -> tuple[Any, str | None]:
+    """The child's result as the run keeps it: whole up to MAX_OUTPUT_BYTES of JSON, else not at all."""
+    size = len(json.dumps(output, separators=(",", ":"), default=str).encode())
+    if size <= MAX_OUTPUT_BYTES:
+        return output, None
+    return None, f"its result of {size} bytes is over the {MAX_OUTPUT_BYTES} a run keeps"
 
 
 def _failure(exc: ActivityError, limit: int) -> RunResult:

@@ -14,6 +14,7 @@ from sqlalchemy import Index
 from sqlmodel import AutoString, Field, SQLModel
 
 from core.models._common import EnumText, UTCDateTime, created, enum_of, json_of, new_id, when
+from core.payloads import TemporalName
 
 
 class Role(StrEnum):
@@ -44,6 +45,11 @@ class Quotas(BaseModel):
     )
     runs_per_minute: int | None = Spec(
         default=None, ge=0, le=MAX, description="runs started through the API: immediate, trigger, replay"
+    )
+    workflow_task_queues: list[TemporalName] | None = Spec(
+        default=None,
+        max_length=50,
+        description="task queues this user's workflow actions may use besides CHRONOS_WORKFLOW_TASK_QUEUES",
     )
 
 
