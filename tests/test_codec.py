@@ -90,7 +90,7 @@ async def test_an_edited_job_id_breaks_decryption() -> None:
         ("k 1:AAAA", "entry 1 must be"),
         ("k1:not base64!", "'k1' is not valid base64"),
         ("k1:AAAA", "'k1' has 3 bytes; AES-256 needs 32"),
-        (f"{new_key_entry('k1')},{new_key_entry('k1')}", "'k1' appears twice"),
+        pytest.param(f"{new_key_entry('k1')},{new_key_entry('k1')}", "'k1' appears twice", id="twice"),
     ],
 )
 def test_a_bad_key_setting_names_the_entry(text: str, words: str) -> None:
