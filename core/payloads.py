@@ -102,11 +102,16 @@ class HttpAction(BaseModel):
     @field_validator("body")
     @classmethod
     def _body_depth(cls, body: Any) -> Any:
-        if _depth(body) > MAX_BODY_DEPTH:
-            raise PydanticCustomError(
-                "json_depth", "the body nests deeper than {limit} levels", {"limit": MAX_BODY_DEPTH}
-            )
-        return body
+        return _shallow(body, "body")
+
+
+def _shallow(value: Any, what: str) -> Any:
+    """A user's JSON (an HTTP body, a workflow input) as given, if it nests at most MAX_BODY_DEPTH deep."""
+    if _depth(value) > MAX_BODY_DEPTH:
+        raise PydanticCustomError(
+            "json_depth", f"the {what} nests deeper than {{limit}} levels", {"limit": MAX_BODY_DEPTH}
+        )
+    return value
 
 
 def _depth(value: Any) -> int:
@@ -202,11 +207,7 @@ class WorkflowAction(BaseModel):
     @field_validator("input")
     @classmethod
     def _input_depth(cls, value: Any) -> Any:
-        if _depth(value) > MAX_BODY_DEPTH:
-            raise PydanticCustomError(
-                "json_depth", "the input nests deeper than {limit} levels", {"limit": MAX_BODY_DEPTH}
-            )
-        return value
+        return _shallow(value, "input")
 
 
 Action = Annotated[HttpAction | EmailAction | WorkflowAction, Field(discriminator="type")]
