@@ -71,10 +71,13 @@ class Child:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
+                process_group=0,  # see below
             )
             threading.Thread(target=self._forward, args=(self.proc, stopping), daemon=True).start()
         else:
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL)
+            # A process group of its own: Ctrl-C in a terminal reaches `chronos dev` alone, which stops the
+            # children in order (the terminal would send SIGINT to all of them at once).
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL, process_group=0)
         if self.port is None:
             return
         deadline = time.monotonic() + timeout

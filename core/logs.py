@@ -20,7 +20,13 @@ LogFormat = Literal["text", "json"]
 EXPECTED = frozenset(ErrorType)
 
 # Attributes every LogRecord has: what is left over came from `extra` and is the event's context.
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
+# (uvicorn also passes `color_message`, a colored copy of its message: not context either.)
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 def _context(record: logging.LogRecord) -> dict[str, Any]:

@@ -38,6 +38,7 @@ def start_dev(
         stderr=stderr,
         text=True,
         env=env,
+        process_group=0,  # as a shell runs it: a foreground group of its own, which Ctrl-C signals
     )
     assert proc.stdout is not None
     printed = []
@@ -62,7 +63,9 @@ def start_worker(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
 
 
 def stop(proc: subprocess.Popen[str], *ports: int) -> None:
-    proc.send_signal(signal.SIGTERM)
+    """Ctrl-C in the terminal: SIGINT to the whole foreground process group. Its children have groups of
+    their own, so `chronos dev` alone gets it and stops them in order."""
+    os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=30) == 0
     for port in ports:  # every child is gone too: its port is free again
         with socket.socket() as s:
