@@ -154,6 +154,19 @@ async def test_the_child_result_is_the_run_result(wf_api, queues):
     assert await attempts(alice, run["id"]) == ["succeeded"]
 
 
+async def test_a_job_every_few_seconds_runs_the_example_worker(wf_api, queues):
+    """The docs' example on a schedule: each fire runs GenerateReport, and each run shows its report."""
+    alice = await wf_api.authed_user()
+    body = workflow_job("GenerateReport", queues["reports"], input={"month": "2026-12"})
+    job = await create(alice, {**body, "schedule": {"type": "interval", "every_seconds": 2}})
+    try:
+        runs = await finished_runs(alice, job["id"], 2)
+    finally:
+        expect(await alice.post(f"/jobs/{job['id']}/cancel"), 200)
+    assert {run["status"] for run in runs} == {"succeeded"}
+    assert all(run["result"]["output"]["report"] == "sales-2026-12.csv" for run in runs)
+
+
 async def test_a_failed_child_is_retried_as_a_new_child(wf_api, queues, temporal_client):
     alice = await wf_api.authed_user()
     job = await create(alice, workflow_job("FlakyReport", queues["tests"]))
