@@ -24,7 +24,7 @@ from temporalio.exceptions import ApplicationError
 
 from core.db import Sessions
 from core.models import Attempt, AttemptStatus, Run, RunLog, utcnow
-from core.payloads import job_of_workflow
+from core.payloads import job_of_workflow, retry_delay
 
 logger = logging.getLogger("chronos.attempts")
 T = TypeVar("T")
@@ -84,8 +84,7 @@ def next_retry(info: activity.Info, error: ApplicationError) -> timedelta | None
         return None
     if error.next_retry_delay is not None:
         return error.next_retry_delay
-    delay = policy.initial_interval * (policy.backoff_coefficient ** (info.attempt - 1))
-    return min(delay, policy.maximum_interval) if policy.maximum_interval else delay
+    return retry_delay(policy, info.attempt)
 
 
 def describe_delay(delay: timedelta) -> str:

@@ -253,6 +253,13 @@ class RetrySpec(BaseModel):
         )
 
 
+def retry_delay(policy: RetryPolicy, attempt: int) -> timedelta:
+    """The wait after failed attempt `attempt` before the next, as Temporal's retry policy computes it:
+    the one formula for activity retries' log lines and for the workflow action's child attempts."""
+    delay = policy.initial_interval * (policy.backoff_coefficient ** (attempt - 1))
+    return min(delay, policy.maximum_interval) if policy.maximum_interval else delay
+
+
 class ErrorType(StrEnum):
     """The `type` of every ApplicationError an activity raises: retry policies name the ones no further
     attempt can fix, so raising and retrying read the same names."""

@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         RunStarted,
         WebhookNotice,
         WorkflowAction,
+        retry_delay,
     )
 
 ArgT = TypeVar("ArgT")
@@ -193,7 +194,7 @@ class JobRunWorkflow:
                 output = child.result()
             except ChildWorkflowError as exc:
                 error, retryable = _child_failure(exc, action)
-                delay = _backoff(policy, number) if retryable and number < limit else None
+                delay = retry_delay(policy, number) if retryable and number < limit else None
                 if delay is not None:
                     then = f"next attempt in {describe_delay(delay)}"
                 else:
@@ -351,12 +352,6 @@ def _child_failure(exc: ChildWorkflowError, action: WorkflowAction) -> tuple[str
     if isinstance(cause, CancelledError):
         return f"child workflow {exc.workflow_id} was cancelled", True
     return f"child workflow {exc.workflow_id} failed: {cause or exc}", True
-
-
-def _backoff(policy: RetryPolicy, number: int) -> timedelta:
-    """The wait before the attempt after `number`, as Temporal's retry policy computes it for activities."""
-    delay = policy.initial_interval * (policy.backoff_coefficient ** (number - 1))
-    return min(delay, policy.maximum_interval) if policy.maximum_interval else delay
 
 
 def _ms_since(began: datetime) -> int:
