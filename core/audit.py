@@ -1,7 +1,7 @@
 """The audit trail: who changed which job (or user), when and how, recorded in the change's own transaction.
 
 Services call `record` before they commit a change, so the entry commits or rolls back with it. Values
-are stored as answers show them: the action through `masked_action` and URLs through `masked_url`, the
+are stored as answers show them: the action through `masked_action` and notify through `masked_notify`, the
 one masking rule of core/payloads.py, so the trail never holds a secret in clear.
 """
 
@@ -27,7 +27,7 @@ from core.models import (
     Job,
     JobCreate,
 )
-from core.payloads import EmailAction, HttpAction, NotifySpec, masked_action, masked_url
+from core.payloads import EmailAction, HttpAction, NotifySpec, WorkflowAction, masked_action, masked_notify
 
 # A job's fields whose changes the trail shows: its definition and its state (not run bookkeeping).
 JOB_FIELDS = (*JobCreate.model_fields, "state", "pause_note", "version", "deleted_at")
@@ -78,10 +78,10 @@ def definition(job: Job) -> dict[str, Any]:
 
 def shown(value: Any) -> Any:
     """A value as JSON, with an action's and a notify webhook's secrets masked."""
-    if isinstance(value, HttpAction | EmailAction):
+    if isinstance(value, HttpAction | EmailAction | WorkflowAction):
         return masked_action(value)
-    if isinstance(value, NotifySpec) and value.webhook_url is not None:
-        return {**value.model_dump(mode="json"), "webhook_url": masked_url(value.webhook_url)}
+    if isinstance(value, NotifySpec):
+        return masked_notify(value)
     return to_jsonable_python(value)
 
 

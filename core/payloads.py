@@ -138,6 +138,11 @@ def masked_action(action: HttpAction | EmailAction | WorkflowAction) -> dict[str
     return with_secrets(action.model_dump(mode="json"), header=_mask, url=masked_url)
 
 
+def masked_notify(notify: NotifySpec) -> dict[str, Any]:
+    """Who is notified, as answers and the audit trail show it: the webhook URL's userinfo masked."""
+    return with_secrets(notify.model_dump(mode="json"), header=_mask, url=masked_url)
+
+
 def with_secrets(
     data: dict[str, Any], header: Callable[[str], str], url: Callable[[str], str]
 ) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from core.codec import SEALED, new_key_entry
 from core.config import Settings
 from core.db import make_engine
 from core.models import Job, SealedJSON
-from core.payloads import Action, HttpAction, NotifySpec, masked_action
+from core.payloads import Action, HttpAction, NotifySpec, masked_action, masked_notify
 from tests.api_client import ENCRYPTION_KEYS, ApiClient, AuthedClient, expect
 from tests.http_target import HttpTarget
 from tests.test_jobs_api import FAST_RETRY, create, finished_runs, path
@@ -105,11 +105,12 @@ async def test_secrets_are_sealed_in_the_mirror(
     assert row.count(f"{SEALED}test:") == 4, row  # two headers, two URLs (whole), under the session's key
     assert "application/json" in row, "a plain header stays readable"
 
-    # Answers are as they were: the action masked, the owner's own webhook URL as given.
+    # Answers mask what the row seals: the action's secrets, and the webhook URL's userinfo.
     answer = expect(await alice.get(f"/jobs/{job['id']}"), 200)
     masked = masked_action(HttpAction.model_validate(action))
     assert answer["action"] == job["action"] == masked
-    assert answer["notify"] == job["notify"] == NotifySpec.model_validate(notify).model_dump(mode="json")
+    assert answer["notify"] == job["notify"] == masked_notify(NotifySpec.model_validate(notify))
+    assert hook_password not in json.dumps(answer) and "****@" in answer["notify"]["webhook_url"]
 
     # The run gets the real values. httpx sends a URL's userinfo as Basic auth, over the header.
     headers = await triggered(alice, target, job["id"], route, 1)

@@ -21,6 +21,7 @@ from core.payloads import (
     RunOutcome,
     Trigger,
     masked_action,
+    masked_notify,
 )
 from core.schedules import CronSchedule, ImmediateSchedule, IntervalSchedule, OnceSchedule, Schedule
 
@@ -176,6 +177,10 @@ class JobPublic(JobBase):
     @field_serializer("action")
     def _masked(self, action: Action) -> dict[str, Any]:
         return masked_action(action)
+
+    @field_serializer("notify")
+    def _masked_notify(self, notify: NotifySpec) -> dict[str, Any]:
+        return masked_notify(notify)
 
 
 class IdempotencyKey(SQLModel, table=True):
