@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request, Security
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
+from pydantic import ValidationError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.audit import AuditService
@@ -16,8 +17,9 @@ from core.codec_service import CodecService
 from core.config import Settings
 from core.db import Sessions
 from core.dead_letters import DeadLetterService
-from core.errors import Forbidden, Unauthorized
+from core.errors import Forbidden, Invalid, Unauthorized
 from core.jobs import JobService
+from core.models import JobFilter, JobState, ScheduleType
 from core.runs import RunService
 from core.temporal import TemporalGateway
 from core.users import UserService
@@ -42,12 +44,45 @@ def get_temporal(request: Request) -> TemporalGateway:
 
 
 # Bounded, so a huge page number is a 422 rather than an offset the database cannot hold.
-PageNo = Annotated[int, Query(ge=1, le=1_000_000, description="1-based page number")]
+PageNo = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=1_000_000,
+        description="1-based page number, for older clients: the answer counts every row (`total`), and "
+        "deep pages are slow; page by `cursor` instead",
+    ),
+]
 Limit = Annotated[int, Query(ge=1, le=100, description="items per page")]
 Cursor = Annotated[
     str | None, Query(max_length=500, description="`next_cursor` of the previous page; none for the first")
 ]
 
+
+def job_filter(
+    state: JobState | None = None,
+    type: Annotated[ScheduleType | None, Query(description="the schedule's type")] = None,
+    q: Annotated[str | None, Query(max_length=200, description="part of the name, any case")] = None,
+    label: Annotated[
+        list[str], Query(description="`key:value`, a label the job has; repeat it for more (all must hold)")
+    ] = [],  # noqa: B006 (FastAPI copies the default)
+) -> JobFilter:
+    """The list filter from the query string; a label that is not `key:value` is a 422 naming `label`."""
+    labels: dict[str, str] = {}
+    for pair in label:
+        key, colon, value = pair.partition(":")
+        if not colon:
+            raise Invalid(f"label: '{pair}' is not key:value", ("query", "label"))
+        if labels.get(key, value) != value:
+            raise Invalid(f"label: {key} is given twice with different values", ("query", "label"))
+        labels[key] = value
+    try:
+        return JobFilter(state=state, type=type, q=q, labels=labels)
+    except ValidationError as exc:
+        raise Invalid(f"label: {exc.errors()[0]['msg']}", ("query", "label")) from exc
+
+
+JobFilterDep = Annotated[JobFilter, Depends(job_filter)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionsDep = Annotated[Sessions, Depends(get_sessions)]
 TemporalDep = Annotated[TemporalGateway, Depends(get_temporal)]

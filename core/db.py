@@ -5,14 +5,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, and_, event, func, or_, text
+from sqlalchemy import Connection, event, func, literal, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -91,12 +90,28 @@ async def create_schema(engine: AsyncEngine) -> None:
 
 
 async def paginate(
-    session: AsyncSession, query: SelectOfScalar[M], order_by: Sequence[Any], page: int, limit: int
+    session: AsyncSession,
+    query: SelectOfScalar[M],
+    at: Any,
+    id_: Any,
+    limit: int,
+    cursor: str | None = None,
+    page: int | None = None,
 ) -> Page[M]:
-    """One page of a query's rows (1-based `page`) in the given order, and how many rows it has in all."""
+    """One page of a query's rows, newest first by (`at`, `id_`): after the row `cursor` names (`keyset`),
+    or else page number `page` (1-based, default 1), which also counts the rows (`total`): an offset and a
+    count cost the more the deeper the page, so only clients that ask by number pay them. Either way
+    the answer carries `next_cursor`, so a walk can go on by cursor."""
+    if cursor is not None:
+        if page is not None:
+            raise Invalid("page: give either page or cursor, not both", ("query", "page"))
+        found = await keyset(session, query, at, id_, cursor, limit)
+        return Page(items=found.items, limit=limit, next_cursor=found.next_cursor, total=None, page=None)
+    page = page or 1
     total = (await session.exec(select(func.count()).select_from(query.subquery()))).one()
-    rows = await session.exec(query.order_by(*order_by).offset((page - 1) * limit).limit(limit))
-    return Page(items=list(rows), total=total, page=page, limit=limit)
+    rows = list(await session.exec(_newest_first(query, at, id_).offset((page - 1) * limit).limit(limit + 1)))
+    items, next_cursor = _cut(rows, at, id_, limit)
+    return Page(items=items, limit=limit, next_cursor=next_cursor, total=total, page=page)
 
 
 async def keyset(
@@ -106,15 +121,27 @@ async def keyset(
 
     Unlike an offset, the cursor pins where the next page starts: rows inserted meanwhile are newer and
     come before it, so a walk through the pages sees every row that existed when it began exactly once.
+    The condition is a row-value comparison, which both databases answer by seeking in an index that
+    ends with (`at`, `id_`), however deep the page.
     """
     if cursor is not None:
         after_at, after_id = _decoded(cursor)
-        query = query.where(or_(at < after_at, and_(at == after_at, id_ < after_id)))
-    rows = list(await session.exec(query.order_by(at.desc(), id_.desc()).limit(limit + 1)))
+        query = query.where(tuple_(at, id_) < tuple_(literal(after_at, at.type), literal(after_id, id_.type)))
+    rows = list(await session.exec(_newest_first(query, at, id_).limit(limit + 1)))
+    items, next_cursor = _cut(rows, at, id_, limit)
+    return CursorPage(items=items, next_cursor=next_cursor)
+
+
+def _newest_first(query: SelectOfScalar[M], at: Any, id_: Any) -> SelectOfScalar[M]:
+    return query.order_by(at.desc(), id_.desc())
+
+
+def _cut(rows: list[M], at: Any, id_: Any, limit: int) -> tuple[list[M], str | None]:
+    """The page out of `limit + 1` rows read, and the cursor after it if there was one more."""
     if len(rows) <= limit:
-        return CursorPage(items=rows, next_cursor=None)
+        return rows, None
     last = rows[limit - 1]
-    return CursorPage(items=rows[:limit], next_cursor=_encoded(getattr(last, at.key), getattr(last, id_.key)))
+    return rows[:limit], _encoded(getattr(last, at.key), getattr(last, id_.key))
 
 
 def _encoded(at: datetime, row_id: str) -> str:

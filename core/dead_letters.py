@@ -20,14 +20,19 @@ class DeadLetterService:
         self.jobs = jobs
 
     async def find(
-        self, user: Principal, job_id: str | None, page: int, limit: int
+        self,
+        user: Principal,
+        job_id: str | None,
+        limit: int,
+        cursor: str | None = None,
+        page: int | None = None,
     ) -> Page[DeadLetterPublic]:
         async with self.sessions() as session:
             query = select(DeadLetter).where(user.sees_rows(DeadLetter.owner_id))
             if job_id is not None:
                 query = query.where(DeadLetter.job_id == job_id)
-            order = [col(DeadLetter.created_at).desc(), col(DeadLetter.id)]
-            letters = await paginate(session, query, order, page, limit)
+            at, id_ = col(DeadLetter.created_at), col(DeadLetter.id)
+            letters = await paginate(session, query, at, id_, limit, cursor, page)
             return letters.with_items(
                 [DeadLetterPublic.model_validate(row.model_dump()) for row in letters.items]
             )

@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import ColumnElement, delete, func, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -30,8 +31,8 @@ from temporalio.client import Client, ScheduleAlreadyRunningError
 from core import audit
 from core.auth import Principal
 from core.config import Settings
-from core.db import Sessions, paginate
-from core.errors import Conflict, Invalid, NotFound, PreconditionFailed, QuotaExceeded
+from core.db import Sessions, keyset, paginate
+from core.errors import ChronosError, Conflict, Invalid, NotFound, PreconditionFailed, QuotaExceeded
 from core.job_schedules import (
     backfill_overdue,
     cancel_runs,
@@ -54,6 +55,8 @@ from core.models import (
     IdempotencyKey,
     Job,
     JobCreate,
+    JobFilter,
+    JobLabel,
     JobPublic,
     JobState,
     JobUpdate,
@@ -84,8 +87,33 @@ from core.temporal import TemporalGateway
 IDEMPOTENCY_TTL = timedelta(hours=48)
 
 
+# A bulk pause or resume reads the jobs it changes this many at a time.
+BULK_BATCH = 100
+
+
 def body_hash(body: JobCreate) -> str:
     return hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def matching(match: JobFilter) -> list[ColumnElement[bool]]:
+    """A filter's conditions on jobs; each label is an index lookup in `job_label`."""
+    conditions: list[ColumnElement[bool]] = []
+    if match.state is not None:
+        conditions.append(col(Job.state) == match.state)
+    if match.type is not None:
+        conditions.append(col(Job.schedule_type) == match.type)
+    if match.q:
+        conditions.append(func.lower(Job.name).contains(match.q.lower(), autoescape=True))
+    for key, value in match.labels.items():
+        having = select(JobLabel.job_id).where(col(JobLabel.key) == key, col(JobLabel.value) == value)
+        conditions.append(col(Job.id).in_(having))
+    return conditions
+
+
+async def _index_labels(session: AsyncSession, job: Job) -> None:
+    """The job's `job_label` rows, made to hold its labels."""
+    await session.exec(delete(JobLabel).where(col(JobLabel.job_id) == job.id))
+    session.add_all(JobLabel(job_id=job.id, key=key, value=value) for key, value in job.labels.items())
 
 
 class JobService:
@@ -114,7 +142,8 @@ class JobService:
             if not job.immediate:
                 await self.temporal.call(lambda c: self._create_schedule(c, job))
             session.add(job)
-            await session.flush()  # the key refers to the job: insert the job first
+            await session.flush()  # the key and the labels refer to the job: insert the job first
+            await _index_labels(session, job)
             await self._within_quota(session, job)
             if idempotency_key is not None:
                 session.add(
@@ -145,17 +174,18 @@ class JobService:
         return await session.get(Job, found.job_id)
 
     async def find(
-        self, user: Principal, state: JobState | None, q: str | None, page: int, limit: int
+        self,
+        user: Principal,
+        match: JobFilter,
+        limit: int,
+        cursor: str | None = None,
+        page: int | None = None,
     ) -> Page[JobPublic]:
+        """The caller's live jobs (admins: everyone's) that match, newest first (`core.db.paginate`)."""
         async with self.sessions() as session:
             query = select(Job).where(col(Job.deleted_at).is_(None), user.sees_rows(Job.owner_id))
-            if state is not None:
-                query = query.where(Job.state == state)
-            if q:
-                query = query.where(func.lower(Job.name).contains(q.lower()))
-            jobs = await paginate(
-                session, query, [col(Job.created_at).desc(), col(Job.id).desc()], page, limit
-            )
+            query = query.where(*matching(match))
+            jobs = await paginate(session, query, col(Job.created_at), col(Job.id), limit, cursor, page)
             last_ids = [job.last_run_id for job in jobs.items if job.last_run_id]
             last_runs: dict[str, Run] = {}
             if last_ids:
@@ -207,6 +237,8 @@ class JobService:
             if job.state == JobState.COMPLETED and new_schedule is not None:
                 job.state = job.waiting_state()
             session.add(job)
+            if "labels" in changes:
+                await _index_labels(session, job)
             if not job.immediate:
                 await self.temporal.call(lambda c: update_schedule(c, self.settings, job))
                 if new_schedule is not None:
@@ -241,19 +273,51 @@ class JobService:
     async def pause_all_of(self, owner_id: str, note: str, actor: Principal) -> int:
         """Pause every live, unpaused job of one user (an admin disabled the account), each as the pause
         route does; how many were paused."""
-        async with self.sessions() as session:
-            live = await session.exec(
-                select(Job).where(
-                    col(Job.owner_id) == owner_id,
-                    col(Job.deleted_at).is_(None),
-                    col(Job.paused).is_(False),
-                    col(Job.state).in_([JobState.SCHEDULED, JobState.RUNNING]),
-                )
-            )
-            jobs = live.all()
-            for job in jobs:
-                await self._pause(session, job, note, actor)
-            return len(jobs)
+        return await self._set_paused_where([col(Job.owner_id) == owner_id], True, note, actor)
+
+    async def set_paused_matching(
+        self, user: Principal, selector: JobFilter | Sequence[str], paused: bool, note: str | None
+    ) -> int:
+        """Bulk pause or resume of the caller's own jobs (admins' too: a bulk call never reaches another
+        user's job) named by id or matching a filter; ids of jobs the caller does not own are ignored.
+        One job write for the call; how many jobs it changed."""
+        await self.limits.spend(user.id, Limit.JOB_WRITES)
+        chosen = matching(selector) if isinstance(selector, JobFilter) else [col(Job.id).in_(selector)]
+        return await self._set_paused_where([col(Job.owner_id) == user.id, *chosen], paused, note, user)
+
+    async def _set_paused_where(
+        self, where: Sequence[ColumnElement[bool]], paused: bool, note: str | None, actor: Principal
+    ) -> int:
+        """Pause (or resume) each job that matches and that the change moves: live, not cancelled, and
+        unpaused and waiting or running (or paused), each as the single route does, with its own version
+        and audit entry and commit. Jobs are read a batch at a time; if Temporal fails part way, the
+        error says how many were changed, and the same call again changes the rest."""
+        moves = (
+            [col(Job.paused).is_(False), col(Job.state).in_([JobState.SCHEDULED, JobState.RUNNING])]
+            if paused
+            else [col(Job.paused).is_(True), col(Job.state) != JobState.CANCELLED]
+        )
+        query = select(Job).where(col(Job.deleted_at).is_(None), *moves, *where)
+        done, cursor = 0, None
+        while True:
+            async with self.sessions() as session:
+                batch = await keyset(session, query, col(Job.created_at), col(Job.id), cursor, BULK_BATCH)
+                for job in batch.items:
+                    try:
+                        if paused:
+                            await self._pause(session, job, note, actor)
+                        else:
+                            state = await self._resumed_state(session, job)
+                            await self._set_paused(session, job, actor, None, state, note)
+                    except ChronosError as exc:
+                        exc.detail = (
+                            f"{exc.detail} ({done} jobs were changed before this; send it again for the rest)"
+                        )
+                        raise
+                    done += 1
+            if batch.next_cursor is None:
+                return done
+            cursor = batch.next_cursor
 
     async def _pause(self, session: AsyncSession, job: Job, note: str | None, actor: Principal) -> None:
         """The one pause: the row says so, the schedule pauses, runs in flight get the pause signal; a new
@@ -272,10 +336,17 @@ class JobService:
             return await self._public(session, job)
 
     async def _set_paused(
-        self, session: AsyncSession, job: Job, actor: Principal, note: str | None, state: JobState
+        self,
+        session: AsyncSession,
+        job: Job,
+        actor: Principal,
+        note: str | None,
+        state: JobState,
+        why: str | None = None,
     ) -> None:
         """Pause (`state` paused, with its note) or resume (`state` what the job waits for now): the row,
-        the schedule and the signals to runs in flight, then a new version and an audit entry, one commit."""
+        the schedule and the signals to runs in flight, then a new version and an audit entry, one commit.
+        `why`: a resume's note, which the audit entry keeps (a pause's note is the job's `pause_note`)."""
         before = audit.snapshot(job)
         paused = state == JobState.PAUSED
         job.paused, job.pause_note, job.state = paused, note, state
@@ -284,7 +355,7 @@ class JobService:
         await self.temporal.call(lambda c: set_paused(c, job, note))
         await self._next_version(session, job)
         action = AuditAction.JOB_PAUSE if paused else AuditAction.JOB_RESUME
-        self._audit(session, actor, action, job, before)
+        self._audit(session, actor, action, job, before, **({"note": why} if why else {}))
         await session.commit()
 
     async def trigger(self, user: Principal, job_id: str, trigger: Trigger = Trigger.MANUAL) -> RunPublic:
@@ -442,10 +513,17 @@ class JobService:
         set_committed_value(job, "version", version)
 
     def _audit(
-        self, session: AsyncSession, user: Principal, action: AuditAction, job: Job, before: dict[str, Any]
+        self,
+        session: AsyncSession,
+        user: Principal,
+        action: AuditAction,
+        job: Job,
+        before: dict[str, Any],
+        **extra: Any,
     ) -> None:
-        """The change from `before` to the job as it is now, in the trail."""
-        audit.record(session, user, action, job_id=job.id, changes=audit.changed(before, audit.snapshot(job)))
+        """The change from `before` to the job as it is now, in the trail (and any `extra` said about it)."""
+        changes = {**audit.changed(before, audit.snapshot(job)), **extra}
+        audit.record(session, user, action, job_id=job.id, changes=changes)
 
     def _refuse_cancelled(self, job: Job) -> None:
         if job.state == JobState.CANCELLED:

@@ -39,7 +39,13 @@ class RunService:
         self.links = Links(settings)
 
     async def for_job(
-        self, user: Principal, job_id: str, status: RunStatus | None, page: int, limit: int
+        self,
+        user: Principal,
+        job_id: str,
+        status: RunStatus | None,
+        limit: int,
+        cursor: str | None = None,
+        page: int | None = None,
     ) -> Page[RunPublic]:
         """Newest first. Admins also read the runs of deleted jobs; owners only of live ones."""
         async with self.sessions() as session:
@@ -48,9 +54,7 @@ class RunService:
             query = select(Run).where(Run.job_id == job_id)
             if status is not None:
                 query = query.where(Run.status == status)
-            runs = await paginate(
-                session, query, [col(Run.created_at).desc(), col(Run.id).desc()], page, limit
-            )
+            runs = await paginate(session, query, col(Run.created_at), col(Run.id), limit, cursor, page)
             return runs.with_items([self.links.run_public(run) for run in runs.items])
 
     async def get(self, user: Principal, run_id: str) -> RunDetail:

@@ -25,14 +25,15 @@ class UserService:
         self.sessions = sessions
         self.jobs = jobs
 
-    async def find(self, q: str | None, page: int, limit: int) -> Page[UserAccount]:
+    async def find(
+        self, q: str | None, limit: int, cursor: str | None = None, page: int | None = None
+    ) -> Page[UserAccount]:
         """Every account, newest first; `q` is part of the email."""
         async with self.sessions() as session:
             query = select(User)
             if q:
                 query = query.where(col(User.email).contains(q.strip().lower()))
-            order = [col(User.created_at).desc(), col(User.id).desc()]
-            users = await paginate(session, query, order, page, limit)
+            users = await paginate(session, query, col(User.created_at), col(User.id), limit, cursor, page)
             return users.with_items([self.account(user) for user in users.items])
 
     async def update(self, admin: Principal, user_id: str, body: UserPatch) -> UserAccount:

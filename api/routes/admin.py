@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import Admin, Limit, PageNo, UserServiceDep
+from api.deps import Admin, Cursor, Limit, PageNo, UserServiceDep
 from core.models import Page, UserAccount, UserPatch
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -17,11 +17,12 @@ async def list_users(
     admin: Admin,
     users: UserServiceDep,
     q: Annotated[str | None, Query(max_length=320, description="part of the email")] = None,
-    page: PageNo = 1,
     limit: Limit = 20,
+    cursor: Cursor = None,
+    page: PageNo = None,
 ) -> Page[UserAccount]:
     """Every account, newest first, with its quotas and the limits in force."""
-    return await users.find(q, page, limit)
+    return await users.find(q, limit, cursor, page)
 
 
 @router.patch(

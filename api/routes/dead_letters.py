@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import DeadLetterServiceDep, Limit, PageNo, Reader, SessionsDep, Writer
+from api.deps import Cursor, DeadLetterServiceDep, Limit, PageNo, Reader, SessionsDep, Writer
 from api.openapi import responses
 from api.responses import ModelJSON
 from core.models import DeadLetterPublic, Page, RunPublic, Stats
@@ -20,11 +20,12 @@ async def list_dead_letters(
     user: Reader,
     letters: DeadLetterServiceDep,
     job_id: Annotated[str | None, Query(max_length=200)] = None,
-    page: PageNo = 1,
     limit: Limit = 20,
+    cursor: Cursor = None,
+    page: PageNo = None,
 ) -> ModelJSON:
     """Runs that failed for good, newest first: yours, or everyone's for admins."""
-    return ModelJSON(await letters.find(user, job_id, page, limit))
+    return ModelJSON(await letters.find(user, job_id, limit, cursor, page))
 
 
 @router.post(

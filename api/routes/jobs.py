@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Response
 
-from api.deps import JobServiceDep, Limit, PageNo, Reader, Writer
+from api.deps import Cursor, JobFilterDep, JobServiceDep, Limit, PageNo, Reader, Writer
 from api.etags import IfMatch, tagged
 from api.openapi import responses
 from api.responses import ModelJSON
 from core.models import (
+    BulkResult,
     JobCreate,
     JobPublic,
-    JobState,
+    JobSelection,
     JobUpdate,
     Page,
     PauseRequest,
@@ -41,12 +42,27 @@ async def create_job(
 async def list_jobs(
     user: Reader,
     jobs: JobServiceDep,
-    state: JobState | None = None,
-    q: Annotated[str | None, Query(max_length=200, description="part of the name")] = None,
-    page: PageNo = 1,
+    match: JobFilterDep,
     limit: Limit = 20,
+    cursor: Cursor = None,
+    page: PageNo = None,
 ) -> ModelJSON:
-    return ModelJSON(await jobs.find(user, state, q, page, limit))
+    """Your jobs (admins: everyone's) that match every filter given, newest first."""
+    return ModelJSON(await jobs.find(user, match, limit, cursor, page))
+
+
+# Declared before `/jobs/{job_id}/…`: the literal paths are not job ids.
+@router.post("/jobs/pause", response_model=BulkResult, responses=responses(429))
+async def pause_jobs(body: JobSelection, user: Writer, jobs: JobServiceDep) -> BulkResult:
+    """Pause your own jobs named by `ids` or matching `filter` (an admin's too: never another user's);
+    jobs already paused, finished or cancelled are left as they are and not counted."""
+    return BulkResult(count=await jobs.set_paused_matching(user, body.selector, True, body.note))
+
+
+@router.post("/jobs/resume", response_model=BulkResult, responses=responses(429))
+async def resume_jobs(body: JobSelection, user: Writer, jobs: JobServiceDep) -> BulkResult:
+    """Resume your own paused jobs named by `ids` or matching `filter`; the note goes to the audit trail."""
+    return BulkResult(count=await jobs.set_paused_matching(user, body.selector, False, body.note))
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)

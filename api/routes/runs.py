@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import Limit, PageNo, Reader, RunServiceDep, Writer
+from api.deps import Cursor, Limit, PageNo, Reader, RunServiceDep, Writer
 from api.openapi import responses
 from api.responses import ModelJSON
 from core.models import LogPage, Page, RunDetail, RunPublic, RunStatus
@@ -18,11 +18,12 @@ async def list_runs(
     user: Reader,
     runs: RunServiceDep,
     status: RunStatus | None = None,
-    page: PageNo = 1,
     limit: Limit = 20,
+    cursor: Cursor = None,
+    page: PageNo = None,
 ) -> ModelJSON:
     """The job's runs, newest first."""
-    return ModelJSON(await runs.for_job(user, job_id, status, page, limit))
+    return ModelJSON(await runs.for_job(user, job_id, status, limit, cursor, page))
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail)

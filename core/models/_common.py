@@ -165,14 +165,22 @@ def enum_of(enum: type[StrEnum], length: int = 16, **field: Any) -> Any:
 
 
 class Page(BaseModel, Generic[T]):
+    """One page of a newest-first listing (`core.db.paginate`): by `cursor` (keyset, the fast way at any
+    depth), or by `page` number for older clients, which also counts every row."""
+
     items: list[T]
-    total: int
-    page: int
     limit: int
+    next_cursor: str | None = Spec(description="Pass as `cursor` for the next page; null on the last page")
+    total: int | None = Spec(
+        description="How many rows match in all: given for pages by number, null when paging by cursor"
+    )
+    page: int | None = Spec(description="The page number asked for; null when paging by cursor")
 
     def with_items(self, items: list[U]) -> Page[U]:
         """The same page, its rows shown as answers show them."""
-        return Page(items=items, total=self.total, page=self.page, limit=self.limit)
+        return Page(
+            items=items, limit=self.limit, next_cursor=self.next_cursor, total=self.total, page=self.page
+        )
 
 
 class CursorPage(BaseModel, Generic[T]):

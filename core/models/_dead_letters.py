@@ -22,7 +22,11 @@ class DeadLetterBase(SQLModel):
 
 
 class DeadLetter(DeadLetterBase, table=True):
-    __table_args__ = (Index("ix_deadletter_owner_created", "owner_id", "created_at"),)
+    # A user's dead letters newest first (keyset on created_at, id); everyone's for admins.
+    __table_args__ = (
+        Index("ix_deadletter_owner_created", "owner_id", "created_at", "id"),
+        Index("ix_deadletter_created", "created_at", "id"),
+    )
 
     id: str = Field(default_factory=new_id, primary_key=True)
     owner_id: str

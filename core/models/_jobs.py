@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, field_serializer
-from sqlalchemy import Index
+from pydantic import AfterValidator, AwareDatetime, field_serializer, model_validator
+from pydantic import Field as Spec
+from sqlalchemy import Index, event
 from sqlmodel import AutoString, Field, SQLModel
 from sqlmodel.main import SQLModelConfig
 
@@ -52,6 +55,35 @@ class OverlapPolicy(StrEnum):
 # A paused or cancelled job keeps saying so while its runs start and end.
 HELD = (JobState.PAUSED, JobState.CANCELLED)
 
+ScheduleType = Literal["immediate", "once", "cron", "interval"]
+
+# Labels follow Kubernetes: a key is an optional DNS-subdomain prefix and "/" and a name of at most 63
+# characters, alphanumeric at both ends with "-", "_", "." inside; a value is empty or such a name.
+_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_PREFIX = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_NAME_RULE = "at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+MAX_LABELS = 32
+
+
+def _label_key(key: str) -> str:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _PREFIX.fullmatch(prefix)):
+        raise ValueError("a label key's prefix must be a lowercase DNS subdomain of at most 253 characters")
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"a label key's name must be {_NAME_RULE}")
+    return key
+
+
+def _label_value(value: str) -> str:
+    if value and not _NAME.fullmatch(value):
+        raise ValueError(f"a label value must be empty or {_NAME_RULE}")
+    return value
+
+
+LabelKey = Annotated[str, AfterValidator(_label_key)]
+LabelValue = Annotated[str, AfterValidator(_label_value)]
+Labels = Annotated[dict[LabelKey, LabelValue], Spec(max_length=MAX_LABELS)]
+
 
 class JobBase(SQLModel):
     """A job's definition as users write it; the row keeps schedule, action, retry policy and notify as
@@ -65,6 +97,12 @@ class JobBase(SQLModel):
     execution_guarantee: Guarantee = enum_of(Guarantee, default=Guarantee.AT_LEAST_ONCE)
     overlap_policy: OverlapPolicy = enum_of(OverlapPolicy, default=OverlapPolicy.SKIP)
     notify: NotifySpec = sealed_json_of(NotifySpec, default=NotifySpec())
+    labels: Labels = json_of(
+        Labels,
+        default_factory=dict,
+        sa_column_kwargs={"server_default": "{}"},
+        description=f"Up to {MAX_LABELS} `key: value` pairs to find jobs by (Kubernetes label syntax)",
+    )
 
 
 class JobCreate(JobBase):
@@ -95,19 +133,25 @@ class JobUpdate(JobBase):
     execution_guarantee: Guarantee | None = None  # type: ignore[assignment]
     overlap_policy: OverlapPolicy | None = None  # type: ignore[assignment]
     notify: NotifySpec | None = None  # type: ignore[assignment]
+    labels: Labels | None = None  # type: ignore[assignment]
 
 
 class Job(JobBase, table=True):
     """A job definition as submitted, and the state its runs leave it in."""
 
-    # The list query: a user's live jobs, newest first, optionally of one state.
+    # The list query: a user's live jobs (admins: everyone's), newest first, optionally of one state or
+    # schedule type (core/jobs.py `JobFilter` conditions).
     __table_args__ = (
         Index("ix_job_owner_state_created", "owner_id", "state", "created_at", "id"),
+        Index("ix_job_owner_type_created", "owner_id", "schedule_type", "created_at", "id"),
         Index("ix_job_owner_created", "owner_id", "created_at", "id"),
+        Index("ix_job_created", "created_at", "id"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True)
     owner_id: str = Field(foreign_key="user.id")
+    # `schedule.type`, kept beside the JSON so lists filter on an index (set on every flush, below).
+    schedule_type: str = Field(default="", max_length=16)
     state: JobState = enum_of(JobState, default=JobState.SCHEDULED, index=True)
     paused: bool = False
     pause_note: str | None = None
@@ -150,6 +194,63 @@ class Job(JobBase, table=True):
             return
         end_at = schedule.end_at
         self.state = JobState.COMPLETED if end_at and end_at <= now else JobState.SCHEDULED
+
+
+@event.listens_for(Job, "before_insert")
+@event.listens_for(Job, "before_update")
+def _schedule_type(_mapper: Any, _connection: Any, job: Job) -> None:
+    job.schedule_type = job.schedule.type
+
+
+class JobLabel(SQLModel, table=True):
+    """One label of a job, a row each, so a `label=k:v` filter is an index lookup on both databases (the
+    job's `labels` column stays what answers show; core/jobs.py writes both)."""
+
+    __table_args__ = (Index("ix_joblabel_key_value", "key", "value", "job_id"),)
+
+    job_id: str = Field(foreign_key="job.id", primary_key=True)
+    key: str = Field(primary_key=True, max_length=317)
+    value: str = Field(max_length=63)
+
+
+class JobFilter(SQLModel):
+    """Which of the caller's jobs a list shows or a bulk pause or resume acts on; all conditions ANDed."""
+
+    model_config = SQLModelConfig(extra="forbid")
+
+    state: JobState | None = None
+    type: ScheduleType | None = Field(default=None, description="the schedule's type")
+    q: str | None = Field(default=None, max_length=200, description="part of the name, any case")
+    labels: Labels = Field(default_factory=dict, description="labels the job has, each with this value")
+
+
+class JobSelection(SQLModel):
+    """A bulk pause or resume: the caller's jobs named by `ids`, or those matching `filter`."""
+
+    model_config = SQLModelConfig(
+        extra="forbid",
+        json_schema_extra={"example": {"filter": {"labels": {"team": "billing"}}, "note": "freeze"}},
+    )
+
+    ids: list[str] | None = Field(default=None, min_length=1, max_length=1000)
+    filter: JobFilter | None = None
+    note: str | None = Field(default=None, max_length=500)
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> JobSelection:
+        if (self.ids is None) == (self.filter is None):
+            raise ValueError("give either ids or filter")
+        return self
+
+    @property
+    def selector(self) -> JobFilter | Sequence[str]:
+        return self.filter if self.filter is not None else self.ids or []
+
+
+class BulkResult(SQLModel):
+    count: int = Field(
+        description="How many jobs this call paused or resumed (jobs already so are not counted)"
+    )
 
 
 class JobPublic(JobBase):

@@ -55,9 +55,11 @@ class RunBase(SQLModel):
 class Run(RunBase, table=True):
     """One JobRunWorkflow execution; its id is the workflow id."""
 
-    # A job's runs newest first; a user's runs over a time window (stats).
+    # A job's runs newest first (keyset on created_at, id), optionally of one status; a user's runs over
+    # a time window (stats).
     __table_args__ = (
-        Index("ix_run_job_created", "job_id", "created_at"),
+        Index("ix_run_job_created", "job_id", "created_at", "id"),
+        Index("ix_run_job_status_created", "job_id", "status", "created_at", "id"),
         Index("ix_run_owner_created", "owner_id", "created_at"),
     )
 

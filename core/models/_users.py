@@ -69,6 +69,9 @@ class UserBase(SQLModel):
 
 
 class User(UserBase, table=True):
+    # The admin list: every account newest first (keyset on created_at, id).
+    __table_args__ = (Index("ix_user_created", "created_at", "id"),)
+
     id: str = Field(default_factory=new_id, primary_key=True)
     password_hash: str
     role: Role = enum_of(Role, default=Role.USER)
