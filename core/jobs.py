@@ -38,6 +38,7 @@ from core.job_schedules import (
     create_schedule,
     described_next_runs,
     drop_schedule,
+    jittered,
     run_workflow_id,
     set_paused,
     start_run_workflow,
@@ -108,7 +109,7 @@ class JobService:
             if idempotency_key is not None:
                 replay = await self._idempotent(session, user, idempotency_key, body)
                 if replay is not None:
-                    return await self._public(session, replay)
+                    return await self._public(session, replay, local=True)
             job = Job.model_validate(body, update={"id": new_id(), "owner_id": user.id})
             job.state = job.waiting_state()
             if not job.immediate:
@@ -127,7 +128,7 @@ class JobService:
                 await self.start_run(session, job, Trigger.IMMEDIATE)
             else:
                 await session.commit()
-            return await self._public(session, job)
+            return await self._public(session, job, local=True)
 
     async def _idempotent(
         self, session: AsyncSession, user: Principal, key: str, body: JobCreate
@@ -414,9 +415,15 @@ class JobService:
             return JobState.COMPLETED if last.status == RunStatus.SUCCEEDED else JobState.FAILED
         return JobState.RUNNING if last is not None and last.status in ACTIVE_RUNS else JobState.SCHEDULED
 
-    async def _public(self, session: AsyncSession, job: Job) -> JobPublic:
-        """One job as answers show it, its next runs read back from the Temporal schedule."""
-        upcoming = await self.temporal.call(lambda c: described_next_runs(c, job))
+    async def _public(self, session: AsyncSession, job: Job, *, local: bool = False) -> JobPublic:
+        """One job as answers show it, its next runs read back from the Temporal schedule. `local` (the
+        answer to a create): computed here instead, by the rules its schedule was just made from, which
+        spares Temporal a second call per create (docs/bench.md); not for a jittered schedule, whose
+        times are Temporal's random draw."""
+        if local and not jittered(job):
+            upcoming = upcoming_local(job, datetime.now(UTC))
+        else:
+            upcoming = await self.temporal.call(lambda c: described_next_runs(c, job))
         last = await session.get(Run, job.last_run_id) if job.last_run_id else None
         return self.links.job_public(job, upcoming, last)
 
