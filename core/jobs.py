@@ -30,7 +30,7 @@ from temporalio.client import Client, ScheduleAlreadyRunningError
 from core import audit
 from core.auth import Principal
 from core.config import Settings
-from core.db import Sessions, paginate
+from core.db import Sessions, paginate, writing
 from core.errors import Conflict, Invalid, NotFound, PreconditionFailed, QuotaExceeded
 from core.job_schedules import (
     backfill_overdue,
@@ -114,20 +114,22 @@ class JobService:
             job.state = job.waiting_state()
             if not job.immediate:
                 await self.temporal.call(lambda c: self._create_schedule(c, job))
-            session.add(job)
-            await session.flush()  # the key refers to the job: insert the job first
-            await self._within_quota(session, job)
-            if idempotency_key is not None:
-                session.add(
-                    IdempotencyKey(
-                        owner_id=user.id, key=idempotency_key, body_hash=body_hash(body), job_id=job.id
+            async with writing(session):  # until the commit (start_run's, for an immediate job)
+                session.add(job)
+                await session.flush()  # the key refers to the job: insert the job first
+                await self._within_quota(session, job)
+                if idempotency_key is not None:
+                    session.add(
+                        IdempotencyKey(
+                            owner_id=user.id, key=idempotency_key, body_hash=body_hash(body), job_id=job.id
+                        )
                     )
-                )
-            audit.record(session, user, AuditAction.JOB_CREATE, job_id=job.id, changes=audit.definition(job))
-            if job.immediate:
-                await self.start_run(session, job, Trigger.IMMEDIATE)
-            else:
-                await session.commit()
+                changes = audit.definition(job)
+                audit.record(session, user, AuditAction.JOB_CREATE, job_id=job.id, changes=changes)
+                if job.immediate:
+                    await self.start_run(session, job, Trigger.IMMEDIATE)
+                else:
+                    await session.commit()
             return await self._public(session, job, local=True)
 
     async def _idempotent(
