@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -59,6 +63,45 @@ def _engine(settings: Settings) -> AsyncEngine:
 
 def make_sessions(engine: AsyncEngine) -> Sessions:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+# One queue of writers per SQLite engine and event loop (see `writing`).
+_WRITERS: weakref.WeakKeyDictionary[Any, dict[asyncio.AbstractEventLoop, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@asynccontextmanager
+async def writing(session: AsyncSession) -> AsyncIterator[None]:
+    """Take this process's turn to write on SQLite, until the session commits or rolls back (or the block
+    ends). SQLite has one write lock, and a connection that finds it taken polls it with sleeps of up to
+    100 ms (its busy handler): with many concurrent requests in one process, waiters slept past the moment
+    it freed and the hot writes (rate events, new jobs) had a tail of seconds (docs/bench.md). Queued here
+    they start as soon as the writer before them ends; other processes still meet the busy handler. A
+    no-op on PostgreSQL, whose row locks queue writers themselves."""
+    engine = session.bind
+    if engine is None or engine.dialect.name != "sqlite":
+        yield
+        return
+    lock = _WRITERS.setdefault(engine.sync_engine, {}).setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    await lock.acquire()
+    held = True
+
+    def release(*_: Any) -> None:
+        nonlocal held
+        if held:
+            held = False
+            lock.release()
+
+    sync = session.sync_session
+    event.listen(sync, "after_commit", release)
+    event.listen(sync, "after_rollback", release)
+    try:
+        yield
+    finally:
+        event.remove(sync, "after_commit", release)
+        event.remove(sync, "after_rollback", release)
+        release()
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

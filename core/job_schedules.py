@@ -204,6 +204,12 @@ def upcoming_local(job: Job, now: datetime, count: int = 5) -> list[datetime]:
     return fire_times(job.timed, now, count)
 
 
+def jittered(job: Job) -> bool:
+    """Whether Temporal moves the fires by a random jitter: then only its describe() knows the times, and
+    `upcoming_local` shows the nominal ones."""
+    return not job.immediate and not isinstance(job.timed, OnceSchedule) and job.timed.jitter_seconds > 0
+
+
 def _running_query(job_id: str) -> str:
     return f'ChronosJobId = "{job_id}" AND ExecutionStatus = "Running"'
 

@@ -31,7 +31,7 @@ from temporalio.client import Client, ScheduleAlreadyRunningError
 from core import audit
 from core.auth import Principal
 from core.config import Settings
-from core.db import Sessions, keyset, paginate
+from core.db import Sessions, keyset, paginate, writing
 from core.errors import ChronosError, Conflict, Invalid, NotFound, PreconditionFailed, QuotaExceeded
 from core.job_schedules import (
     backfill_overdue,
@@ -39,6 +39,7 @@ from core.job_schedules import (
     create_schedule,
     described_next_runs,
     drop_schedule,
+    jittered,
     run_workflow_id,
     set_paused,
     start_run_workflow,
@@ -136,27 +137,29 @@ class JobService:
             if idempotency_key is not None:
                 replay = await self._idempotent(session, user, idempotency_key, body)
                 if replay is not None:
-                    return await self._public(session, replay)
+                    return await self._public(session, replay, local=True)
             job = Job.model_validate(body, update={"id": new_id(), "owner_id": user.id})
             job.state = job.waiting_state()
             if not job.immediate:
                 await self.temporal.call(lambda c: self._create_schedule(c, job))
-            session.add(job)
-            await session.flush()  # the key and the labels refer to the job: insert the job first
-            await _index_labels(session, job)
-            await self._within_quota(session, job)
-            if idempotency_key is not None:
-                session.add(
-                    IdempotencyKey(
-                        owner_id=user.id, key=idempotency_key, body_hash=body_hash(body), job_id=job.id
+            async with writing(session):  # until the commit (start_run's, for an immediate job)
+                session.add(job)
+                await session.flush()  # the key and the labels refer to the job: insert the job first
+                await _index_labels(session, job)
+                await self._within_quota(session, job)
+                if idempotency_key is not None:
+                    session.add(
+                        IdempotencyKey(
+                            owner_id=user.id, key=idempotency_key, body_hash=body_hash(body), job_id=job.id
+                        )
                     )
-                )
-            audit.record(session, user, AuditAction.JOB_CREATE, job_id=job.id, changes=audit.definition(job))
-            if job.immediate:
-                await self.start_run(session, job, Trigger.IMMEDIATE)
-            else:
-                await session.commit()
-            return await self._public(session, job)
+                changes = audit.definition(job)
+                audit.record(session, user, AuditAction.JOB_CREATE, job_id=job.id, changes=changes)
+                if job.immediate:
+                    await self.start_run(session, job, Trigger.IMMEDIATE)
+                else:
+                    await session.commit()
+            return await self._public(session, job, local=True)
 
     async def _idempotent(
         self, session: AsyncSession, user: Principal, key: str, body: JobCreate
@@ -485,9 +488,15 @@ class JobService:
             return JobState.COMPLETED if last.status == RunStatus.SUCCEEDED else JobState.FAILED
         return JobState.RUNNING if last is not None and last.status in ACTIVE_RUNS else JobState.SCHEDULED
 
-    async def _public(self, session: AsyncSession, job: Job) -> JobPublic:
-        """One job as answers show it, its next runs read back from the Temporal schedule."""
-        upcoming = await self.temporal.call(lambda c: described_next_runs(c, job))
+    async def _public(self, session: AsyncSession, job: Job, *, local: bool = False) -> JobPublic:
+        """One job as answers show it, its next runs read back from the Temporal schedule. `local` (the
+        answer to a create): computed here instead, by the rules its schedule was just made from, which
+        spares Temporal a second call per create (docs/bench.md); not for a jittered schedule, whose
+        times are Temporal's random draw."""
+        if local and not jittered(job):
+            upcoming = upcoming_local(job, datetime.now(UTC))
+        else:
+            upcoming = await self.temporal.call(lambda c: described_next_runs(c, job))
         last = await session.get(Run, job.last_run_id) if job.last_run_id else None
         return self.links.job_public(job, upcoming, last)
 

@@ -19,7 +19,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.config import Settings
-from core.db import Sessions
+from core.db import Sessions, writing
 from core.errors import QuotaExceeded, RateLimited
 from core.models import Job, JobState, Limit, Quotas, RateEvent, User, UserLimits, utcnow
 
@@ -78,7 +78,7 @@ class Limits:
         also one that then fails; one over a limit is refused with 429 and not counted."""
         now = utcnow()
         since = now - WINDOW
-        async with self.sessions() as session:
+        async with self.sessions() as session, writing(session):
             session.add_all([RateEvent(user_id=user_id, kind=rate, at=now) for rate in rates])
             await session.flush()
             quotas = await _locked_quotas(session, user_id)
