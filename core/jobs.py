@@ -33,6 +33,7 @@ from core.config import Settings
 from core.db import Sessions, paginate
 from core.errors import Conflict, Invalid, NotFound, PreconditionFailed, QuotaExceeded
 from core.job_schedules import (
+    backfill_fires,
     backfill_overdue,
     cancel_runs,
     create_schedule,
@@ -50,6 +51,9 @@ from core.models import (
     ACTIVE_RUNS,
     AuditAction,
     AuditEntry,
+    Backfill,
+    BackfillCount,
+    BackfillRequest,
     DeadLetter,
     IdempotencyKey,
     Job,
@@ -80,6 +84,8 @@ from core.schedules import (
 from core.targets import check_url
 from core.temporal import TemporalGateway
 
+# fire_times counts fires after an instant: just before `start`, so a fire at `start` counts.
+EPSILON = timedelta(microseconds=1)
 # Idempotency keys are honoured for at least this long (API.md asks for 24 hours).
 IDEMPOTENCY_TTL = timedelta(hours=48)
 
@@ -296,6 +302,46 @@ class JobService:
             self._refuse_cancelled(job)
             run = await self.start_run(session, job, trigger, user)
             return self.links.run_public(run)
+
+    async def backfill(self, user: Principal, job_id: str, body: BackfillRequest) -> BackfillCount:
+        """Run the fires of a past range through the job's Temporal schedule (its runs carry trigger
+        `backfill`). The range is recorded before Temporal hears of it, so the mirror knows the runs."""
+        await self.limits.spend(user.id, Limit.JOB_WRITES)
+        now = utcnow()
+        if body.end <= body.start:
+            raise Invalid("end must be after start", ("body", "end"))
+        if body.end > now:
+            raise Invalid("end is in the future; a backfill runs past fires only", ("body", "end"))
+        async with self.sessions() as session:
+            job = await self._owned(session, user, job_id)
+            self._refuse_cancelled(job)
+            if job.immediate:
+                raise Conflict(f"job {job.id} is immediate: it has no schedule to backfill")
+            cap = self.settings.max_backfill_fires
+            fires = [f for f in fire_times(job.timed, body.start - EPSILON, cap + 1) if f <= body.end]
+            if len(fires) > cap:
+                raise Invalid(
+                    f"the range holds more than {cap} fires (CHRONOS_MAX_BACKFILL_FIRES); backfill a shorter "
+                    "range",
+                    ("body", "end"),
+                )
+            if not fires:
+                return BackfillCount(count=0)
+            row = Backfill(job_id=job.id, start_at=body.start, end_at=body.end, count=len(fires))
+            changes = {**body.model_dump(mode="json"), "count": len(fires)}
+            entry = audit.record(session, user, AuditAction.JOB_BACKFILL, job_id=job.id, changes=changes)
+            session.add(row)
+            await session.commit()
+            try:
+                await self.temporal.call(
+                    lambda c: backfill_fires(c, job, [(body.start, body.end)], body.overlap_policy)
+                )
+            except Exception:
+                await session.delete(row)
+                await session.delete(entry)
+                await session.commit()
+                raise
+            return BackfillCount(count=len(fires))
 
     async def cancel(self, user: Principal, job_id: str) -> JobPublic:
         await self.limits.spend(user.id, Limit.JOB_WRITES)
