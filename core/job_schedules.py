@@ -35,6 +35,12 @@ def run_workflow_id(job_id: str, trigger: Trigger) -> str:
     return f"job-{job_id}-{trigger}-{uuid.uuid4().hex[:8]}"
 
 
+def fire_workflow_id(job_id: str, at: datetime) -> str:
+    """The id Temporal's scheduler gives the run of one fire (a backfilled one too): `job-<id>-<fire time>`.
+    A fire that never ran is recorded under it, so the fire is one row whether it runs late or not."""
+    return f"{schedule_id(job_id)}-{at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+
+
 def run_input(job: Job, trigger: Trigger) -> RunInput:
     """What every run of the job carries, so a run never reads its definition from the mirror."""
     return RunInput(

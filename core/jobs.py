@@ -47,6 +47,8 @@ from core.job_schedules import (
 )
 from core.limits import Limits
 from core.links import Links
+from core.misfire import judge
+from core.missed import fires_with_runs, record_not_run
 from core.models import (
     ACTIVE_RUNS,
     AuditAction,
@@ -62,6 +64,7 @@ from core.models import (
     JobState,
     JobUpdate,
     Limit,
+    OverlapPolicy,
     Page,
     Preview,
     PreviewRequest,
@@ -210,6 +213,8 @@ class JobService:
                     raise Invalid(f"{field} cannot be null", ("body", field))
                 setattr(job, field, value)
             job.updated_at = utcnow()
+            if new_schedule is not None:  # fires of the old schedule are not judged by the new one
+                job.fires_checked_at = utcnow()
             if job.state == JobState.COMPLETED and new_schedule is not None:
                 job.state = job.waiting_state()
             session.add(job)
@@ -274,6 +279,7 @@ class JobService:
         async with self.sessions() as session:
             job = await self._owned(session, user, job_id)
             self._refuse_cancelled(job)
+            await self._catch_up(session, job)
             await self._set_paused(session, job, user, None, await self._resumed_state(session, job))
             return await self._public(session, job)
 
@@ -284,6 +290,8 @@ class JobService:
         the schedule and the signals to runs in flight, then a new version and an audit entry, one commit."""
         before = audit.snapshot(job)
         paused = state == JobState.PAUSED
+        if paused != job.paused:
+            job.paused_at = utcnow() if paused else None
         job.paused, job.pause_note, job.state = paused, note, state
         job.updated_at = utcnow()
         session.add(job)
@@ -292,6 +300,28 @@ class JobService:
         action = AuditAction.JOB_PAUSE if paused else AuditAction.JOB_RESUME
         self._audit(session, actor, action, job, before)
         await session.commit()
+
+    async def _catch_up(self, session: AsyncSession, job: Job) -> None:
+        """Before a paused job resumes: its misfire rule applied to the fires of the pause (core/misfire.py).
+        Those to make up are backfilled while the schedule is still paused, so no fire runs twice; the others
+        are recorded as missed. A fire between this and the unpause is left to reconciliation."""
+        if job.immediate or not job.paused or job.paused_at is None:
+            return
+        now = utcnow()
+        since = max(job.paused_at, job.fires_checked_at or job.paused_at)
+        cap = self.settings.max_backfill_fires
+        fires = [f for f in fire_times(job.timed, since, cap + 1) if f <= now]
+        if len(fires) > cap:  # a long pause of a frequent job: the latest fires, within the window, count
+            window = job.misfire.window_seconds if job.misfire else self.settings.catchup_window_seconds
+            since = max(since, now - timedelta(seconds=window))
+            fires = [f for f in fire_times(job.timed, since, cap) if f <= now]
+        ran = await fires_with_runs(session, job.id, since, now)
+        verdict = judge(job.misfire, [f for f in fires if f not in ran], now, "the job was paused")
+        await record_not_run(session, job, verdict.missed, RunStatus.MISSED, now)
+        job.fires_checked_at = now
+        if verdict.backfill:
+            ranges = [(fire, fire) for fire in verdict.backfill]
+            await self.temporal.call(lambda c: backfill_fires(c, job, ranges, OverlapPolicy.BUFFER_ALL))
 
     async def trigger(self, user: Principal, job_id: str, trigger: Trigger = Trigger.MANUAL) -> RunPublic:
         """A run now, whatever the schedule says (`manual`), or of a dead letter's job (`replay`). Not a

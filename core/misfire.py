@@ -57,8 +57,8 @@ def judge(misfire: Misfire | None, fires: list[datetime], now: datetime, why: st
     lost ("the job was paused", ...). Without a rule, none is made up (Temporal's catch-up window, the
     default behaviour, already had its chance)."""
     if misfire is None or misfire.policy == MisfirePolicy.SKIP or not fires:
-        policy = "misfire policy skip" if misfire else "past the catch-up window"
-        return Verdict([], {fire: f"missed: {why} ({policy})" for fire in fires})
+        policy = " (misfire policy skip)" if misfire else ""
+        return Verdict([], {fire: f"missed: {why}{policy}" for fire in fires})
     oldest = now - timedelta(seconds=misfire.window_seconds)
     within = [fire for fire in fires if fire >= oldest]
     if misfire.policy == MisfirePolicy.RUN_LATEST:
