@@ -12,7 +12,18 @@ from temporalio import activity
 from activities.attempts import ATTEMPT, LOG, LogLine, RunRecorder, dialect_insert
 from core.cron import is_repeated_fire, parse_cron
 from core.db import Sessions
-from core.models import AttemptStatus, DeadLetter, Job, JobState, Run, RunStatus, new_id, utcnow
+from core.models import (
+    NOT_RUN,
+    AttemptStatus,
+    Backfill,
+    DeadLetter,
+    Job,
+    JobState,
+    Run,
+    RunStatus,
+    new_id,
+    utcnow,
+)
 from core.payloads import (
     ChildAttempt,
     ChildAttemptEnd,
@@ -20,11 +31,13 @@ from core.payloads import (
     RunOutcome,
     RunResult,
     RunStarted,
+    Trigger,
     masked_action,
 )
 from core.schedules import Schedule
 
 RUN: Table = Run.__table__  # type: ignore[attr-defined]
+BACKFILL: Table = Backfill.__table__  # type: ignore[attr-defined]
 JOB: Table = Job.__table__  # type: ignore[attr-defined]
 DEAD: Table = DeadLetter.__table__  # type: ignore[attr-defined]
 
@@ -34,6 +47,18 @@ SET_JOB_STATE = (
     update(JOB)
     .where(JOB.c.id == bindparam("job"))
     .values(state=bindparam("state"), last_run_id=bindparam("last_run_id"))
+)
+# A scheduled run is a user's backfill when its fire time lies in a range they asked for before it started
+# (the schedule starts both with the same input; a range is in the past when asked for).
+BACKFILLED = (
+    select(BACKFILL.c.id)
+    .where(
+        BACKFILL.c.job_id == bindparam("job"),
+        BACKFILL.c.start_at <= bindparam("at"),
+        BACKFILL.c.end_at >= bindparam("at"),
+        BACKFILL.c.requested_at <= bindparam("started"),
+    )
+    .limit(1)
 )
 ATTEMPTS_MADE = select(func.count()).select_from(ATTEMPT).where(ATTEMPT.c.run_id == bindparam("run"))
 CLOSE_OPEN_ATTEMPTS = (
@@ -122,11 +147,17 @@ class MirrorActivities:
             attempts=0,
             created_at=bindparam("created_at"),
         )
-        # The API may have written the row already, for runs it starts itself: a finished run stays so.
+        # The API may have written the row already, for runs it starts itself: a finished run stays so. A
+        # fire recorded as missed (reconciliation) that starts after all is running now.
+        not_run = RUN.c.status.in_([status.value for status in NOT_RUN])
         self._upsert_run = self._upsert_run.on_conflict_do_update(
             index_elements=["id"],
             set_={
-                "status": case((RUN.c.finished_at.is_(None), RunStatus.RUNNING.value), else_=RUN.c.status),
+                "status": case(
+                    (RUN.c.finished_at.is_(None) | not_run, RunStatus.RUNNING.value), else_=RUN.c.status
+                ),
+                "finished_at": case((not_run, None), else_=RUN.c.finished_at),
+                "error": case((not_run, None), else_=RUN.c.error),
                 "trigger": self._upsert_run.excluded.trigger,
                 "temporal_run_id": self._upsert_run.excluded.temporal_run_id,
                 "scheduled_at": self._upsert_run.excluded.scheduled_at,
@@ -145,11 +176,19 @@ class MirrorActivities:
 
     def _run_started(self, conn: Connection, event: RunStarted) -> None:
         with conn.begin():
+            trigger = event.trigger
+            if (
+                trigger == Trigger.SCHEDULE
+                and conn.execute(
+                    BACKFILLED, {"job": event.job_id, "at": event.scheduled_at, "started": event.started_at}
+                ).first()
+            ):
+                trigger = Trigger.BACKFILL
             params = {
                 "id": event.run_id,
                 "job_id": event.job_id,
                 "owner_id": event.owner_id,
-                "trigger": event.trigger,
+                "trigger": trigger,
                 "temporal_run_id": event.temporal_run_id,
                 "scheduled_at": event.scheduled_at,
                 "started_at": event.started_at,

@@ -61,7 +61,18 @@ class Settings(BaseSettings):
     runs_per_minute: int = Field(
         default=60, ge=0, description="runs a user starts through the API (immediate, trigger, replay)"
     )
-    catchup_window_seconds: int = 300
+    catchup_window_seconds: int = Field(
+        default=300, description="how late Temporal still starts a fire of a job without a `misfire` rule"
+    )
+    max_backfill_fires: int = Field(
+        default=1000, ge=1, description="the most fires one backfill, or one resume's catch-up, may run"
+    )
+    missed_grace_seconds: int = Field(
+        default=60,
+        ge=1,
+        description="a fire that has not started this long after its time is missed: recorded as a run of "
+        "status `missed`, made up by the job's misfire rule, notified with `notify.on_missed`",
+    )
     min_fire_spacing_seconds: int = Field(
         default=1, ge=1, description="the shortest spacing a schedule may give its job's fires"
     )

@@ -24,7 +24,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.config import Settings
-from core.models import Job, JobState
+from core.models import Job, JobState, OverlapPolicy
 from core.payloads import RUN_WORKFLOW, FixedCron, RunInput, Trigger, schedule_id
 from core.schedules import CronSchedule, OnceSchedule, fire_times, next_runs, temporal_spec
 from core.temporal import JOB_ID, OWNER_ID, TRIGGER
@@ -33,6 +33,12 @@ from core.temporal import JOB_ID, OWNER_ID, TRIGGER
 def run_workflow_id(job_id: str, trigger: Trigger) -> str:
     """Runs the API starts; the schedule names its own as `job-<id>-<fire time>`."""
     return f"job-{job_id}-{trigger}-{uuid.uuid4().hex[:8]}"
+
+
+def fire_workflow_id(job_id: str, at: datetime) -> str:
+    """The id Temporal's scheduler gives the run of one fire (a backfilled one too): `job-<id>-<fire time>`.
+    A fire that never ran is recorded under it, so the fire is one row whether it runs late or not."""
+    return f"{schedule_id(job_id)}-{at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
 def run_input(job: Job, trigger: Trigger) -> RunInput:
@@ -87,7 +93,9 @@ def build_schedule(settings: Settings, job: Job) -> Schedule:
         spec=temporal_spec(timed, datetime.now(UTC)),
         policy=SchedulePolicy(
             overlap=ScheduleOverlapPolicy[job.overlap_policy.upper()],
-            catchup_window=timedelta(seconds=settings.catchup_window_seconds),
+            catchup_window=job.misfire.catchup_window()
+            if job.misfire
+            else timedelta(seconds=settings.catchup_window_seconds),
         ),
         state=ScheduleState(
             paused=job.paused, note=job.pause_note, limited_actions=once, remaining_actions=1 if once else 0
@@ -122,6 +130,18 @@ def overdue(job: Job) -> list[ScheduleBackfill]:
 async def backfill_overdue(client: Client, job: Job) -> None:
     """After a PATCH gave a one-time job a run_at that has just passed: run it now, as on creation."""
     if backfills := overdue(job):
+        await client.get_schedule_handle(schedule_id(job.id)).backfill(*backfills)
+
+
+async def backfill_fires(
+    client: Client, job: Job, ranges: list[tuple[datetime, datetime]], overlap: OverlapPolicy
+) -> None:
+    """Run the schedule's fires of each range, both ends included (Temporal's backfill range), as the
+    schedule would have: each run carries the schedule's input and its fire time (a paused schedule
+    backfills too)."""
+    policy = ScheduleOverlapPolicy[overlap.upper()]
+    backfills = [ScheduleBackfill(start_at=start, end_at=end, overlap=policy) for start, end in ranges]
+    if backfills:
         await client.get_schedule_handle(schedule_id(job.id)).backfill(*backfills)
 
 

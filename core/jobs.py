@@ -34,6 +34,7 @@ from core.config import Settings
 from core.db import Sessions, keyset, paginate, writing
 from core.errors import ChronosError, Conflict, Invalid, NotFound, PreconditionFailed, QuotaExceeded
 from core.job_schedules import (
+    backfill_fires,
     backfill_overdue,
     cancel_runs,
     create_schedule,
@@ -48,10 +49,15 @@ from core.job_schedules import (
 )
 from core.limits import Limits
 from core.links import Links
+from core.misfire import judge
+from core.missed import fires_with_runs, record_not_run
 from core.models import (
     ACTIVE_RUNS,
     AuditAction,
     AuditEntry,
+    Backfill,
+    BackfillCount,
+    BackfillRequest,
     DeadLetter,
     IdempotencyKey,
     Job,
@@ -62,6 +68,7 @@ from core.models import (
     JobState,
     JobUpdate,
     Limit,
+    OverlapPolicy,
     Page,
     Preview,
     PreviewRequest,
@@ -84,6 +91,8 @@ from core.schedules import (
 from core.targets import check_url
 from core.temporal import TemporalGateway
 
+# fire_times counts fires after an instant: just before `start`, so a fire at `start` counts.
+EPSILON = timedelta(microseconds=1)
 # Idempotency keys are honoured for at least this long (API.md asks for 24 hours).
 IDEMPOTENCY_TTL = timedelta(hours=48)
 
@@ -237,6 +246,8 @@ class JobService:
                     raise Invalid(f"{field} cannot be null", ("body", field))
                 setattr(job, field, value)
             job.updated_at = utcnow()
+            if new_schedule is not None:  # fires of the old schedule are not judged by the new one
+                job.fires_checked_at = utcnow()
             if job.state == JobState.COMPLETED and new_schedule is not None:
                 job.state = job.waiting_state()
             session.add(job)
@@ -335,6 +346,7 @@ class JobService:
         async with self.sessions() as session:
             job = await self._owned(session, user, job_id)
             self._refuse_cancelled(job)
+            await self._catch_up(session, job)
             await self._set_paused(session, job, user, None, await self._resumed_state(session, job))
             return await self._public(session, job)
 
@@ -352,6 +364,8 @@ class JobService:
         `why`: a resume's note, which the audit entry keeps (a pause's note is the job's `pause_note`)."""
         before = audit.snapshot(job)
         paused = state == JobState.PAUSED
+        if paused != job.paused:
+            job.paused_at = utcnow() if paused else None
         job.paused, job.pause_note, job.state = paused, note, state
         job.updated_at = utcnow()
         session.add(job)
@@ -360,6 +374,28 @@ class JobService:
         action = AuditAction.JOB_PAUSE if paused else AuditAction.JOB_RESUME
         self._audit(session, actor, action, job, before, **({"note": why} if why else {}))
         await session.commit()
+
+    async def _catch_up(self, session: AsyncSession, job: Job) -> None:
+        """Before a paused job resumes: its misfire rule applied to the fires of the pause (core/misfire.py).
+        Those to make up are backfilled while the schedule is still paused, so no fire runs twice; the others
+        are recorded as missed. A fire between this and the unpause is left to reconciliation."""
+        if job.immediate or not job.paused or job.paused_at is None:
+            return
+        now = utcnow()
+        since = max(job.paused_at, job.fires_checked_at or job.paused_at)
+        cap = self.settings.max_backfill_fires
+        fires = [f for f in fire_times(job.timed, since, cap + 1) if f <= now]
+        if len(fires) > cap:  # a long pause of a frequent job: the latest fires, within the window, count
+            window = job.misfire.window_seconds if job.misfire else self.settings.catchup_window_seconds
+            since = max(since, now - timedelta(seconds=window))
+            fires = [f for f in fire_times(job.timed, since, cap) if f <= now]
+        ran = await fires_with_runs(session, job.id, since, now)
+        verdict = judge(job.misfire, [f for f in fires if f not in ran], now, "the job was paused")
+        await record_not_run(session, job, verdict.missed, RunStatus.MISSED, now)
+        job.fires_checked_at = now
+        if verdict.backfill:
+            ranges = [(fire, fire) for fire in verdict.backfill]
+            await self.temporal.call(lambda c: backfill_fires(c, job, ranges, OverlapPolicy.BUFFER_ALL))
 
     async def trigger(self, user: Principal, job_id: str, trigger: Trigger = Trigger.MANUAL) -> RunPublic:
         """A run now, whatever the schedule says (`manual`), or of a dead letter's job (`replay`). Not a
@@ -370,6 +406,46 @@ class JobService:
             self._refuse_cancelled(job)
             run = await self.start_run(session, job, trigger, user)
             return self.links.run_public(run)
+
+    async def backfill(self, user: Principal, job_id: str, body: BackfillRequest) -> BackfillCount:
+        """Run the fires of a past range through the job's Temporal schedule (its runs carry trigger
+        `backfill`). The range is recorded before Temporal hears of it, so the mirror knows the runs."""
+        await self.limits.spend(user.id, Limit.JOB_WRITES)
+        now = utcnow()
+        if body.end <= body.start:
+            raise Invalid("end must be after start", ("body", "end"))
+        if body.end > now:
+            raise Invalid("end is in the future; a backfill runs past fires only", ("body", "end"))
+        async with self.sessions() as session:
+            job = await self._owned(session, user, job_id)
+            self._refuse_cancelled(job)
+            if job.immediate:
+                raise Conflict(f"job {job.id} is immediate: it has no schedule to backfill")
+            cap = self.settings.max_backfill_fires
+            fires = [f for f in fire_times(job.timed, body.start - EPSILON, cap + 1) if f <= body.end]
+            if len(fires) > cap:
+                raise Invalid(
+                    f"the range holds more than {cap} fires (CHRONOS_MAX_BACKFILL_FIRES); backfill a shorter "
+                    "range",
+                    ("body", "end"),
+                )
+            if not fires:
+                return BackfillCount(count=0)
+            row = Backfill(job_id=job.id, start_at=body.start, end_at=body.end, count=len(fires))
+            changes = {**body.model_dump(mode="json"), "count": len(fires)}
+            entry = audit.record(session, user, AuditAction.JOB_BACKFILL, job_id=job.id, changes=changes)
+            session.add(row)
+            await session.commit()
+            try:
+                await self.temporal.call(
+                    lambda c: backfill_fires(c, job, [(body.start, body.end)], body.overlap_policy)
+                )
+            except Exception:
+                await session.delete(row)
+                await session.delete(entry)
+                await session.commit()
+                raise
+            return BackfillCount(count=len(fires))
 
     async def cancel(self, user: Principal, job_id: str) -> JobPublic:
         await self.limits.spend(user.id, Limit.JOB_WRITES)

@@ -48,12 +48,14 @@ class Guarantee(StrEnum):
 
 
 class Trigger(StrEnum):
-    """What started a run: its schedule, an immediate job's creation, a user, or a dead-letter replay."""
+    """What started a run: its schedule, an immediate job's creation, a user, a dead-letter replay, or a
+    user's backfill of past fire times (through the schedule: the mirror tells it by its ranges)."""
 
     SCHEDULE = "schedule"
     IMMEDIATE = "immediate"
     MANUAL = "manual"
     REPLAY = "replay"
+    BACKFILL = "backfill"
 
 
 class RunOutcome(StrEnum):
@@ -226,6 +228,9 @@ class NotifySpec(BaseModel):
     on_failure: list[EmailStr] = Field(default_factory=list, max_length=50)
     on_success: list[EmailStr] = Field(default_factory=list, max_length=50)
     webhook_url: HttpUrl | None = None
+    # A fire that has not started within CHRONOS_MISSED_GRACE_SECONDS: `run.missed` to on_failure and the
+    # webhook (sent by reconciliation, activities/reconcile.py).
+    on_missed: bool = Field(default=False, exclude_if=lambda value: not value)
 
 
 class RetrySpec(BaseModel):
@@ -347,7 +352,7 @@ class EmailOutcome(BaseModel):
 class RunNotice(BaseModel):
     """What a notification says about a run's end: the webhook's JSON body and the email's facts."""
 
-    event: Literal["run.succeeded", "run.failed"]
+    event: Literal["run.succeeded", "run.failed", "run.missed"]
     job_id: str
     job_name: str
     run_id: str

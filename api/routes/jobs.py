@@ -11,6 +11,8 @@ from api.etags import IfMatch, tagged
 from api.openapi import responses
 from api.responses import ModelJSON
 from core.models import (
+    BackfillCount,
+    BackfillRequest,
     BulkResult,
     JobCreate,
     JobPublic,
@@ -117,3 +119,14 @@ async def cancel_job(job_id: str, user: Writer, jobs: JobServiceDep, response: R
 async def preview_schedule(body: PreviewRequest, user: Reader, jobs: JobServiceDep) -> Preview:
     """Validate a schedule and see its next fire times and description without saving anything."""
     return await jobs.preview(body)
+
+
+@router.post(
+    "/jobs/{job_id}/backfill", status_code=202, response_model=BackfillCount, responses=responses(409, 429)
+)
+async def backfill_job(
+    job_id: str, body: BackfillRequest, user: Writer, jobs: JobServiceDep
+) -> BackfillCount:
+    """Run every fire of the schedule from `start` to `end` (both included, in the past) now, as the schedule
+    would have; the runs carry trigger `backfill`. Answers how many fires that is."""
+    return await jobs.backfill(user, job_id, body)

@@ -19,6 +19,9 @@ from core.models._common import (
 )
 from core.models._dead_letters import DeadLetter, DeadLetterBase, DeadLetterPublic
 from core.models._jobs import (
+    Backfill,
+    BackfillCount,
+    BackfillRequest,
     BulkResult,
     IdempotencyKey,
     Job,
@@ -41,6 +44,7 @@ from core.models._jobs import (
 from core.models._runs import (
     ACTIVE_RUNS,
     FINISHED,
+    NOT_RUN,
     Attempt,
     AttemptBase,
     AttemptPublic,
@@ -80,6 +84,7 @@ from core.models._users import (
 __all__ = [
     "ACTIVE_RUNS",
     "FINISHED",
+    "NOT_RUN",
     "Actor",
     "Attempt",
     "AttemptBase",
@@ -88,6 +93,9 @@ __all__ = [
     "AuditAction",
     "AuditEntry",
     "AuditEntryPublic",
+    "Backfill",
+    "BackfillCount",
+    "BackfillRequest",
     "BulkResult",
     "Credentials",
     "CursorPage",

@@ -22,6 +22,7 @@ class AuditAction(StrEnum):
     JOB_PAUSE = "job.pause"
     JOB_RESUME = "job.resume"
     JOB_TRIGGER = "job.trigger"
+    JOB_BACKFILL = "job.backfill"
     JOB_CANCEL = "job.cancel"
     JOB_DELETE = "job.delete"
     DEAD_LETTER_REPLAY = "dead_letter.replay"

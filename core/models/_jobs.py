@@ -14,7 +14,17 @@ from sqlalchemy import Index, event
 from sqlmodel import AutoString, Field, SQLModel
 from sqlmodel.main import SQLModelConfig
 
-from core.models._common import TemporalLinks, created, enum_of, json_of, new_id, sealed_json_of, when
+from core.misfire import Misfire
+from core.models._common import (
+    TemporalLinks,
+    UTCDateTime,
+    created,
+    enum_of,
+    json_of,
+    new_id,
+    sealed_json_of,
+    when,
+)
 from core.models._runs import RunPublic
 from core.payloads import (
     Action,
@@ -103,6 +113,12 @@ class JobBase(SQLModel):
         sa_column_kwargs={"server_default": "{}"},
         description=f"Up to {MAX_LABELS} `key: value` pairs to find jobs by (Kubernetes label syntax)",
     )
+    misfire: Misfire | None = json_of(
+        Misfire,
+        default=None,
+        description="What becomes of fires the job could not run on time (docs/cron.md); absent: Temporal's "
+        "catch-up window (CHRONOS_CATCHUP_WINDOW_SECONDS) and nothing more",
+    )
 
 
 class JobCreate(JobBase):
@@ -134,6 +150,7 @@ class JobUpdate(JobBase):
     overlap_policy: OverlapPolicy | None = None  # type: ignore[assignment]
     notify: NotifySpec | None = None  # type: ignore[assignment]
     labels: Labels | None = None  # type: ignore[assignment]
+    misfire: Misfire | None = None
 
 
 class Job(JobBase, table=True):
@@ -155,6 +172,10 @@ class Job(JobBase, table=True):
     state: JobState = enum_of(JobState, default=JobState.SCHEDULED, index=True)
     paused: bool = False
     pause_note: str | None = None
+    # Since when the job is paused: resume applies the misfire rule to the fires in between.
+    paused_at: datetime | None = when()
+    # Fires up to here have been checked for ones that never ran (activities/reconcile.py).
+    fires_checked_at: datetime | None = when()
     last_run_id: str | None = None
     # +1 on each change the API makes to the definition or state (core/jobs.py); the answers' ETag.
     version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
@@ -292,6 +313,37 @@ class IdempotencyKey(SQLModel, table=True):
     body_hash: str = Field(max_length=64)
     job_id: str = Field(foreign_key="job.id")
     created_at: datetime = created()
+
+
+class BackfillRequest(SQLModel):
+    """Run every fire of the job's schedule from `start` to `end` (both included), as the schedule would
+    have; at most CHRONOS_MAX_BACKFILL_FIRES of them."""
+
+    model_config = SQLModelConfig(extra="forbid")
+
+    start: AwareDatetime
+    end: AwareDatetime
+    overlap_policy: OverlapPolicy = Field(
+        default=OverlapPolicy.BUFFER_ALL,
+        description="how the backfilled runs overlap each other and the job's runs; the default runs them "
+        "one after another",
+    )
+
+
+class BackfillCount(SQLModel):
+    count: int = Field(description="how many fires the backfill runs")
+
+
+class Backfill(SQLModel, table=True):
+    """A backfill a user asked for: the mirror tells its runs (trigger `backfill`) from the schedule's own,
+    which carry the same input, by their fire time in the range and a start after the request."""
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", index=True)
+    start_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    end_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    count: int
+    requested_at: datetime = created()
 
 
 class PauseRequest(SQLModel):

@@ -20,11 +20,16 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # A fire that did not run: too late for the misfire window, lost to a pause, or not started in time
+    # (core/misfire.py; `error` says which), or dropped by the overlap policy `skip`.
+    MISSED = "missed"
+    SKIPPED = "skipped"
 
 
-# Runs whose workflow may still act, and runs that are over.
+# Runs whose workflow may still act, and runs that are over; fires that never ran.
 ACTIVE_RUNS = (RunStatus.SCHEDULED, RunStatus.RUNNING, RunStatus.PAUSED)
-FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+NOT_RUN = (RunStatus.MISSED, RunStatus.SKIPPED)
+FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, *NOT_RUN)
 
 
 class AttemptStatus(StrEnum):
