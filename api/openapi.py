@@ -77,12 +77,16 @@ def openapi(app: FastAPI) -> dict[str, Any]:
 
 
 def allowed_methods(app: FastAPI, path: str) -> list[str]:
-    """The methods the document lists for a concrete path: what a 405's Allow header must say."""
-    methods: list[str] = []
+    """The methods the document lists for a concrete path: what a 405's Allow header must say. Of the
+    templates that match, those with the fewest parameters name it (`/jobs/pause`, not `/jobs/{job_id}`),
+    as a literal segment names a resource of its own."""
+    matches: list[tuple[int, list[str]]] = []
     for template, operations in openapi(app)["paths"].items():
         if re.fullmatch(re.sub(r"\\\{[^/]*?\\\}", "[^/]+", re.escape(template)), path):
-            methods += [method.upper() for method in operations if method in HTTP_METHODS]
-    return methods
+            methods = [method.upper() for method in operations if method in HTTP_METHODS]
+            matches.append((template.count("{"), methods))
+    fewest = min((params for params, _ in matches), default=0)
+    return [method for params, methods in matches if params == fewest for method in methods]
 
 
 def _document_errors(schema: dict[str, Any]) -> None:

@@ -275,10 +275,11 @@ def drop_postgres_database(name: str) -> None:
 class Api:
     """A logged-in user of the Chronos API; one pooled client shared by the benchmark's concurrent callers."""
 
-    def __init__(self, base: str, http: httpx.AsyncClient, user_id: str) -> None:
+    def __init__(self, base: str, http: httpx.AsyncClient, user_id: str, email: str) -> None:
         self.base = base
         self.http = http
         self.user_id = user_id
+        self.email = email
 
     @classmethod
     async def login(cls, base: str) -> Api:
@@ -288,10 +289,16 @@ class Api:
         email = f"bench-{time.time_ns()}@example.org"
         answer = await http.post("/auth/register", json={"email": email, "password": PASSWORD})
         answer.raise_for_status()
-        answer = await http.post("/auth/login", json={"email": email, "password": PASSWORD})
+        api = cls(base, http, "", email)
+        await api.login_again()
+        api.user_id = (await http.get("/auth/me")).json()["id"]
+        return api
+
+    async def login_again(self) -> None:
+        """A new access token, with the scopes of the account's role as it is now."""
+        answer = await self.http.post("/auth/login", json={"email": self.email, "password": PASSWORD})
         answer.raise_for_status()
-        http.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
-        return cls(base, http, (await http.get("/auth/me")).json()["id"])
+        self.http.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
 
     async def create_job(self, name: str, schedule: dict[str, Any], url: str) -> dict[str, Any]:
         body = {"name": name, "schedule": schedule, "action": {"type": "http", "method": "POST", "url": url}}
