@@ -25,10 +25,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest -n 2 --dist loadfile
 
-# Every target of issue 7, Chronos beside bare Temporal on one dev server each; about 8 minutes on 2 cores.
+# Every target of issue 7, Chronos beside bare Temporal on one dev server each; about 11 minutes on 2 cores.
 bench: $(STAMP)
 	$(BIN)/python -m bench.throughput
-	$(BIN)/python -m bench.lateness
+	$(BIN)/python -m bench.lateness --live 2000 --in-flight 1000
 	$(BIN)/python -m bench.schedules
 	$(BIN)/python -m bench.api_latency --seconds 5
 	$(BIN)/python -m bench.workers

@@ -151,6 +151,7 @@ class JobService:
             job.state = job.waiting_state()
             if not job.immediate:
                 await self.temporal.call(lambda c: self._create_schedule(c, job))
+            changes = audit.definition(job)  # CPU work, done before this process's turn to write
             async with writing(session):  # until the commit (start_run's, for an immediate job)
                 session.add(job)
                 await session.flush()  # the key and the labels refer to the job: insert the job first
@@ -162,7 +163,6 @@ class JobService:
                             owner_id=user.id, key=idempotency_key, body_hash=body_hash(body), job_id=job.id
                         )
                     )
-                changes = audit.definition(job)
                 audit.record(session, user, AuditAction.JOB_CREATE, job_id=job.id, changes=changes)
                 if job.immediate:
                     await self.start_run(session, job, Trigger.IMMEDIATE)
