@@ -47,7 +47,7 @@ from core.job_schedules import (
 )
 from core.limits import Limits
 from core.links import Links
-from core.misfire import judge
+from core.misfire import SCHEDULE_SETTLE, judge
 from core.missed import fires_with_runs, record_not_run
 from core.models import (
     ACTIVE_RUNS,
@@ -122,6 +122,7 @@ class JobService:
             job.state = job.waiting_state()
             if not job.immediate:
                 await self.temporal.call(lambda c: self._create_schedule(c, job))
+                job.fires_checked_at = utcnow() + SCHEDULE_SETTLE  # its fires begin once the schedule runs
             session.add(job)
             await session.flush()  # the key refers to the job: insert the job first
             await self._within_quota(session, job)
@@ -214,7 +215,7 @@ class JobService:
                 setattr(job, field, value)
             job.updated_at = utcnow()
             if new_schedule is not None:  # fires of the old schedule are not judged by the new one
-                job.fires_checked_at = utcnow()
+                job.fires_checked_at = utcnow() + SCHEDULE_SETTLE
             if job.state == JobState.COMPLETED and new_schedule is not None:
                 job.state = job.waiting_state()
             session.add(job)
@@ -308,7 +309,9 @@ class JobService:
         if job.immediate or not job.paused or job.paused_at is None:
             return
         now = utcnow()
-        since = max(job.paused_at, job.fires_checked_at or job.paused_at)
+        # A fire just before the pause may have been dropped by it (reconciliation leaves those to resume).
+        since = job.paused_at - SCHEDULE_SETTLE
+        since = max(since, job.fires_checked_at or since)
         cap = self.settings.max_backfill_fires
         fires = [f for f in fire_times(job.timed, since, cap + 1) if f <= now]
         if len(fires) > cap:  # a long pause of a frequent job: the latest fires, within the window, count
