@@ -87,6 +87,8 @@ from core.schedules import (
 from core.targets import check_url
 from core.temporal import TemporalGateway
 
+# Fields a PATCH may set to null: a description, and a misfire rule (back to Temporal's catch-up window).
+NULLABLE = ("description", "misfire")
 # fire_times counts fires after an instant: just before `start`, so a fire at `start` counts.
 EPSILON = timedelta(microseconds=1)
 # Idempotency keys are honoured for at least this long (API.md asks for 24 hours).
@@ -210,7 +212,7 @@ class JobService:
             await self._next_version(session, job, expected)
             for field in changes:
                 value = getattr(body, field)
-                if value is None and field != "description":
+                if value is None and field not in NULLABLE:
                     raise Invalid(f"{field} cannot be null", ("body", field))
                 setattr(job, field, value)
             job.updated_at = utcnow()

@@ -17,7 +17,7 @@ from core.config import Settings
 from core.db import Sessions, create_schema, make_engine, make_sessions
 from core.misfire import TEMPORAL_MIN_CATCHUP, Misfire, MisfirePolicy, judge
 from core.models import Job
-from core.payloads import ReconcileInput
+from core.payloads import ReconcileInput, schedule_id
 from core.schedules import fire_times
 from core.temporal import TemporalGateway
 from tests.api_client import ENCRYPTION_KEYS, ApiClient, AuthedClient, app_settings, expect, serve
@@ -300,3 +300,31 @@ async def test_fire_not_started_in_time_is_recorded_missed_and_notified(
             expect(await alice.post(f"/jobs/{late_job['id']}/cancel"), 200)
     finally:
         smtp.stop()
+
+
+async def test_misfire_rule_sets_the_schedule_catchup_window(
+    api, temporal_client: Client, target: HttpTarget
+):
+    alice = await api.authed_user()
+    hourly = {"type": "cron", "cron": "0 * * * *"}
+    misfire = {"window_seconds": 900, "policy": "run_all"}
+    job = await create(alice, http_job(target.url("/x"), hourly, misfire=misfire))
+    handle = temporal_client.get_schedule_handle(schedule_id(job["id"]))
+
+    async def window() -> timedelta | None:
+        return (await handle.describe()).schedule.policy.catchup_window
+
+    assert await window() == timedelta(minutes=15)
+    patched = expect(
+        await alice.patch(f"/jobs/{job['id']}", json={"misfire": {**misfire, "policy": "skip"}}), 200
+    )
+    assert patched["misfire"]["policy"] == "skip" and await window() == TEMPORAL_MIN_CATCHUP
+    cleared = expect(await alice.patch(f"/jobs/{job['id']}", json={"misfire": None}), 200)
+    assert cleared["misfire"] is None
+    assert await window() == timedelta(seconds=api.settings.catchup_window_seconds)
+    bad = {"window_seconds": 5, "policy": "run_all"}
+    problem = expect(await alice.post("/jobs", json=http_job(target.url("/x"), hourly, misfire=bad)), 422)
+    assert problem["errors"][0]["loc"][-2:] == ["misfire", "window_seconds"]
+    unknown = {"window_seconds": 60, "policy": "run_some"}
+    problem = expect(await alice.post("/jobs", json=http_job(target.url("/x"), hourly, misfire=unknown)), 422)
+    assert problem["errors"][0]["loc"][-2:] == ["misfire", "policy"]
