@@ -35,7 +35,7 @@ def sign(secret: str, body: bytes) -> str:
 
 def notice_text(notice: RunNotice) -> tuple[str, str]:
     """Subject and text of a notification email."""
-    outcome = "succeeded" if notice.event == "run.succeeded" else "failed"
+    outcome = {"run.succeeded": "succeeded", "run.failed": "failed"}.get(notice.event, "missed a fire")
     subject = f"[Chronos] {notice.job_name or notice.job_id} {outcome}"
     lines = [
         f"Job:      {notice.job_name} ({notice.job_id})",

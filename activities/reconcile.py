@@ -14,21 +14,49 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
-from temporalio.client import Client, ScheduleAlreadyRunningError, WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    ScheduleActionExecutionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    WorkflowExecutionStatus,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.mirror import MirrorActivities
 from core.config import Settings
 from core.db import Sessions
-from core.job_schedules import create_schedule
-from core.models import ACTIVE_RUNS, Job, JobState, Run, utcnow
-from core.payloads import RunFinished, RunOutcome, RunResult, RunsPage, RunsPass, Shard, schedule_id
-from core.schedules import OnceSchedule
+from core.job_schedules import backfill_fires, create_schedule, fire_workflow_id
+from core.misfire import SCHEDULE_SETTLE, judge
+from core.missed import fires_with_runs, record_not_run
+from core.models import ACTIVE_RUNS, NOT_RUN, Job, JobState, OverlapPolicy, Run, RunStatus, utcnow
+from core.payloads import (
+    EmailNotice,
+    FiresPass,
+    RunFinished,
+    RunNotice,
+    RunOutcome,
+    RunResult,
+    RunsPage,
+    RunsPass,
+    Shard,
+    WebhookNotice,
+    schedule_id,
+)
+from core.schedules import OnceSchedule, fire_times
 
-FixKind = Literal["schedule_recreated", "orphan_schedule_deleted", "run_closed", "job_completed"]
+FixKind = Literal[
+    "schedule_recreated",
+    "orphan_schedule_deleted",
+    "run_closed",
+    "job_completed",
+    "fire_missed",
+    "fire_skipped",
+    "fire_made_up",
+]
 # Prometheus name of the fixes counter, served with the SDK's metrics on the worker's metrics port.
 FIXES_METRIC = "chronos_reconcile_fixes_total"
 RUNS_PER_PAGE = 200
@@ -123,6 +151,97 @@ class ReconcileActivities:
             raise
         _fixed(fixes, "orphan_schedule_deleted", f"schedule {sid} had no live job: deleted")
 
+    @activity.defn(name="reconcile_fires")
+    async def fires(self, shard: Shard) -> FiresPass:
+        """Find the fires of the shard's live jobs that have not started within the grace period, and
+        record each (core/missed.py): dropped by the overlap policy `skip`, made up or missed by the job's
+        misfire rule (core/misfire.py), or still waiting in Temporal for a worker. Jobs with
+        `notify.on_missed` get a `run.missed` notification for each fire that did not start in time."""
+        fixes: Counter[str] = Counter()
+        found = FiresPass(fixes={})
+        client = activity.client()
+        async with self.sessions() as session:
+            query = select(Job).where(
+                col(Job.deleted_at).is_(None), col(Job.state) != JobState.CANCELLED, col(Job.id) >= shard.low
+            )
+            if shard.high is not None:
+                query = query.where(col(Job.id) < shard.high)
+            jobs = [job for job in await session.exec(query) if not job.immediate]
+        for job in jobs:
+            activity.heartbeat()
+            await self._check_fires(client, job, fixes, found)
+        found.fixes = dict(fixes)
+        return found
+
+    async def _check_fires(self, client: Client, job: Job, fixes: Counter[str], found: FiresPass) -> None:
+        now = utcnow()
+        grace = timedelta(seconds=self.settings.missed_grace_seconds)
+        since = job.fires_checked_at or job.created_at
+        until = now - grace
+        if job.paused and job.paused_at is not None:  # resume judges the fires of the pause
+            until = min(until, job.paused_at - SCHEDULE_SETTLE)
+        if until <= since:
+            return
+        cap = self.settings.max_backfill_fires
+        fires = [f for f in fire_times(job.timed, since, cap) if f <= until]
+        if len(fires) == cap:  # more than a pass takes: the rest next pass
+            until = fires[-1]
+        async with self.sessions() as session:
+            ran = await fires_with_runs(session, job.id, since, until)
+            missing = [f for f in fires if f not in ran]
+            if missing and job.overlap_policy in BUFFERED and await _has_open_run(session, job.id):
+                return  # a fire may wait in the schedule's buffer behind the run: judged when it ends
+            late: dict[datetime, str] = {}
+            skipped: dict[datetime, str] = {}
+            dropped: list[datetime] = []
+            # Runs Temporal started that may not be in the mirror yet (waiting for a worker).
+            waiting = await _schedule_running(client, job) if missing else []
+            for fire in missing:
+                workflow_id = fire_workflow_id(job.id, fire)
+                if (span := await _started(client, workflow_id)) is not None:
+                    late[fire] = (
+                        f"missed: not started {grace.seconds} s after its time (waiting for a worker)"
+                    )
+                    waiting.append((workflow_id, *span))
+                elif job.overlap_policy == OverlapPolicy.SKIP and (
+                    running := _open_at(waiting, fire) or await _running_at(session, job.id, fire)
+                ):
+                    skipped[fire] = f"skipped: run {running} was still running (overlap policy skip)"
+                else:
+                    dropped.append(fire)
+            verdict = judge(job.misfire, dropped, now, "not started within the catch-up window")
+            made_up = {
+                fire: f"missed: not started within the catch-up window; made up by misfire policy "
+                f"{job.misfire.policy if job.misfire else ''}"
+                for fire in verdict.backfill
+            }
+            recorded = [
+                *await record_not_run(
+                    session, job, {**late, **verdict.missed, **made_up}, RunStatus.MISSED, now
+                ),
+                *await record_not_run(session, job, skipped, RunStatus.SKIPPED, now),
+            ]
+            # The mark moves on only if the job is still as read: a resume or an edit since then wins.
+            moved = await session.exec(
+                update(Job)
+                .where(col(Job.id) == job.id, col(Job.version) == job.version)
+                .values(fires_checked_at=until)
+            )
+            if not moved.rowcount:
+                await session.rollback()
+                return
+            await session.commit()
+        if verdict.backfill:
+            ranges = [(fire, fire) for fire in verdict.backfill]
+            await backfill_fires(client, job, ranges, OverlapPolicy.BUFFER_ALL)
+        for row in recorded:
+            kind: FixKind = "fire_skipped" if row.status == RunStatus.SKIPPED else "fire_missed"
+            if row.scheduled_at in made_up:
+                kind = "fire_made_up"
+            _fixed(fixes, kind, f"job {job.id}: fire {row.scheduled_at:%Y-%m-%dT%H:%M:%SZ} {row.error}")
+            if row.status == RunStatus.MISSED and job.notify.on_missed:
+                _missed_notices(job, row, now, found)
+
     @activity.defn(name="reconcile_runs")
     async def runs(self, page: RunsPage) -> RunsPass:
         """Close the page's open runs whose workflow ended (or never began) without telling the mirror."""
@@ -191,7 +310,91 @@ def _fixed(fixes: Counter[str], kind: FixKind, message: str) -> None:
     )
 
 
+# Overlap policies under which a fire waits in the schedule's buffer while a run of the job is open.
+BUFFERED = (OverlapPolicy.BUFFER_ONE, OverlapPolicy.BUFFER_ALL)
+
+
+async def _started(client: Client, workflow_id: str) -> tuple[datetime, datetime | None] | None:
+    """When Temporal started the fire's workflow and when it closed (None: open, maybe waiting for a
+    worker); None if Temporal dropped the fire."""
+    try:
+        described = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return described.start_time, described.close_time
+
+
+async def _schedule_running(client: Client, job: Job) -> list[tuple[str, datetime, datetime | None]]:
+    """The runs the job's schedule started that are still open, by Temporal's account."""
+    try:
+        info = (await client.get_schedule_handle(schedule_id(job.id)).describe()).info
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return []
+        raise
+    running = {
+        action.workflow_id
+        for action in info.running_actions
+        if isinstance(action, ScheduleActionExecutionStartWorkflow)
+    }
+    return [
+        (result.action.workflow_id, result.started_at, None)
+        for result in info.recent_actions
+        if isinstance(result.action, ScheduleActionExecutionStartWorkflow)
+        and result.action.workflow_id in running
+    ]
+
+
+def _open_at(waiting: list[tuple[str, datetime, datetime | None]], at: datetime) -> str | None:
+    """A started workflow of the job that was open at `at`, though the mirror has not heard of it."""
+    for workflow_id, started, closed in waiting:
+        if started <= at and (closed is None or closed > at):
+            return workflow_id
+    return None
+
+
+async def _has_open_run(session: AsyncSession, job_id: str) -> bool:
+    found = await session.exec(
+        select(Run.id).where(col(Run.job_id) == job_id, col(Run.status).in_(ACTIVE_RUNS)).limit(1)
+    )
+    return found.first() is not None
+
+
+async def _running_at(session: AsyncSession, job_id: str, at: datetime) -> str | None:
+    """A run of the job that was running at `at`: the overlap policy `skip` dropped a fire for it."""
+    found = await session.exec(
+        select(Run.id).where(
+            col(Run.job_id) == job_id,
+            col(Run.status).not_in(NOT_RUN),
+            col(Run.started_at) <= at,
+            or_(col(Run.finished_at).is_(None), col(Run.finished_at) > at),
+        )
+    )
+    return found.first()
+
+
+def _missed_notices(job: Job, row: Run, now: datetime, found: FiresPass) -> None:
+    """`run.missed` to the job's failure addresses and its webhook."""
+    notice = RunNotice(
+        event="run.missed",
+        job_id=job.id,
+        job_name=job.name,
+        run_id=row.id,
+        owner_id=job.owner_id,
+        status=RunStatus.MISSED,
+        attempts=0,
+        error=row.error,
+        finished_at=now,
+    )
+    if job.notify.on_failure:
+        found.emails.append(EmailNotice(notice=notice, to=list(job.notify.on_failure)))
+    if job.notify.webhook_url is not None:
+        found.webhooks.append(WebhookNotice(notice=notice, url=str(job.notify.webhook_url)))
+
+
 def reconcile_activities(settings: Settings, sessions: Sessions) -> list[Callable[..., Any]]:
     """The activities a worker registers next to ReconcileWorkflow."""
     reconcile = ReconcileActivities(settings, sessions)
-    return [reconcile.schedules, reconcile.runs]
+    return [reconcile.schedules, reconcile.fires, reconcile.runs]

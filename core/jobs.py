@@ -49,7 +49,7 @@ from core.job_schedules import (
 )
 from core.limits import Limits
 from core.links import Links
-from core.misfire import judge
+from core.misfire import SCHEDULE_SETTLE, judge
 from core.missed import fires_with_runs, record_not_run
 from core.models import (
     ACTIVE_RUNS,
@@ -91,6 +91,8 @@ from core.schedules import (
 from core.targets import check_url
 from core.temporal import TemporalGateway
 
+# Fields a PATCH may set to null: a description, and a misfire rule (back to Temporal's catch-up window).
+NULLABLE = ("description", "misfire")
 # fire_times counts fires after an instant: just before `start`, so a fire at `start` counts.
 EPSILON = timedelta(microseconds=1)
 # Idempotency keys are honoured for at least this long (API.md asks for 24 hours).
@@ -151,6 +153,7 @@ class JobService:
             job.state = job.waiting_state()
             if not job.immediate:
                 await self.temporal.call(lambda c: self._create_schedule(c, job))
+                job.fires_checked_at = utcnow() + SCHEDULE_SETTLE  # its fires begin once the schedule runs
             changes = audit.definition(job)  # CPU work, done before this process's turn to write
             async with writing(session):  # until the commit (start_run's, for an immediate job)
                 session.add(job)
@@ -242,12 +245,12 @@ class JobService:
             await self._next_version(session, job, expected)
             for field in changes:
                 value = getattr(body, field)
-                if value is None and field != "description":
+                if value is None and field not in NULLABLE:
                     raise Invalid(f"{field} cannot be null", ("body", field))
                 setattr(job, field, value)
             job.updated_at = utcnow()
             if new_schedule is not None:  # fires of the old schedule are not judged by the new one
-                job.fires_checked_at = utcnow()
+                job.fires_checked_at = utcnow() + SCHEDULE_SETTLE
             if job.state == JobState.COMPLETED and new_schedule is not None:
                 job.state = job.waiting_state()
             session.add(job)
@@ -382,7 +385,9 @@ class JobService:
         if job.immediate or not job.paused or job.paused_at is None:
             return
         now = utcnow()
-        since = max(job.paused_at, job.fires_checked_at or job.paused_at)
+        # A fire just before the pause may have been dropped by it (reconciliation leaves those to resume).
+        since = job.paused_at - SCHEDULE_SETTLE
+        since = max(since, job.fires_checked_at or since)
         cap = self.settings.max_backfill_fires
         fires = [f for f in fire_times(job.timed, since, cap + 1) if f <= now]
         if len(fires) > cap:  # a long pause of a frequent job: the latest fires, within the window, count

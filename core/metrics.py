@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -27,7 +27,7 @@ from temporalio.service import RPCError
 
 from core.db import Sessions
 from core.errors import Unavailable
-from core.models import Job, Run
+from core.models import NOT_RUN, Job, Run
 from core.temporal import TemporalGateway
 
 # Upper bounds (seconds) of the run duration histogram: from quick webhooks to hour-long jobs.
@@ -49,6 +49,8 @@ class Snapshot:
     durations_count: int
     retries: int
     queue_depth: dict[str, int] | None
+    # Fires that never ran, by job and status (missed, skipped).
+    not_run: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 class SnapshotCollector(Collector):
@@ -76,6 +78,15 @@ class SnapshotCollector(Collector):
         yield CounterMetricFamily(
             "chronos_retries", "Attempts beyond the first, over all runs", value=snap.retries
         )
+        not_run = CounterMetricFamily(
+            "chronos_fires_not_run",
+            "Fires of a job that never ran: missed (late past the misfire window, lost to a pause) or "
+            "skipped (the overlap policy)",
+            labels=["job_id", "status"],
+        )
+        for (job_id, status), count in sorted(snap.not_run.items()):
+            not_run.add_metric([job_id, status], count)
+        yield not_run
         if snap.queue_depth is not None:
             depth = GaugeMetricFamily(
                 "chronos_queue_depth",
@@ -96,6 +107,13 @@ async def read_snapshot(sessions: Sessions, temporal: TemporalGateway, task_queu
             )
         ).all()
         runs = (await session.exec(select(Run.status, func.count()).group_by(Run.status))).all()
+        not_run = (
+            await session.exec(
+                select(Run.job_id, Run.status, func.count())
+                .where(col(Run.status).in_(NOT_RUN))
+                .group_by(Run.job_id, Run.status)
+            )
+        ).all()
         finished = col(Run.duration_ms).is_not(None)
         within = [
             func.coalesce(func.sum(case((col(Run.duration_ms) <= bound * 1000, 1), else_=0)), 0)
@@ -130,6 +148,7 @@ async def read_snapshot(sessions: Sessions, temporal: TemporalGateway, task_queu
         durations_count=count,
         retries=int(retries),
         queue_depth=depth,
+        not_run={(job_id, status): int(n) for job_id, status, n in not_run},
     )
 
 

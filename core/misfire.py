@@ -15,6 +15,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Temporal's scheduler takes up a new or rewritten spec a moment after the call returns: a fire in that
+# moment may pass unseen, and is not judged a misfire.
+SCHEDULE_SETTLE = timedelta(seconds=2)
 # Temporal's own floor on a schedule's catch-up window: a fire later than this is a misfire.
 TEMPORAL_MIN_CATCHUP = timedelta(seconds=10)
 

@@ -472,6 +472,15 @@ class RunsPass(BaseModel):
     next_page: RunsPage | None
 
 
+class FiresPass(BaseModel):
+    """One shard's check for fires that never ran: the fixes counted, and the `run.missed` notifications
+    the workflow sends (on the notifications' own retry policy)."""
+
+    fixes: dict[str, int]
+    emails: list[EmailNotice] = []
+    webhooks: list[WebhookNotice] = []
+
+
 class ReconcileInput(BaseModel):
     """The schedule starts passes with the defaults; an operator's manual pass may shorten the grace."""
 

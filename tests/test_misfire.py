@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from temporalio.client import Client
 
-from core.db import Sessions
+from api.main import create_app
+from core.codec import keyring
+from core.config import Settings
+from core.db import Sessions, create_schema, make_engine, make_sessions
 from core.misfire import TEMPORAL_MIN_CATCHUP, Misfire, MisfirePolicy, judge
 from core.models import Job
+from core.payloads import ReconcileInput, schedule_id
 from core.schedules import fire_times
-from tests.api_client import AuthedClient, expect
+from core.temporal import TemporalGateway
+from tests.api_client import ENCRYPTION_KEYS, ApiClient, AuthedClient, app_settings, expect, serve
+from tests.histories import keep
 from tests.http_target import HttpTarget
+from tests.smtp_server import start_smtp
 from tests.waiting import eventually
+from worker import build_worker
+from workflows.reconcile import ReconcileWorkflow
 
 
 def http_job(url: str, schedule: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -195,3 +207,124 @@ def test_misfire_rule_maps_to_the_catchup_window():
     assert (
         Misfire(window_seconds=600, policy=MisfirePolicy.RUN_LATEST).catchup_window() == TEMPORAL_MIN_CATCHUP
     )
+
+
+@pytest.fixture
+async def without_worker(
+    temporal_client: Client, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[ApiClient, Sessions]]:
+    """An app of its own (its own mirror, so reconciliation sees only this test's jobs) whose runs go to a
+    task queue no worker polls yet: its fires start in Temporal but not in the mirror."""
+    data_dir = tmp_path_factory.mktemp("missed")
+    settings = Settings(data_dir=data_dir, encryption_keys=ENCRYPTION_KEYS)
+    engine = make_engine(settings)
+    await create_schema(engine)
+    app_conf = app_settings(engine, data_dir, task_queue=f"idle-{uuid.uuid4().hex[:8]}")
+    async with serve(create_app(app_conf, TemporalGateway.of(temporal_client))) as client:
+        yield client, make_sessions(engine)
+    await engine.dispose()
+
+
+async def test_fire_not_started_in_time_is_recorded_missed_and_notified(
+    without_worker: tuple[ApiClient, Sessions], temporal_client: Client, target: HttpTarget
+):
+    api, sessions = without_worker
+    sink, smtp = start_smtp()
+    alice = await api.authed_user()
+    hook = f"/{uuid.uuid4().hex[:10]}"
+    notify = {"on_failure": ["ops@example.org"], "webhook_url": target.url(hook), "on_missed": True}
+    every_second = {"type": "interval", "every_seconds": 1}
+    # Every fire starts a workflow (allow_all) that no worker takes: each is late.
+    late_job = await create(
+        alice, http_job(target.url("/late"), every_second, notify=notify, overlap_policy="allow_all")
+    )
+    # The first fire's workflow waits for a worker and the overlap policy skip drops the next ones.
+    skip_job = await create(alice, http_job(target.url("/skip"), every_second, notify=notify))
+    created = datetime.fromisoformat(skip_job["created_at"])
+    await eventually(lambda: datetime.now(UTC) > created + timedelta(seconds=5.5), "fires to pass")
+    for job in (late_job, skip_job):  # the fires to judge stop at the pause
+        expect(await alice.post(f"/jobs/{job['id']}/pause"), 200)
+    reconcile_settings = api.settings.model_copy(
+        update={"missed_grace_seconds": 1, "smtp_url": f"smtp://127.0.0.1:{smtp.port}"}
+    )
+    queue = f"reconcile-{uuid.uuid4().hex[:8]}"
+    try:
+        async with build_worker(temporal_client, sessions, queue, settings=reconcile_settings) as rec, rec:
+            handle = await temporal_client.start_workflow(
+                ReconcileWorkflow.run, ReconcileInput(), id=f"reconcile-{queue}", task_queue=queue
+            )
+            fixes = await handle.result()
+            await keep("reconcile_missed_fires", handle, keyring(Settings(encryption_keys=ENCRYPTION_KEYS)))
+
+            missed = await runs_of(alice, late_job["id"])
+            assert len(missed) >= 2 and fixes["fire_missed"] == len(missed)
+            for row in missed:
+                assert row["status"] == "missed" and row["trigger"] == "schedule", row
+                assert "waiting for a worker" in row["error"] and row["attempts"] == 0
+            skipped = await runs_of(alice, skip_job["id"])
+            assert len(skipped) >= 2 and fixes["fire_skipped"] == len(skipped)
+            assert {r["status"] for r in skipped} == {"skipped"}
+            assert all("overlap policy skip" in r["error"] for r in skipped)
+
+            # A notification for each missed fire; a skipped fire is the job's own overlap policy.
+            hooks = await target.wait_for(hook, len(missed))
+            notices = [json.loads(h.body) for h in hooks]
+            assert {n["event"] for n in notices} == {"run.missed"}
+            assert sorted(n["run_id"] for n in notices) == sorted(r["id"] for r in missed)
+            await eventually(lambda: len(sink.to("ops@example.org")) >= len(missed), "the emails")
+            assert all("missed a fire" in m["Subject"] for m in sink.to("ops@example.org"))
+            scrape = (await api.get("http://chronos.test/metrics")).text
+            for job, rows, status in ((late_job, missed, "missed"), (skip_job, skipped, "skipped")):
+                series = f'chronos_fires_not_run_total{{job_id="{job["id"]}",status="{status}"}}'
+                assert f"{series} {len(rows)}.0" in scrape
+
+            # A second pass finds nothing new: each fire is judged once.
+            again: dict[str, int] = await temporal_client.execute_workflow(
+                ReconcileWorkflow.run, ReconcileInput(), id=f"reconcile-{queue}-2", task_queue=queue
+            )
+            assert again.get("fire_missed", 0) == 0 and again.get("fire_skipped", 0) == 0
+
+        # A worker comes (and the job resumes: its runs in flight were told to pause): the late fires start
+        # after all, each becoming the run of its missed row.
+        expect(await alice.post(f"/jobs/{late_job['id']}/resume"), 200)
+        queue = api.settings.task_queue
+        async with build_worker(temporal_client, sessions, queue, settings=api.settings) as worker, worker:
+
+            async def ran() -> list[dict[str, Any]] | None:
+                runs = {r["id"]: r for r in await runs_of(alice, late_job["id"])}
+                done = [runs[r["id"]] for r in missed if runs[r["id"]]["status"] == "succeeded"]
+                return done if len(done) == len(missed) else None
+
+            late = await eventually(ran, "the missed fires to run late")
+            assert all(r["error"] is None and r["attempts"] == 1 for r in late)
+            expect(await alice.post(f"/jobs/{late_job['id']}/cancel"), 200)
+    finally:
+        smtp.stop()
+
+
+async def test_misfire_rule_sets_the_schedule_catchup_window(
+    api, temporal_client: Client, target: HttpTarget
+):
+    alice = await api.authed_user()
+    hourly = {"type": "cron", "cron": "0 * * * *"}
+    misfire = {"window_seconds": 900, "policy": "run_all"}
+    job = await create(alice, http_job(target.url("/x"), hourly, misfire=misfire))
+    handle = temporal_client.get_schedule_handle(schedule_id(job["id"]))
+
+    async def window() -> timedelta | None:
+        return (await handle.describe()).schedule.policy.catchup_window
+
+    assert await window() == timedelta(minutes=15)
+    patched = expect(
+        await alice.patch(f"/jobs/{job['id']}", json={"misfire": {**misfire, "policy": "skip"}}), 200
+    )
+    assert patched["misfire"]["policy"] == "skip" and await window() == TEMPORAL_MIN_CATCHUP
+    cleared = expect(await alice.patch(f"/jobs/{job['id']}", json={"misfire": None}), 200)
+    assert cleared["misfire"] is None
+    assert await window() == timedelta(seconds=api.settings.catchup_window_seconds)
+    bad = {"window_seconds": 5, "policy": "run_all"}
+    problem = expect(await alice.post("/jobs", json=http_job(target.url("/x"), hourly, misfire=bad)), 422)
+    assert problem["errors"][0]["loc"][-2:] == ["misfire", "window_seconds"]
+    unknown = {"window_seconds": 60, "policy": "run_some"}
+    problem = expect(await alice.post("/jobs", json=http_job(target.url("/x"), hourly, misfire=unknown)), 422)
+    assert problem["errors"][0]["loc"][-2:] == ["misfire", "policy"]
