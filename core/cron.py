@@ -864,23 +864,24 @@ def is_repeated_fire(
 
 
 def _keeps(parsed: _Parsed, tz: str, dst: DstRule, wall: datetime, first_occurrence: bool) -> bool:
-    """Does Chronos run this occurrence of a repeated fixed wall time? `first` keeps the first occurrence
-    where Temporal fires it and else the second (Temporal fires only the second east of UTC unless the
-    hour before fires too), `second` the second, `both` whichever Temporal fires (docs/cron.md)."""
-    zone = ZoneInfo(tz)
-    fires_first = _temporal_fires(parsed, zone, wall, _local(wall, zone, 0).astimezone(UTC))
+    """Does Chronos run this occurrence of a repeated fixed wall time? Each rule keeps its occurrence
+    where Temporal fires it and else the one Temporal fires (it fires both behind UTC, one east of it:
+    the second, or the first when the hour before fires too); `both` keeps whatever fires."""
+    fires_first, fires_second = _temporal_occurrences(parsed, ZoneInfo(tz), wall)
     if first_occurrence:
-        return dst.repeat != "second" and fires_first
-    return dst.repeat != "first" or not fires_first
+        return fires_first and (dst.repeat != "second" or not fires_second)
+    return fires_second and (dst.repeat != "first" or not fires_first)
 
 
-def first_occurrences_lost(expr: CronExpression, tz: str, start: datetime, end: datetime) -> list[datetime]:
-    """The first occurrences of repeated fixed times in [start, end) that Temporal does not fire (east of
-    UTC it fires only the second, unless the hour before fires too), so no `dst` rule can run them."""
+def occurrences_lost(
+    expr: CronExpression, tz: str, start: datetime, end: datetime, dst: DstRule
+) -> list[tuple[datetime, str]]:
+    """The repeated fixed times in [start, end) whose occurrence the rule asks for (`both`: either)
+    Temporal does not fire, with the occurrence: (local wall time, "first" or "second")."""
     if not expr.fixed_time:
         return []
     zone, parsed = ZoneInfo(tz), expr._parsed
-    lost: list[datetime] = []
+    lost: list[tuple[datetime, str]] = []
     days = (start.astimezone(UTC).date(), end.astimezone(UTC).date())
     for instant, before, after in _day_transitions(tz, *days):
         if not start <= instant < end or after >= before:
@@ -890,10 +891,23 @@ def first_occurrences_lost(expr: CronExpression, tz: str, start: datetime, end: 
             (instant + before).replace(tzinfo=None),
         )
         for wall in parsed.wall_times(repeat_start.date(), repeat_end.date()):
-            first = _local(wall, zone, 0).astimezone(UTC)
-            if repeat_start <= wall < repeat_end and not _temporal_fires(parsed, zone, wall, first):
-                lost.append(first)
+            if not repeat_start <= wall < repeat_end:
+                continue
+            fires = dict(zip(("first", "second"), _temporal_occurrences(parsed, zone, wall), strict=True))
+            wanted = ("first", "second") if dst.repeat == "both" else (dst.repeat,)
+            lost.extend((wall, occurrence) for occurrence in wanted if not fires[occurrence])
     return lost
+
+
+def _temporal_occurrences(parsed: _Parsed, zone: ZoneInfo, wall: datetime) -> tuple[bool, bool]:
+    """Which occurrences of a repeated wall time Temporal fires, measured on the server: both when Go's
+    `time.Date` resolves the wall to the first (behind UTC); otherwise the first when the hour before
+    fires too (`_temporal_fires`), else the second."""
+    first = _local(wall, zone, 0).astimezone(UTC)
+    if _temporal_date(wall, zone) == first:
+        return True, True
+    replayed = _temporal_fires(parsed, zone, wall, first)
+    return replayed, not replayed
 
 
 def _temporal_date(wall: datetime, zone: ZoneInfo) -> datetime:

@@ -36,9 +36,9 @@ from core.cron import (
     Gap,
     Repeat,
     dst_gap_calendars,
-    first_occurrences_lost,
     is_repeated_fire,
     numbering_warnings,
+    occurrences_lost,
     parse_cron,
 )
 from core.errors import Invalid
@@ -389,14 +389,13 @@ def schedule_warnings(schedule: Schedule | None) -> list[str]:
             "dst applies to fixed times (single hours, minutes and seconds, or lists of them); this "
             "expression runs by elapsed time: a time in a gap does not happen, a repeated one happens twice"
         )
-    if schedule.dst and schedule.dst.repeat != "second":
-        now = datetime.now(UTC)
-        lost = first_occurrences_lost(schedule.expression, schedule.timezone, now, now + DST_HORIZON)
+    if schedule.dst:
+        now, zone = datetime.now(UTC), schedule.timezone
+        lost = occurrences_lost(schedule.expression, zone, now, now + DST_HORIZON, schedule.dst_rule)
         warnings.extend(
-            f"{at.astimezone(ZoneInfo(schedule.timezone)):%Y-%m-%d %H:%M:%S} happens twice and Temporal "
-            f"fires only its second occurrence in {schedule.timezone} (east of UTC): "
-            f"repeat {schedule.dst.repeat!r} runs the second there"
-            for at in lost[:4]
+            f"{wall:%Y-%m-%d %H:%M:%S} happens twice in {zone} and Temporal does not fire its {occurrence} "
+            f"occurrence (docs/cron.md): repeat {schedule.dst.repeat!r} runs the one it fires"
+            for wall, occurrence in lost[:4]
         )
     return warnings
 
