@@ -67,10 +67,11 @@ class Exclude(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    dates: list[date] = Field(default_factory=list, max_length=1000)
+    dates: list[date] = Field(default_factory=list, max_length=1000, exclude_if=lambda value: not value)
     holidays: str | None = Field(
         default=None,
         max_length=40,
+        exclude_if=lambda value: value is None,
         description="A country (ISO 3166-1 alpha-2, `US`) or `CC-SUBDIV` (`DE-BY`) code of the holidays "
         "package: its public holidays are skipped",
     )
