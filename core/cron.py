@@ -814,6 +814,10 @@ def _exists(naive: datetime, zone: ZoneInfo) -> bool:
     return _local(naive, zone, 0).astimezone(UTC).astimezone(zone).replace(tzinfo=None) == naive
 
 
+# The comment that marks an after-gap calendar (and that reconcile looks for in a listed spec).
+AFTER_GAP = "once after the DST gap"
+
+
 def dst_gap_calendars(
     expr: CronExpression, tz: str, start: datetime, end: datetime, dst: DstRule = CRON_CONVENTION
 ) -> list[ScheduleCalendarSpec]:
@@ -839,7 +843,7 @@ def dst_gap_calendars(
                     day_of_month=(ScheduleRange(gap_end.day),),
                     month=(ScheduleRange(gap_end.month),),
                     year=(ScheduleRange(gap_end.year),),
-                    comment=f"{expr.source}: once after the DST gap",
+                    comment=f"{expr.source}: {AFTER_GAP}",
                 )
             )
     return extras

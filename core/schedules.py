@@ -26,6 +26,7 @@ from temporalio.client import ScheduleCalendarSpec, ScheduleIntervalSpec, Schedu
 
 from core.config import Settings
 from core.cron import (
+    AFTER_GAP,
     CRON_CONVENTION,
     FIRST_YEAR,
     LAST_YEAR,
@@ -287,6 +288,25 @@ def _skip_calendars(schedule: CronSchedule | IntervalSchedule, now: datetime) ->
 def holiday_comment(region: str, years: range) -> str:
     """Names the holidays a spec lists and their years: reconcile compares it with a fresh spec's."""
     return f"holidays {region} {years.start}-{years.stop - 1}"
+
+
+def renewal_due(schedule: Schedule, listed: ScheduleSpec, now: datetime) -> bool:
+    """Is the part of a schedule's spec that lists dates ahead (holidays for HOLIDAY_YEARS, after-gap
+    instants for DST_HORIZON) not what a spec built now would list? The reconcile pass renews such a
+    spec in place, so a year's holidays and a coming gap are always in it (a few times a year a job)."""
+    if not isinstance(schedule, CronSchedule | IntervalSchedule):
+        return False
+    return _dated_marks(listed) != _dated_marks(temporal_spec(schedule, now))
+
+
+def _dated_marks(spec: ScheduleSpec) -> tuple[list[str], list[tuple[int, ...]]]:
+    holidays = sorted(c.comment for c in spec.skip if c.comment and c.comment.startswith("holidays "))
+    gaps = sorted(
+        tuple(getattr(c, name)[0].start for name in ("year", "month", "day_of_month", "hour", "minute"))
+        for c in spec.calendars
+        if c.comment and c.comment.endswith(AFTER_GAP) and c.year
+    )
+    return holidays, gaps
 
 
 def next_runs(
