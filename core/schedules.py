@@ -94,7 +94,10 @@ class Exclude(BaseModel):
         return value.upper() if value else None
 
     def day_name(self, day: date) -> str | None:
-        """Why `day` is excluded ("Christmas Day", "excluded date"), or None when it is not."""
+        """Why `day` is excluded ("Christmas Day", "excluded date"), or None when it is not (never outside
+        FIRST_YEAR..LAST_YEAR, the years anything is scheduled in)."""
+        if not FIRST_YEAR <= day.year <= LAST_YEAR:
+            return None
         holiday = holidays_of(self.holidays, day.year).get(day) if self.holidays else None
         given = "excluded date" if day in self.dates else None
         return "; ".join(name for name in (holiday, given) if name) or None
@@ -333,14 +336,26 @@ def fire_times(
     while len(fires) < count:
         batch = _fires_ignoring_exclude(schedule, after, count - len(fires))
         for fire in batch:
-            day = fire.astimezone(zone).date()
-            if exclude and exclude.day_name(day):
+            day = _local_date(fire, zone) if exclude else None
+            if exclude and day and exclude.day_name(day):
                 after = _day_start(day + timedelta(days=1), zone) - timedelta(seconds=1)
                 break
             fires.append(fire)
         else:
             break  # every fire of the batch counted: done, or no more fires
     return fires
+
+
+def _local_date(at: datetime, zone: ZoneInfo) -> date | None:
+    """The local day of an instant; None at the very end of year 9999 (an interval's fires run on that
+    far) east of UTC, where there is no date, and no day is excluded."""
+    try:
+        return at.astimezone(zone).date()
+    except OverflowError:
+        return None
+
+
+_AFTER_LAST_YEAR = datetime(LAST_YEAR + 1, 1, 2, tzinfo=UTC)
 
 
 def _day_start(day: date, zone: ZoneInfo) -> datetime:
@@ -452,7 +467,8 @@ def skipped_days(schedule: Schedule | None, after: datetime, until: datetime | N
     if not isinstance(schedule, CronSchedule | IntervalSchedule) or not schedule.exclude or not until:
         return []
     exclude, zone = schedule.exclude, ZoneInfo(schedule.zone)
-    first, last = after.astimezone(zone).date(), until.astimezone(zone).date()
+    first = max(after.astimezone(zone).date(), date(FIRST_YEAR, 1, 1))
+    last = min(_local_date(min(until, _AFTER_LAST_YEAR), zone) or first, date(LAST_YEAR, 12, 31))
     candidates = {d for d in exclude.dates if first <= d <= last}
     for year in range(first.year, last.year + 1) if exclude.holidays else ():
         candidates.update(d for d in holidays_of(exclude.holidays or "", year) if first <= d <= last)

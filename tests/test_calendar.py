@@ -214,3 +214,26 @@ def test_warnings_name_occurrences_temporal_cannot_fire() -> None:
         {"type": "cron", "cron": "30 1 * * *", "timezone": "America/New_York", "dst": {"repeat": "both"}}
     )
     assert schedule_warnings(new_york) == []
+
+
+def test_excluded_days_hold_at_the_ends_of_time() -> None:
+    """Kiritimati (UTC+14): New Year's Day 2000 began at 10:00 UTC on 1999-12-31, and an interval's fires
+    run on to the end of year 9999, where that zone has no date: neither end raises or goes astray."""
+    cron = SCHEDULE.validate_python(
+        {"type": "cron", "cron": "0 * * * *", "timezone": "Pacific/Kiritimati", "exclude": {"holidays": "US"}}
+    )
+    assert fire_times(cron, _z("1999-06-01T00:00Z"), 1) == [_z("2000-01-01T10:00Z")]
+    assert skipped_days(cron, _z("1990-01-01T00:00Z"), _z("2000-01-02T00:00Z")) == [
+        "2000-01-01 New Year's Day"
+    ]
+    interval = SCHEDULE.validate_python(
+        {
+            "type": "interval",
+            "every_seconds": 3600,
+            "timezone": "Pacific/Kiritimati",
+            "exclude": {"holidays": "US"},
+        }
+    )
+    fires = fire_times(interval, _z("9999-12-31T20:00Z"), 5)
+    assert fires == [_z(f"9999-12-31T{h}:00Z") for h in (21, 22, 23)]
+    assert skipped_days(interval, _z("9999-12-31T20:00Z"), fires[-1]) == []
