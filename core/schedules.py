@@ -467,8 +467,8 @@ def skipped_days(schedule: Schedule | None, after: datetime, until: datetime | N
     if not isinstance(schedule, CronSchedule | IntervalSchedule) or not schedule.exclude or not until:
         return []
     exclude, zone = schedule.exclude, ZoneInfo(schedule.zone)
-    first = max(after.astimezone(zone).date(), date(FIRST_YEAR, 1, 1))
-    last = min(_local_date(min(until, _AFTER_LAST_YEAR), zone) or first, date(LAST_YEAR, 12, 31))
+    first = max(min(after, _AFTER_LAST_YEAR).astimezone(zone).date(), date(FIRST_YEAR, 1, 1))
+    last = min(min(until, _AFTER_LAST_YEAR).astimezone(zone).date(), date(LAST_YEAR, 12, 31))
     candidates = {d for d in exclude.dates if first <= d <= last}
     for year in range(first.year, last.year + 1) if exclude.holidays else ():
         candidates.update(d for d in holidays_of(exclude.holidays or "", year) if first <= d <= last)
