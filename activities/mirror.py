@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
 from activities.attempts import ATTEMPT, LOG, LogLine, RunRecorder, dialect_insert
-from core.cron import is_repeated_fire, parse_cron
+from core.cron import DstRule, is_repeated_fire, parse_cron
 from core.db import Sessions
 from core.models import (
     NOT_RUN,
@@ -100,13 +100,21 @@ FINISH_RUN = (
 
 
 def skip_reason(event: RunStarted) -> str | None:
-    """Why this scheduled fire must not run: the DST repeat rule of fixed-time cron schedules."""
+    """Why this scheduled fire must not run: the DST rule of fixed-time cron schedules."""
     rule = event.fixed_cron
     if event.trigger != "schedule" or rule is None:
         return None
-    if not is_repeated_fire(parse_cron(rule.cron, rule.dialect), rule.timezone, event.scheduled_at):
+    expr, dst = parse_cron(rule.cron, rule.dialect), DstRule(rule.gap, rule.repeat)
+    if not is_repeated_fire(expr, rule.timezone, event.scheduled_at, dst):
         return None
     local = event.scheduled_at.astimezone(ZoneInfo(rule.timezone))
+    when = f"{local:%H:%M:%S} on {local:%Y-%m-%d}"
+    if not expr.names(local.replace(tzinfo=None)):
+        return f"skipped: {when} is no fire time of the schedule (daylight-saving gap, dst gap: {dst.gap})"
+    if local.fold == 0:
+        return (
+            f"skipped: {when} runs at its second occurrence (daylight-saving fall-back, dst repeat: second)"
+        )
     return f"skipped: {local:%H:%M:%S} already ran on {local:%Y-%m-%d} (daylight-saving fall-back)"
 
 

@@ -29,7 +29,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.mirror import MirrorActivities
 from core.config import Settings
 from core.db import Sessions
-from core.job_schedules import backfill_fires, create_schedule, fire_workflow_id
+from core.job_schedules import backfill_fires, create_schedule, fire_workflow_id, update_schedule
 from core.misfire import SCHEDULE_SETTLE, judge
 from core.missed import fires_with_runs, record_not_run
 from core.models import ACTIVE_RUNS, NOT_RUN, Job, JobState, OverlapPolicy, Run, RunStatus, utcnow
@@ -46,10 +46,11 @@ from core.payloads import (
     WebhookNotice,
     schedule_id,
 )
-from core.schedules import OnceSchedule, fire_times
+from core.schedules import OnceSchedule, fire_times, renewal_due
 
 FixKind = Literal[
     "schedule_recreated",
+    "schedule_renewed",
     "orphan_schedule_deleted",
     "run_closed",
     "job_completed",
@@ -93,12 +94,17 @@ class ReconcileActivities:
 
     @activity.defn(name="reconcile_schedules")
     async def schedules(self, shard: Shard) -> dict[str, int]:
-        """Recreate missing schedules of the shard's live jobs, delete schedules no live job owns, and
-        complete recurring jobs past their end_at."""
+        """Recreate missing schedules of the shard's live jobs, renew the dated part of their specs
+        (holidays, DST instants: `renewal_due`), delete schedules no live job owns, and complete
+        recurring jobs past their end_at."""
         fixes: Counter[str] = Counter()
         client = activity.client()
         # Schedules first, then jobs: a job committed in between is seen with its schedule.
-        listed = {s.id async for s in await client.list_schedules(shard.query()) if shard.holds(s.id)}
+        listed = {
+            s.id: s.schedule.spec if s.schedule else None
+            async for s in await client.list_schedules(shard.query())
+            if shard.holds(s.id)
+        }
         now = utcnow()
         async with self.sessions() as session:
             query = select(Job).where(
@@ -121,10 +127,13 @@ class ReconcileActivities:
             await session.commit()
         for job in jobs:
             activity.heartbeat()
-            if schedule_id(job.id) not in listed and needs_schedule(job, now):
+            sid = schedule_id(job.id)
+            if sid not in listed and needs_schedule(job, now):
                 await self._recreate(client, job, fixes)
+            elif (spec := listed.get(sid)) and renewal_due(job.timed, spec, now):
+                await self._renew(client, job, fixes)
         owned = {schedule_id(job.id) for job in jobs}
-        for orphan in sorted(listed - owned):
+        for orphan in sorted(listed.keys() - owned):
             activity.heartbeat()
             await self._delete_orphan(client, orphan, now - timedelta(seconds=shard.grace_seconds), fixes)
         return dict(fixes)
@@ -135,6 +144,15 @@ class ReconcileActivities:
         except ScheduleAlreadyRunningError:
             return  # the listing lagged behind a schedule created a moment ago
         _fixed(fixes, "schedule_recreated", f"job {job.id}: schedule {schedule_id(job.id)} was missing")
+
+    async def _renew(self, client: Client, job: Job, fixes: Counter[str]) -> None:
+        try:
+            await update_schedule(client, self.settings, job)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return  # deleted since the listing: the next pass recreates it
+            raise
+        _fixed(fixes, "schedule_renewed", f"job {job.id}: holidays and DST instants renewed")
 
     async def _delete_orphan(
         self, client: Client, sid: str, born_before: datetime, fixes: Counter[str]

@@ -23,6 +23,21 @@ from zoneinfo import ZoneInfo
 from temporalio.client import ScheduleCalendarSpec, ScheduleRange
 
 Dialect = Literal["posix", "spring", "quartz"]
+Gap = Literal["shift", "skip"]
+Repeat = Literal["first", "second", "both"]
+
+
+@dataclass(frozen=True)
+class DstRule:
+    """What a fixed-time expression does on DST days: a time in a spring-forward gap runs at the first
+    instant after it (`shift`) or not at all (`skip`); a time a fall-back repeats runs at its `first`
+    occurrence, its `second`, or `both`. The default is the cron convention (docs/cron.md)."""
+
+    gap: Gap = "shift"
+    repeat: Repeat = "first"
+
+
+CRON_CONVENTION = DstRule()
 
 
 class CronError(ValueError):
@@ -547,17 +562,24 @@ class CronExpression:
         hours, minutes, seconds = self._parsed.clock
         return _closest(seconds, 60 * _closest(minutes, 60 * _closest(hours, 24)))
 
+    def names(self, wall: datetime) -> bool:
+        """Does the expression name this local wall time (naive)? Not so for a fire Temporal moved."""
+        return self._parsed.fires_at(wall)
+
     def describe(self) -> str:
         """Plain English, e.g. "at 10:15:00 on the third Friday of every month"."""
         return _describe(self)
 
-    def fire_times(self, tz: str, after: datetime, count: int) -> list[datetime]:
+    def fire_times(
+        self, tz: str, after: datetime, count: int, dst: DstRule = CRON_CONVENTION
+    ) -> list[datetime]:
         """The next `count` fire instants (UTC) after `after` under the cron DST convention, computed
         here so a schedule can be previewed without creating it in Temporal. None before FIRST_YEAR or
         after LAST_YEAR, the span Temporal schedules, so any instant is a valid `after`.
 
-        Fixed times in a spring-forward gap run at the first instant after it and repeated ones at their
-        first occurrence; wildcard or stepped hours run by elapsed time (no gap times, both repeats).
+        Fixed times follow `dst`, as Temporal fires them with the extras and filter below: a gap time at
+        the first instant after the gap (or not), a repeated time at the occurrences the rule keeps of
+        those Temporal fires; wildcard or stepped hours run by elapsed time (no gap times, both repeats).
         Matching days are found by jumps and each day's times by field (`_clock_from`), so the cost
         follows `count`, not how dense the expression is."""
         if after >= _LATEST:
@@ -568,7 +590,7 @@ class CronExpression:
         fires: list[datetime] = []
         day: date | None = after.astimezone(ZoneInfo(tz)).date() - timedelta(days=1)
         while len(fires) < count and day is not None and (day := parsed.next_day(day)) is not None:
-            fires.extend(_day_fires(parsed, fixed, tz, day, later, count - len(fires)))
+            fires.extend(_day_fires(parsed, dst if fixed else None, tz, day, later, count - len(fires)))
             day += timedelta(days=1)
         return fires[:count]
 
@@ -624,23 +646,35 @@ def _local_day(tz: str, day: date) -> tuple[_Stretch | _Gap, ...]:
     return tuple(pieces)
 
 
-def _day_fires(parsed: _Parsed, fixed: bool, tz: str, day: date, later: int, count: int) -> list[datetime]:
+def _day_fires(
+    parsed: _Parsed, dst: DstRule | None, tz: str, day: date, later: int, count: int
+) -> list[datetime]:
     """The first `count` fire instants of a matching local day at or after `later` (a UTC timestamp),
-    in order. A fixed time runs at its first occurrence and, in a gap, at the gap's end."""
+    in order. A fixed time (`dst` given) follows its rule: in a gap it runs at the gap's end or not at
+    all, and of a repeated one the occurrences `_keeps` keeps run."""
     midnight = (day - _EPOCH).days * _DAY
+    pieces = _local_day(tz, day)
+    stretches = [piece for piece in pieces if isinstance(piece, _Stretch)]
     found: list[int] = []
-    covered = 0  # walls a fixed time has already had (in the stretch before a fall-back)
-    for piece in _local_day(tz, day):
+    covered = 0  # walls an earlier stretch has had (before a fall-back)
+    for piece in pieces:
         if len(found) >= count:
             break
         if isinstance(piece, _Gap):
-            if fixed and piece.at >= later and next(_clock_from(parsed, piece.low), _DAY) < piece.high:
+            shifted = dst is not None and dst.gap == "shift"
+            if shifted and piece.at >= later and next(_clock_from(parsed, piece.low), _DAY) < piece.high:
                 found.append(piece.at)
             continue
-        low = max(piece.low, later + piece.offset - midnight, covered if fixed else 0)
+        following = stretches[stretches.index(piece) + 1 :]
+        repeated_from = min((s.low for s in following), default=_DAY)  # walls a later stretch has again
+        low = max(piece.low, later + piece.offset - midnight)
         for second in _clock_from(parsed, low):
             if second >= piece.high or len(found) >= count:
                 break
+            repeated = second < covered or second >= repeated_from
+            wall = datetime.combine(day, time()) + timedelta(seconds=second)
+            if dst is not None and repeated and not _keeps(parsed, tz, dst, wall, second >= repeated_from):
+                continue
             at = midnight + second - piece.offset
             if not found or found[-1] != at:  # the gap's end may itself be a fire time
                 found.append(at)
@@ -780,13 +814,18 @@ def _exists(naive: datetime, zone: ZoneInfo) -> bool:
     return _local(naive, zone, 0).astimezone(UTC).astimezone(zone).replace(tzinfo=None) == naive
 
 
+# The comment that marks an after-gap calendar (and that reconcile looks for in a listed spec).
+AFTER_GAP = "once after the DST gap"
+
+
 def dst_gap_calendars(
-    expr: CronExpression, tz: str, start: datetime, end: datetime
+    expr: CronExpression, tz: str, start: datetime, end: datetime, dst: DstRule = CRON_CONVENTION
 ) -> list[ScheduleCalendarSpec]:
     """One calendar per spring-forward gap in [start, end) that swallows a fire time of a fixed-time
     expression, at the first local instant after the gap: Temporal skips times in a gap, cron runs them
-    once right after it (a 02:30 daily job in New York runs at 03:00 on the day clocks go forward)."""
-    if not expr.fixed_time:
+    once right after it (a 02:30 daily job in New York runs at 03:00 on the day clocks go forward).
+    None under `gap: skip`."""
+    if not expr.fixed_time or dst.gap == "skip":
         return []
     parsed = expr._parsed
     extras: list[ScheduleCalendarSpec] = []
@@ -804,27 +843,75 @@ def dst_gap_calendars(
                     day_of_month=(ScheduleRange(gap_end.day),),
                     month=(ScheduleRange(gap_end.month),),
                     year=(ScheduleRange(gap_end.year),),
-                    comment=f"{expr.source}: once after the DST gap",
+                    comment=f"{expr.source}: {AFTER_GAP}",
                 )
             )
     return extras
 
 
-def is_repeated_fire(expr: CronExpression, tz: str, fire_at: datetime) -> bool:
-    """True for a fire of a fixed-time expression that Chronos skips so that each local fire time runs
-    once: the second occurrence of a time a fall-back repeats when Temporal fired the first one too, or
-    a time Temporal moved rather than skipped (out of Lord Howe's 30-minute gap, or an hour late after a
-    fire in a repeated hour east of UTC). When Temporal fires only the second occurrence, that is the
-    day's one run and is kept (docs/cron.md)."""
+def is_repeated_fire(
+    expr: CronExpression, tz: str, fire_at: datetime, dst: DstRule = CRON_CONVENTION
+) -> bool:
+    """True for a Temporal fire of a fixed-time expression that Chronos skips (in `next_runs` and in the
+    run itself), so that fires follow the DST rule: a time Temporal moved rather than skipped (out of
+    Lord Howe's 30-minute gap, or an hour late after a fire in a repeated hour east of UTC), the instant
+    after a gap under `gap: skip`, and the occurrences of a repeated time that `_keeps` drops."""
     if not expr.fixed_time:
         return False
     zone, parsed = ZoneInfo(tz), expr._parsed
     local = fire_at.astimezone(zone)
     wall = local.replace(tzinfo=None, fold=0)
-    if not parsed.fires_at(wall):
-        return _exists(wall - timedelta(seconds=1), zone)  # kept only as the instant after a gap
+    if not parsed.fires_at(wall):  # kept only as the instant after a gap, when gap times shift
+        return dst.gap == "skip" or _exists(wall - timedelta(seconds=1), zone)
     first, second = (_local(wall, zone, fold).astimezone(UTC) for fold in (0, 1))
-    return local.fold == 1 and first != second and _temporal_fires(parsed, zone, wall, first)
+    return first != second and not _keeps(parsed, tz, dst, wall, local.fold == 0)
+
+
+def _keeps(parsed: _Parsed, tz: str, dst: DstRule, wall: datetime, first_occurrence: bool) -> bool:
+    """Does Chronos run this occurrence of a repeated fixed wall time? Each rule keeps its occurrence
+    where Temporal fires it and else the one Temporal fires (it fires both behind UTC, one east of it:
+    the second, or the first when the hour before fires too); `both` keeps whatever fires."""
+    fires_first, fires_second = _temporal_occurrences(parsed, ZoneInfo(tz), wall)
+    if first_occurrence:
+        return fires_first and (dst.repeat != "second" or not fires_second)
+    return fires_second and (dst.repeat != "first" or not fires_first)
+
+
+def occurrences_lost(
+    expr: CronExpression, tz: str, start: datetime, end: datetime, dst: DstRule
+) -> list[tuple[datetime, str]]:
+    """The repeated fixed times in [start, end) whose occurrence the rule asks for (`both`: either)
+    Temporal does not fire, with the occurrence: (local wall time, "first" or "second")."""
+    if not expr.fixed_time:
+        return []
+    zone, parsed = ZoneInfo(tz), expr._parsed
+    lost: list[tuple[datetime, str]] = []
+    days = (start.astimezone(UTC).date(), end.astimezone(UTC).date())
+    for instant, before, after in _day_transitions(tz, *days):
+        if not start <= instant < end or after >= before:
+            continue
+        repeat_start, repeat_end = (
+            (instant + after).replace(tzinfo=None),
+            (instant + before).replace(tzinfo=None),
+        )
+        for wall in parsed.wall_times(repeat_start.date(), repeat_end.date()):
+            if not repeat_start <= wall < repeat_end:
+                continue
+            fires = dict(zip(("first", "second"), _temporal_occurrences(parsed, zone, wall), strict=True))
+            wanted = ("first", "second") if dst.repeat == "both" else (dst.repeat,)
+            lost.extend((wall, occurrence) for occurrence in wanted if not fires[occurrence])
+    return lost
+
+
+def _temporal_occurrences(parsed: _Parsed, zone: ZoneInfo, wall: datetime) -> tuple[bool, bool]:
+    """Which occurrences of a repeated wall time Temporal fires, measured on the server: both when Go's
+    `time.Date` resolves the wall to the first (behind UTC); otherwise the first when the hour before
+    fires too (`_temporal_fires`), else the second."""
+    first = _local(wall, zone, 0).astimezone(UTC)
+    if _temporal_date(wall, zone) == first:
+        return True, True
+    replayed = _temporal_fires(parsed, zone, wall, first)
+    return replayed, not replayed
 
 
 def _temporal_date(wall: datetime, zone: ZoneInfo) -> datetime:

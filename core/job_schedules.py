@@ -57,11 +57,18 @@ def run_input(job: Job, trigger: Trigger) -> RunInput:
 
 
 def fixed_cron(job: Job) -> FixedCron | None:
-    """The DST repeat rule a scheduled run applies, for fixed-time cron schedules only."""
+    """The DST rule a scheduled run applies, for fixed-time cron schedules only."""
     schedule = job.schedule
     if not isinstance(schedule, CronSchedule) or not schedule.expression.fixed_time:
         return None
-    return FixedCron(cron=schedule.cron, timezone=schedule.timezone, dialect=schedule.dialect)
+    rule = schedule.dst_rule
+    return FixedCron(
+        cron=schedule.cron,
+        timezone=schedule.timezone,
+        dialect=schedule.dialect,
+        gap=rule.gap,
+        repeat=rule.repeat,
+    )
 
 
 def attributes(job: Job, trigger: Trigger | None = None) -> TypedSearchAttributes:

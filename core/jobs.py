@@ -84,9 +84,11 @@ from core.schedules import (
     ImmediateSchedule,
     IntervalSchedule,
     OnceSchedule,
+    calendar_notes,
     check_submitted,
     fire_times,
     schedule_warnings,
+    skipped_days,
 )
 from core.targets import check_url
 from core.temporal import TemporalGateway
@@ -477,16 +479,18 @@ class JobService:
         if isinstance(schedule, OnceSchedule):
             description = f"once at {schedule.fire_at.isoformat()}"
             return Preview(next_runs=upcoming, description=description, dialect=None)
+        skipped = skipped_days(schedule, after, upcoming[-1] if upcoming else None)
         if isinstance(schedule, IntervalSchedule):
-            description = f"every {schedule.every_seconds} s"
-            return Preview(next_runs=upcoming, description=description, dialect=None)
+            description = f"every {schedule.every_seconds} s{calendar_notes(schedule)}"
+            return Preview(next_runs=upcoming, description=description, dialect=None, skipped=skipped)
         expr = schedule.expression
-        description = f"{expr.describe()}, {schedule.timezone}"
+        description = f"{expr.describe()}, {schedule.timezone}{calendar_notes(schedule)}"
         return Preview(
             next_runs=upcoming,
             description=description,
             dialect=expr.dialect,
             warnings=schedule_warnings(schedule),
+            skipped=skipped,
         )
 
     # -- runs ------------------------------------------------------------------------------------

@@ -6,9 +6,9 @@ from datetime import datetime
 from urllib.parse import quote
 
 from core.config import Settings
-from core.models import Job, JobPublic, JobState, Run, RunPublic, TemporalLinks
+from core.models import Job, JobPublic, JobState, Run, RunPublic, TemporalLinks, utcnow
 from core.payloads import schedule_id
-from core.schedules import schedule_warnings
+from core.schedules import schedule_warnings, skipped_days
 
 
 class Links:
@@ -44,5 +44,6 @@ class Links:
                 "last_run": self.run_public(last) if last else None,
                 "temporal": self.job(job),
                 "warnings": schedule_warnings(job.schedule),
+                "skipped": skipped_days(job.schedule, utcnow(), upcoming[-1] if upcoming else None),
             }
         )

@@ -306,6 +306,9 @@ class FixedCron(BaseModel):
     timezone: str
     # core.cron.Dialect (payloads import nothing of core): how `cron` reads; None: by its field count.
     dialect: Literal["posix", "spring", "quartz"] | None = None
+    # core.cron.DstRule: the schedule's `dst`, the cron convention by default (and in older histories).
+    gap: Literal["shift", "skip"] = "shift"
+    repeat: Literal["first", "second", "both"] = "first"
 
 
 class RunInput(BaseModel):

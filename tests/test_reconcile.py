@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import TypeAdapter
 from sqlmodel import col, select, update
 from temporalio.client import (
     Client,
@@ -22,6 +24,8 @@ from temporalio.client import (
     ScheduleRange,
     ScheduleSpec,
     ScheduleState,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
 )
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
@@ -33,6 +37,7 @@ from core.metrics import worker_runtime
 from core.models import DeadLetter, Job, Run, RunStatus, new_id, utcnow
 from core.payloads import HttpAction, RunInput, Trigger, schedule_id
 from core.reconcile import RECONCILE_SCHEDULE_ID, ensure_reconcile_schedule
+from core.schedules import CronSchedule, renewal_due, temporal_spec
 from tests.api_client import ApiClient, AuthedClient, expect
 from tests.histories import keep
 from tests.http_target import HttpTarget
@@ -298,3 +303,44 @@ async def test_recurring_job_past_its_end_is_completed_without_a_schedule(
     assert fixes["job_completed"] >= 1
     assert expect(await alice.get(f"/jobs/{job['id']}"), 200)["state"] == "completed"
     assert not await exists(temporal_client, sid)  # nothing left for it to fire
+
+
+async def test_holidays_and_dst_instants_are_renewed_as_the_years_move_on(
+    api: ApiClient, temporal_client: Client, reconciler: Reconciler, target: HttpTarget
+) -> None:
+    """A spec built a year and a half ago lists old holidays and gaps: a pass rewrites it as one built
+    now, keeping the schedule (its state and history) and its job's definition."""
+    alice = await api.authed_user()
+    berlin = {
+        "type": "cron",
+        "cron": "30 2 * * *",
+        "timezone": "Europe/Berlin",
+        "exclude": {"holidays": "DE-BY"},
+    }
+    job = await create_job(alice, target, berlin)
+    expect(await alice.post(f"/jobs/{job['id']}/pause", json={"note": "kept"}), 200)
+    timed: CronSchedule = TypeAdapter(CronSchedule).validate_python(berlin)
+    handle = temporal_client.get_schedule_handle(schedule_id(job["id"]))
+    stale = temporal_spec(timed, utcnow() - timedelta(days=550))
+
+    def aged(update: ScheduleUpdateInput) -> ScheduleUpdate:
+        update.description.schedule.spec = stale
+        return ScheduleUpdate(schedule=update.description.schedule)
+
+    await handle.update(aged)
+
+    async def listed_stale() -> bool:
+        async for listed in await temporal_client.list_schedules(f'ScheduleId = "{handle.id}"'):
+            return listed.schedule is not None and renewal_due(timed, listed.schedule.spec, utcnow())
+        return False
+
+    assert await eventually(listed_stale, "the aged spec in the schedule listing")
+
+    fixes = await reconciler.run()
+
+    assert fixes["schedule_renewed"] >= 1
+    described = await handle.describe()
+    assert not renewal_due(timed, described.schedule.spec, utcnow())
+    year = utcnow().astimezone(ZoneInfo("Europe/Berlin")).year
+    assert {c.comment for c in described.schedule.spec.skip} == {f"holidays DE-BY {year}-{year + 2}"}
+    assert described.schedule.state.paused and described.schedule.state.note == "kept"

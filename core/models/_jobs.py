@@ -295,6 +295,11 @@ class JobPublic(JobBase):
         description="What the schedule may mean other than intended, e.g. day-of-week numbers in a 6-field "
         "cron without a `dialect`, which Spring and Quartz read as different days",
     )
+    skipped: list[str] = Field(
+        default_factory=list,
+        description="The excluded days (`schedule.exclude`) up to the last of `next_runs` on which the "
+        'schedule would have fired, named: "2027-12-25 Christmas Day"',
+    )
 
     @field_serializer("action")
     def _masked(self, action: Action) -> dict[str, Any]:
@@ -366,4 +371,7 @@ class Preview(SQLModel):
     dialect: str | None = Field(description="The cron dialect the expression was read in; null for others")
     warnings: list[str] = Field(
         default_factory=list, description="As a job's `warnings`: readings the schedule may not intend"
+    )
+    skipped: list[str] = Field(
+        default_factory=list, description="As a job's `skipped`: excluded days the listed runs pass over"
     )
