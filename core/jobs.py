@@ -26,6 +26,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client, ScheduleAlreadyRunningError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from core import audit
 from core.auth import Principal
@@ -38,6 +39,7 @@ from core.job_schedules import (
     create_schedule,
     described_next_runs,
     drop_schedule,
+    fixed_delay_next,
     run_workflow_id,
     set_paused,
     start_run_workflow,
@@ -69,12 +71,14 @@ from core.models import (
     utcnow,
 )
 from core.payloads import Action, HttpAction, NotifySpec, Trigger, WorkflowAction
+from core.runs import last_scheduled_runs
 from core.schedules import (
     ImmediateSchedule,
     IntervalSchedule,
     OnceSchedule,
     check_submitted,
     fire_times,
+    is_fixed_delay,
     schedule_warnings,
 )
 from core.targets import check_url
@@ -161,16 +165,25 @@ class JobService:
             if last_ids:
                 found = await session.exec(select(Run).where(col(Run.id).in_(last_ids)))
                 last_runs = {run.id: run for run in found}
+            scheduled = await last_scheduled_runs(session, jobs.items)
         # Fire times and answer models are CPU work: in a thread, so the event loop (and /health) is never
         # held for a whole page (the loaded rows need no session any more).
-        return jobs.with_items(await asyncio.to_thread(self._page_items, jobs.items, last_runs))
+        items = await asyncio.to_thread(self._page_items, jobs.items, last_runs, scheduled)
+        return jobs.with_items(items)
 
-    def _page_items(self, jobs: list[Job], last_runs: dict[str, Run]) -> list[JobPublic]:
+    def _page_items(
+        self, jobs: list[Job], last_runs: dict[str, Run], scheduled: dict[str, Run]
+    ) -> list[JobPublic]:
         now = datetime.now(UTC)
-        return [
-            self.links.job_public(job, upcoming_local(job, now), last_runs.get(job.last_run_id or ""))
-            for job in jobs
-        ]
+        items = []
+        for job in jobs:
+            last = last_runs.get(job.last_run_id or "")
+            if is_fixed_delay(job.schedule):
+                upcoming, note = fixed_delay_next(job, scheduled.get(job.id), now)
+                items.append(self.links.job_public(job, upcoming, last, note))
+            else:
+                items.append(self.links.job_public(job, upcoming_local(job, now), last))
+        return items
 
     async def get(self, user: Principal, job_id: str) -> JobPublic:
         async with self.sessions() as session:
@@ -197,6 +210,8 @@ class JobService:
                 self._check_targets(body.action, body.notify)
                 await self._check_queue(session, job.owner_id, body.action)
             before = audit.snapshot(job)
+            was_fixed_delay = is_fixed_delay(job.schedule)
+            scheduled = await last_scheduled_runs(session, [job])  # a restarted loop counts from it
             await self._next_version(session, job, expected)
             for field in changes:
                 value = getattr(body, field)
@@ -208,7 +223,9 @@ class JobService:
                 job.state = job.waiting_state()
             session.add(job)
             if not job.immediate:
-                await self.temporal.call(lambda c: update_schedule(c, self.settings, job))
+                await self.temporal.call(
+                    lambda c: update_schedule(c, self.settings, job, was_fixed_delay, scheduled.get(job.id))
+                )
                 if new_schedule is not None:
                     await self.temporal.call(lambda c: backfill_overdue(c, job))
             self._audit(session, user, AuditAction.JOB_UPDATE, job, before)
@@ -322,6 +339,13 @@ class JobService:
         if isinstance(schedule, OnceSchedule):
             description = f"once at {schedule.fire_at.isoformat()}"
             return Preview(next_runs=upcoming, description=description, dialect=None)
+        if isinstance(schedule, IntervalSchedule) and schedule.fixed_delay:
+            # Each run counts from the previous one's end: only the first start is known in advance.
+            description = f"{schedule.every_seconds} s after each run ends (fixed delay)"
+            first = [max(after, schedule.start_at or after)]
+            if schedule.end_at is not None and first[0] > schedule.end_at:
+                first = []
+            return Preview(next_runs=first, description=description, dialect=None)
         if isinstance(schedule, IntervalSchedule):
             description = f"every {schedule.every_seconds} s"
             return Preview(next_runs=upcoming, description=description, dialect=None)
@@ -387,7 +411,7 @@ class JobService:
             await self.limits.hold_jobs(session, job.owner_id)
         except QuotaExceeded:
             await session.rollback()
-            await self.temporal.call(lambda c: drop_schedule(c, job))
+            await self.temporal.call(lambda c: drop_schedule(c, job, at_once=True))
             raise
 
     # -- Temporal --------------------------------------------------------------------------------
@@ -395,7 +419,7 @@ class JobService:
     async def _create_schedule(self, client: Client, job: Job) -> None:
         try:
             await create_schedule(client, self.settings, job)
-        except ScheduleAlreadyRunningError as exc:  # only a replayed create can hit this; ids are fresh
+        except (ScheduleAlreadyRunningError, WorkflowAlreadyStartedError) as exc:  # ids are fresh: a replay
             raise Conflict(f"job {job.id} already has a schedule") from exc
 
     # -- mirror ----------------------------------------------------------------------------------
@@ -415,9 +439,14 @@ class JobService:
         return JobState.RUNNING if last is not None and last.status in ACTIVE_RUNS else JobState.SCHEDULED
 
     async def _public(self, session: AsyncSession, job: Job) -> JobPublic:
-        """One job as answers show it, its next runs read back from the Temporal schedule."""
-        upcoming = await self.temporal.call(lambda c: described_next_runs(c, job))
+        """One job as answers show it, its next runs read back from the Temporal schedule (a fixed-delay
+        job's from its last scheduled run: they depend on when that run ends)."""
         last = await session.get(Run, job.last_run_id) if job.last_run_id else None
+        if is_fixed_delay(job.schedule):
+            scheduled = await last_scheduled_runs(session, [job])
+            upcoming, note = fixed_delay_next(job, scheduled.get(job.id), datetime.now(UTC))
+            return self.links.job_public(job, upcoming, last, note)
+        upcoming = await self.temporal.call(lambda c: described_next_runs(c, job))
         return self.links.job_public(job, upcoming, last)
 
     async def _next_version(
