@@ -42,6 +42,7 @@ from core.schedules import (
     IntervalSchedule,
     OnceSchedule,
     fire_times,
+    fixed_delay_due,
     is_fixed_delay,
     next_runs,
     temporal_spec,
@@ -301,15 +302,12 @@ def fixed_delay_next(job: Job, last: Run | None, now: datetime) -> tuple[list[da
     every = schedule.every_seconds
     if last is not None and last.status in ACTIVE_RUNS:
         return [], f"fixed delay: the next run starts {every} s after the running run ends"
-    note = f"fixed delay: each run starts {every} s after the previous run ends, so only the next is known"
-    due = now
-    if last is not None and last.finished_at is not None:
-        due = max(now, last.finished_at + timedelta(seconds=every))
-    if schedule.start_at is not None:
-        due = max(due, schedule.start_at)
-    if schedule.end_at is not None and due > schedule.end_at:
+    due = fixed_delay_due(schedule, last.finished_at if last is not None else None, now)
+    if due is None:
         return [], None
-    return [due.astimezone(UTC)], note
+    return [
+        due
+    ], f"fixed delay: each run starts {every} s after the previous run ends, so only the next is known"
 
 
 def _running_query(job_id: str) -> str:

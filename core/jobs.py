@@ -78,6 +78,7 @@ from core.schedules import (
     OnceSchedule,
     check_submitted,
     fire_times,
+    fixed_delay_due,
     is_fixed_delay,
     schedule_warnings,
 )
@@ -342,10 +343,8 @@ class JobService:
         if isinstance(schedule, IntervalSchedule) and schedule.fixed_delay:
             # Each run counts from the previous one's end: only the first start is known in advance.
             description = f"{schedule.every_seconds} s after each run ends (fixed delay)"
-            first = [max(after, schedule.start_at or after)]
-            if schedule.end_at is not None and first[0] > schedule.end_at:
-                first = []
-            return Preview(next_runs=first, description=description, dialect=None)
+            first = fixed_delay_due(schedule, None, after)
+            return Preview(next_runs=[first] if first else [], description=description, dialect=None)
         if isinstance(schedule, IntervalSchedule):
             description = f"every {schedule.every_seconds} s"
             return Preview(next_runs=upcoming, description=description, dialect=None)

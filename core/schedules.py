@@ -234,6 +234,15 @@ def is_fixed_delay(schedule: Schedule | None) -> bool:
     return isinstance(schedule, IntervalSchedule) and schedule.fixed_delay
 
 
+def fixed_delay_due(schedule: IntervalSchedule, last_end: datetime | None, now: datetime) -> datetime | None:
+    """When a fixed-delay schedule's next run starts: `every_seconds` after the last end, at once if that
+    has passed (after an outage, or for the first run), not before start_at; None past end_at."""
+    due = now if last_end is None else max(now, last_end + timedelta(seconds=schedule.every_seconds))
+    if schedule.start_at is not None:
+        due = max(due, schedule.start_at)
+    return None if schedule.end_at is not None and due > schedule.end_at else due.astimezone(UTC)
+
+
 def check_submitted(schedule: Schedule | None, settings: Settings, now: datetime | None = None) -> None:
     """Rules for a schedule as a user submits it (create, update, preview), beyond its model's: dates
     inside FIRST_YEAR..LAST_YEAR, a run_at not in the past, fires no closer than the configured spacing.
