@@ -148,3 +148,23 @@ async def test_the_loop_continues_as_new_and_keeps_counting_from_the_last_end(ti
         await latest.signal(FixedDelayWorkflow.stop)
         await latest.result()
     assert len(gaps(handle.id)) > RUNS_PER_HISTORY and min(gaps(handle.id)) >= 30
+
+
+async def test_started_again_after_an_outage_the_due_run_starts_at_once(time_skipping_env):
+    """Reconciliation restarts a lost loop with its last run's end: a delay that passed meanwhile is not
+    waited again, one that has not is."""
+    now = await time_skipping_env.get_current_time()
+    overdue = loop_input(every=60, run_seconds=5, last_end=now - timedelta(hours=1))
+    async with loop(time_skipping_env, overdue) as handle:
+        await run_count(time_skipping_env, handle.id, 1, step=1)
+        await handle.signal(FixedDelayWorkflow.stop)
+        await handle.result()
+    [(started, _)] = runs_of(handle.id)
+    assert started < now + timedelta(seconds=60), "an overdue run does not wait a delay from the restart"
+    waiting = loop_input(every=600, run_seconds=5, last_end=now)
+    async with loop(time_skipping_env, waiting) as handle:
+        await run_count(time_skipping_env, handle.id, 1, step=60)
+        await handle.signal(FixedDelayWorkflow.stop)
+        await handle.result()
+    [(started, _)] = runs_of(handle.id)
+    assert started >= now + timedelta(seconds=600)
