@@ -6,24 +6,39 @@ test_fixed_delay_fast.py."""
 from __future__ import annotations
 
 import itertools
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col, select
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from api.main import create_app
 from core.codec import keyring
 from core.config import Settings
 from core.db import Sessions
-from core.temporal import TemporalGateway
-from tests.api_client import ENCRYPTION_KEYS, ApiClient, AuthedClient, app_settings, expect, serve
+from core.models import Run
+from core.payloads import FixedDelayInput, HttpAction, RunInput
+from core.temporal import SEARCH_ATTRIBUTES, TemporalGateway, temporal_binary
+from tests.api_client import (
+    ENCRYPTION_KEYS,
+    ApiClient,
+    AuthedClient,
+    app_settings,
+    expect,
+    serve,
+    session_converter,
+)
 from tests.histories import keep
 from tests.http_target import Answer, HttpTarget
+from tests.mirror_rows import add_job
 from tests.waiting import eventually
 from worker import WORKFLOWS, build_worker
 from workflows.fixed_delay import FixedDelayWorkflow
@@ -266,3 +281,72 @@ async def test_the_delay_survives_a_worker_restart_mid_sleep(
     await keep("fixed_delay_restart", loop, keyring(Settings(encryption_keys=ENCRYPTION_KEYS)))
     replayer = Replayer(workflows=WORKFLOWS, data_converter=temporal_client.data_converter)
     await replayer.replay_workflow(await loop.fetch_history())
+
+
+async def test_the_delay_survives_a_temporal_server_restart(
+    sessions: Sessions, target: HttpTarget, tmp_path: Path
+) -> None:
+    """A dev server of its own, on a database file: stopped while the loop sleeps and started again, it
+    fires the timer, and the next run starts the delay after the previous end."""
+    job = await add_job(sessions)
+    port, queue = free_port(), f"delay-restart-{uuid.uuid4().hex[:8]}"
+    settings = Settings(data_dir=tmp_path, allow_private_targets=True)
+    run = RunInput(job_id=job.id, owner_id=job.owner_id, action=HttpAction(url=target.url(route())))
+    server = ["--db-filename", str(tmp_path / "temporal.db")]
+
+    def start() -> Any:
+        return WorkflowEnvironment.start_local(
+            dev_server_existing_path=temporal_binary(),
+            data_converter=session_converter(),
+            search_attributes=SEARCH_ATTRIBUTES,
+            port=port,
+            dev_server_extra_args=server,
+        )
+
+    env = await start()
+    try:
+        loop = await env.client.start_workflow(
+            FixedDelayWorkflow.run,
+            FixedDelayInput(run=run, every_seconds=4),
+            id=f"job-{job.id}",
+            task_queue=queue,
+        )
+        async with build_worker(env.client, sessions, queue, settings=settings) as worker, worker:
+            await mirror_finished(sessions, job.id, 1)
+            await eventually(lambda: loop.query(FixedDelayWorkflow.next_run_at), "the loop to sleep")
+    finally:
+        await env.shutdown()
+    env = await start()
+    try:
+        loop = env.client.get_workflow_handle(f"job-{job.id}")
+        assert (await loop.describe()).status == WorkflowExecutionStatus.RUNNING
+        async with build_worker(env.client, sessions, queue, settings=settings) as worker, worker:
+            first, second = await mirror_finished(sessions, job.id, 2)
+            assert second.started_at is not None and first.finished_at is not None
+            assert second.started_at - first.finished_at >= timedelta(seconds=4)
+            await loop.signal(FixedDelayWorkflow.stop)
+            await loop.result()
+    finally:
+        await env.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def mirror_finished(sessions: Sessions, job_id: str, n: int) -> list[Run]:
+    """The job's first `n` finished runs in the mirror, once there are that many."""
+
+    async def done() -> list[Run] | None:
+        async with sessions() as session:
+            found = await session.exec(
+                select(Run).where(col(Run.job_id) == job_id, col(Run.finished_at).is_not(None))
+            )
+            runs = sorted(found, key=lambda r: r.started_at or r.created_at)
+        return runs[:n] if len(runs) >= n else None
+
+    runs: list[Run] = await eventually(done, f"{n} finished runs in the mirror", within=60)
+    return runs
