@@ -25,12 +25,13 @@ from core.metrics import worker_runtime
 from core.reconcile import ensure_reconcile_schedule
 from core.targets import TargetGuard
 from core.temporal import connect, data_converter
+from workflows.fixed_delay import FIXED_DELAY_WORKFLOWS
 from workflows.reconcile import RECONCILE_WORKFLOWS
 from workflows.run_job import JobRunWorkflow
 
 logger = logging.getLogger(__name__)
 
-WORKFLOWS = [JobRunWorkflow, *RECONCILE_WORKFLOWS]
+WORKFLOWS = [JobRunWorkflow, *FIXED_DELAY_WORKFLOWS, *RECONCILE_WORKFLOWS]
 # On SIGTERM, attempts in progress get this long to finish before their tasks go back to the queue.
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
 

@@ -1,10 +1,10 @@
 """Reconciliation activities: repair the drift that crashes and hand edits leave between mirror and Temporal.
 
-A job's row and its Temporal Schedule are written in two steps, and a run is closed in the mirror by an
-activity of its own workflow; a crash between the steps, a schedule deleted in the Web UI or a terminated
-workflow leaves the two apart. Each activity repairs one slice (a range of job ids, a page of open runs),
-so 10,000 jobs make many small heartbeating activities instead of one giant one, and repeating any of them
-changes nothing that is already right.
+A job's row and its Temporal Schedule (a fixed-delay interval job: its FixedDelayWorkflow) are written in
+two steps, and a run is closed in the mirror by an activity of its own workflow; a crash between the
+steps, a schedule deleted in the Web UI or a terminated workflow leaves the two apart. Each activity
+repairs one slice (a range of job ids, a page of open runs), so 10,000 jobs make many small heartbeating
+activities instead of one giant one, and repeating any of them changes nothing that is already right.
 """
 
 from __future__ import annotations
@@ -24,16 +24,24 @@ from temporalio.client import (
     ScheduleAlreadyRunningError,
     WorkflowExecutionStatus,
 )
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.mirror import MirrorActivities
 from core.config import Settings
 from core.db import Sessions
-from core.job_schedules import backfill_fires, create_schedule, fire_workflow_id, update_schedule
+from core.job_schedules import (
+    backfill_fires,
+    create_schedule,
+    fire_workflow_id,
+    start_fixed_delay,
+    update_schedule,
+)
 from core.misfire import SCHEDULE_SETTLE, judge
 from core.missed import fires_with_runs, record_not_run
 from core.models import ACTIVE_RUNS, NOT_RUN, Job, JobState, OverlapPolicy, Run, RunStatus, utcnow
 from core.payloads import (
+    FIXED_DELAY_WORKFLOW,
     EmailNotice,
     FiresPass,
     RunFinished,
@@ -46,18 +54,23 @@ from core.payloads import (
     WebhookNotice,
     schedule_id,
 )
-from core.schedules import OnceSchedule, fire_times, renewal_due
+from core.runs import last_scheduled_runs
+from core.schedules import OnceSchedule, fire_times, is_fixed_delay, renewal_due
 
 FixKind = Literal[
     "schedule_recreated",
     "schedule_renewed",
     "orphan_schedule_deleted",
+    "fixed_delay_restarted",
+    "orphan_fixed_delay_ended",
     "run_closed",
     "job_completed",
     "fire_missed",
     "fire_skipped",
     "fire_made_up",
 ]
+# The FixedDelayWorkflows in flight: each shard keeps those named after its jobs.
+RUNNING_LOOPS = f'WorkflowType = "{FIXED_DELAY_WORKFLOW}" AND ExecutionStatus = "Running"'
 # Prometheus name of the fixes counter, served with the SDK's metrics on the worker's metrics port.
 FIXES_METRIC = "chronos_reconcile_fixes_total"
 RUNS_PER_PAGE = 200
@@ -94,9 +107,9 @@ class ReconcileActivities:
 
     @activity.defn(name="reconcile_schedules")
     async def schedules(self, shard: Shard) -> dict[str, int]:
-        """Recreate missing schedules of the shard's live jobs, renew the dated part of their specs
-        (holidays, DST instants: `renewal_due`), delete schedules no live job owns, and complete
-        recurring jobs past their end_at."""
+        """Recreate missing schedules (and fixed-delay workflows) of the shard's live jobs, renew the dated
+        part of their specs (holidays, DST instants: `renewal_due`), delete schedules and end fixed-delay
+        workflows no live job owns, and complete recurring jobs past their end_at."""
         fixes: Counter[str] = Counter()
         client = activity.client()
         # Schedules first, then jobs: a job committed in between is seen with its schedule.
@@ -105,6 +118,7 @@ class ReconcileActivities:
             async for s in await client.list_schedules(shard.query())
             if shard.holds(s.id)
         }
+        loops = {w.id: w.start_time async for w in client.list_workflows(RUNNING_LOOPS) if shard.holds(w.id)}
         now = utcnow()
         async with self.sessions() as session:
             query = select(Job).where(
@@ -125,18 +139,60 @@ class ReconcileActivities:
                 if done.rowcount:
                     _fixed(fixes, "job_completed", f"job {job.id} is past its end_at: completed")
             await session.commit()
+            delayed = {job.id for job in jobs if is_fixed_delay(job.schedule)}
+            stopped = [
+                job
+                for job in jobs
+                if job.id in delayed and schedule_id(job.id) not in loops and needs_schedule(job, now)
+            ]
+            last = await last_scheduled_runs(session, stopped)
+        for job in stopped:
+            activity.heartbeat()
+            await self._restart(client, job, last.get(job.id), fixes)
         for job in jobs:
             activity.heartbeat()
+            if job.id in delayed:
+                continue
             sid = schedule_id(job.id)
             if sid not in listed and needs_schedule(job, now):
                 await self._recreate(client, job, fixes)
             elif (spec := listed.get(sid)) and renewal_due(job.timed, spec, now):
                 await self._renew(client, job, fixes)
-        owned = {schedule_id(job.id) for job in jobs}
+        born_before = now - timedelta(seconds=shard.grace_seconds)
+        owned = {schedule_id(job.id) for job in jobs if job.id not in delayed}
         for orphan in sorted(listed.keys() - owned):
             activity.heartbeat()
-            await self._delete_orphan(client, orphan, now - timedelta(seconds=shard.grace_seconds), fixes)
+            await self._delete_orphan(client, orphan, born_before, fixes)
+        looping = {schedule_id(job_id) for job_id in delayed}
+        for orphan in sorted(set(loops) - looping):
+            activity.heartbeat()
+            if loops[orphan] <= born_before:
+                await self._end_orphan(client, orphan, fixes)
         return dict(fixes)
+
+    async def _restart(self, client: Client, job: Job, last: Run | None, fixes: Counter[str]) -> None:
+        """A live fixed-delay job whose workflow ended (terminated, lost): started again, counting from
+        its last scheduled run's end, so a due run starts at once."""
+        try:
+            await start_fixed_delay(client, self.settings, job, last)
+        except WorkflowAlreadyStartedError:
+            return  # the listing lagged behind a workflow started a moment ago
+        _fixed(
+            fixes, "fixed_delay_restarted", f"job {job.id}: workflow {schedule_id(job.id)} was not running"
+        )
+
+    async def _end_orphan(self, client: Client, workflow_id: str, fixes: Counter[str]) -> None:
+        """A fixed-delay workflow whose job is gone, cancelled or no longer fixed-delay: terminated, with
+        the run it holds (the run's record is closed by the runs pass)."""
+        try:
+            await client.get_workflow_handle(workflow_id).terminate("reconcile: no live fixed-delay job")
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            return
+        _fixed(
+            fixes, "orphan_fixed_delay_ended", f"workflow {workflow_id} had no live fixed-delay job: ended"
+        )
 
     async def _recreate(self, client: Client, job: Job, fixes: Counter[str]) -> None:
         try:
@@ -184,7 +240,12 @@ class ReconcileActivities:
             )
             if shard.high is not None:
                 query = query.where(col(Job.id) < shard.high)
-            jobs = [job for job in await session.exec(query) if not job.immediate]
+            # A fixed-delay job has no fire times to miss: each run starts after the last one ends.
+            jobs = [
+                job
+                for job in await session.exec(query)
+                if not job.immediate and not is_fixed_delay(job.schedule)
+            ]
         for job in jobs:
             activity.heartbeat()
             await self._check_fires(client, job, fixes, found)

@@ -1,5 +1,8 @@
 """A job in Temporal's terms: its Schedule, the input and search attributes of its runs, and the calls that
-pause, rewrite, drop or describe them. The job service decides; this module says it to Temporal."""
+pause, rewrite, drop or describe them. The job service decides; this module says it to Temporal.
+
+A fixed-delay interval job has no Schedule: its FixedDelayWorkflow (`job-<id>`, workflows/fixed_delay.py)
+starts each run after the previous one ended. The same calls start, signal, stop or cancel it instead."""
 
 from __future__ import annotations
 
@@ -24,9 +27,26 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.config import Settings
-from core.models import Job, JobState, OverlapPolicy
-from core.payloads import RUN_WORKFLOW, FixedCron, RunInput, Trigger, schedule_id
-from core.schedules import CronSchedule, OnceSchedule, fire_times, next_runs, temporal_spec
+from core.models import ACTIVE_RUNS, Job, JobState, OverlapPolicy, Run
+from core.payloads import (
+    FIXED_DELAY_WORKFLOW,
+    RUN_WORKFLOW,
+    FixedCron,
+    FixedDelayInput,
+    RunInput,
+    Trigger,
+    schedule_id,
+)
+from core.schedules import (
+    CronSchedule,
+    IntervalSchedule,
+    OnceSchedule,
+    fire_times,
+    fixed_delay_due,
+    is_fixed_delay,
+    next_runs,
+    temporal_spec,
+)
 from core.temporal import JOB_ID, OWNER_ID, TRIGGER
 
 
@@ -111,6 +131,10 @@ def build_schedule(settings: Settings, job: Job) -> Schedule:
 
 
 async def create_schedule(client: Client, settings: Settings, job: Job) -> None:
+    """The job's Schedule, or for a fixed-delay job its FixedDelayWorkflow."""
+    if is_fixed_delay(job.schedule):
+        await start_fixed_delay(client, settings, job)
+        return
     await client.create_schedule(
         schedule_id(job.id),
         build_schedule(settings, job),
@@ -152,8 +176,29 @@ async def backfill_fires(
         await client.get_schedule_handle(schedule_id(job.id)).backfill(*backfills)
 
 
-async def update_schedule(client: Client, settings: Settings, job: Job) -> None:
-    """Rewrite spec, action and policy in place; Temporal keeps the schedule's state and history."""
+async def update_schedule(
+    client: Client, settings: Settings, job: Job, was_fixed_delay: bool = False, last: Run | None = None
+) -> None:
+    """Rewrite spec, action and policy in place; Temporal keeps the schedule's state and history. A
+    fixed-delay job's workflow gets the new definition for its next run (started again if it had ended,
+    counting from the `last` scheduled run); a job
+    that changes between fixed delay and a Schedule gets the new one made and the old one stopped."""
+    if is_fixed_delay(job.schedule):
+        fresh_input = fixed_delay_input(job, last)
+        await client.start_workflow(
+            FIXED_DELAY_WORKFLOW,
+            fresh_input,
+            start_signal="update",
+            start_signal_args=[fresh_input],
+            **_fixed_delay_options(settings, job),
+        )
+        if not was_fixed_delay:
+            await _ignore_gone(client.get_schedule_handle(schedule_id(job.id)).delete())
+        return
+    if was_fixed_delay:
+        await create_schedule(client, settings, job)
+        await _ignore_gone(client.get_workflow_handle(schedule_id(job.id)).signal("stop"))
+        return
     fresh = build_schedule(settings, job)
     once = isinstance(job.schedule, OnceSchedule)
 
@@ -183,23 +228,34 @@ async def start_run_workflow(
 
 
 async def set_paused(client: Client, job: Job, note: str | None) -> None:
-    """Pause or unpause the schedule, then signal every run in flight."""
-    if not job.immediate:
+    """Pause or unpause the schedule (or the fixed-delay workflow), then signal every run in flight."""
+    signal = "pause" if job.paused else "resume"
+    if is_fixed_delay(job.schedule):
+        await _ignore_gone(client.get_workflow_handle(schedule_id(job.id)).signal(signal))
+    elif not job.immediate:
         handle = client.get_schedule_handle(schedule_id(job.id))
         await (handle.pause(note=note or "paused") if job.paused else handle.unpause(note="resumed"))
     # The run holds before its next attempt; the attempt in progress finishes (JobRunWorkflow).
-    signal = "pause" if job.paused else "resume"
     async for execution in client.list_workflows(_running_query(job.id)):
         await _ignore_gone(client.get_workflow_handle(execution.id).signal(signal))
 
 
-async def drop_schedule(client: Client, job: Job) -> None:
+async def drop_schedule(client: Client, job: Job, at_once: bool = False) -> None:
+    """No further runs: the Schedule goes; a fixed-delay workflow stops after the run in flight ends, or
+    `at_once` (a job that was never committed) is terminated with that run."""
     if job.immediate:
+        return
+    if is_fixed_delay(job.schedule):
+        handle = client.get_workflow_handle(schedule_id(job.id))
+        await _ignore_gone(handle.terminate("job not created") if at_once else handle.signal("stop"))
         return
     await _ignore_gone(client.get_schedule_handle(schedule_id(job.id)).delete())
 
 
 async def cancel_runs(client: Client, job: Job) -> None:
+    """Cancel the runs in flight; a fixed-delay workflow is cancelled with its run."""
+    if is_fixed_delay(job.schedule):
+        await _ignore_gone(client.get_workflow_handle(schedule_id(job.id)).cancel())
     async for execution in client.list_workflows(_running_query(job.id)):
         await _ignore_gone(client.get_workflow_handle(execution.id).cancel())
 
@@ -210,8 +266,8 @@ def has_no_fires(job: Job) -> bool:
 
 
 async def described_next_runs(client: Client, job: Job) -> list[datetime]:
-    """A job's coming fires as its Temporal schedule lists them."""
-    if has_no_fires(job):
+    """A job's coming fires as its Temporal schedule lists them (fixed delay: `fixed_delay_next`)."""
+    if has_no_fires(job) or is_fixed_delay(job.schedule):
         return []
     try:
         described = await client.get_schedule_handle(schedule_id(job.id)).describe()
@@ -226,7 +282,7 @@ def upcoming_local(job: Job, now: datetime, count: int = 5) -> list[datetime]:
     """A job's next runs computed here rather than asked of Temporal: lists show many jobs at once, and a
     describe() per listed job would cost Temporal more than the whole page (docs/bench.md). The same
     rules as the schedule's spec; GET /jobs/{id} reads the schedule itself."""
-    if has_no_fires(job):
+    if has_no_fires(job) or is_fixed_delay(job.schedule):
         return []
     return fire_times(job.timed, now, count)
 
@@ -237,8 +293,59 @@ def jittered(job: Job) -> bool:
     return not job.immediate and not isinstance(job.timed, OnceSchedule) and job.timed.jitter_seconds > 0
 
 
+def fixed_delay_input(job: Job, last: Run | None = None) -> FixedDelayInput:
+    """What the FixedDelayWorkflow of a job runs: its runs' input, the delay and the window; started
+    again (reconciliation, a PATCH after it ended), it counts from the `last` scheduled run's end."""
+    schedule = job.timed
+    assert isinstance(schedule, IntervalSchedule), "fixed delay is an interval mode"
+    return FixedDelayInput(
+        run=run_input(job, Trigger.SCHEDULE),
+        every_seconds=schedule.every_seconds,
+        jitter_seconds=schedule.jitter_seconds,
+        start_at=schedule.start_at,
+        end_at=schedule.end_at,
+        paused=job.paused,
+        last_end=last.finished_at if last is not None else None,
+    )
+
+
+async def start_fixed_delay(client: Client, settings: Settings, job: Job, last: Run | None = None) -> None:
+    await client.start_workflow(
+        FIXED_DELAY_WORKFLOW, fixed_delay_input(job, last), **_fixed_delay_options(settings, job)
+    )
+
+
+def _fixed_delay_options(settings: Settings, job: Job) -> dict[str, Any]:
+    return {
+        "id": schedule_id(job.id),
+        "task_queue": settings.task_queue,
+        "search_attributes": attributes(job),
+        "memo": {"job_name": job.name, "owner_id": job.owner_id},
+    }
+
+
+def fixed_delay_next(job: Job, last: Run | None, now: datetime) -> tuple[list[datetime], str | None]:
+    """A fixed-delay job's next run from its last scheduled run in the mirror, and the note that says
+    why at most one is known: the previous end plus every_seconds (at once if that has passed, as after
+    an outage), the start_at of a job that has not begun, or none while a run is in flight."""
+    if has_no_fires(job):
+        return [], None
+    schedule = job.timed
+    assert isinstance(schedule, IntervalSchedule), "fixed delay is an interval mode"
+    every = schedule.every_seconds
+    if last is not None and last.status in ACTIVE_RUNS:
+        return [], f"fixed delay: the next run starts {every} s after the running run ends"
+    due = fixed_delay_due(schedule, last.finished_at if last is not None else None, now)
+    if due is None:
+        return [], None
+    return [
+        due
+    ], f"fixed delay: each run starts {every} s after the previous run ends, so only the next is known"
+
+
 def _running_query(job_id: str) -> str:
-    return f'ChronosJobId = "{job_id}" AND ExecutionStatus = "Running"'
+    """The job's runs in flight (not its FixedDelayWorkflow, which carries the job's id too)."""
+    return f'ChronosJobId = "{job_id}" AND WorkflowType = "{RUN_WORKFLOW}" AND ExecutionStatus = "Running"'
 
 
 async def _ignore_gone(call: Awaitable[Any]) -> None:

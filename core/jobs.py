@@ -27,6 +27,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client, ScheduleAlreadyRunningError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from core import audit
 from core.auth import Principal
@@ -40,6 +41,7 @@ from core.job_schedules import (
     create_schedule,
     described_next_runs,
     drop_schedule,
+    fixed_delay_next,
     jittered,
     run_workflow_id,
     set_paused,
@@ -80,6 +82,7 @@ from core.models import (
     utcnow,
 )
 from core.payloads import Action, HttpAction, NotifySpec, Trigger, WorkflowAction
+from core.runs import last_scheduled_runs
 from core.schedules import (
     ImmediateSchedule,
     IntervalSchedule,
@@ -87,6 +90,8 @@ from core.schedules import (
     calendar_notes,
     check_submitted,
     fire_times,
+    fixed_delay_due,
+    is_fixed_delay,
     schedule_warnings,
     skipped_days,
 )
@@ -208,16 +213,25 @@ class JobService:
             if last_ids:
                 found = await session.exec(select(Run).where(col(Run.id).in_(last_ids)))
                 last_runs = {run.id: run for run in found}
+            scheduled = await last_scheduled_runs(session, jobs.items)
         # Fire times and answer models are CPU work: in a thread, so the event loop (and /health) is never
         # held for a whole page (the loaded rows need no session any more).
-        return jobs.with_items(await asyncio.to_thread(self._page_items, jobs.items, last_runs))
+        items = await asyncio.to_thread(self._page_items, jobs.items, last_runs, scheduled)
+        return jobs.with_items(items)
 
-    def _page_items(self, jobs: list[Job], last_runs: dict[str, Run]) -> list[JobPublic]:
+    def _page_items(
+        self, jobs: list[Job], last_runs: dict[str, Run], scheduled: dict[str, Run]
+    ) -> list[JobPublic]:
         now = datetime.now(UTC)
-        return [
-            self.links.job_public(job, upcoming_local(job, now), last_runs.get(job.last_run_id or ""))
-            for job in jobs
-        ]
+        items = []
+        for job in jobs:
+            last = last_runs.get(job.last_run_id or "")
+            if is_fixed_delay(job.schedule):
+                upcoming, note = fixed_delay_next(job, scheduled.get(job.id), now)
+                items.append(self.links.job_public(job, upcoming, last, note))
+            else:
+                items.append(self.links.job_public(job, upcoming_local(job, now), last))
+        return items
 
     async def get(self, user: Principal, job_id: str) -> JobPublic:
         async with self.sessions() as session:
@@ -244,6 +258,8 @@ class JobService:
                 self._check_targets(body.action, body.notify)
                 await self._check_queue(session, job.owner_id, body.action)
             before = audit.snapshot(job)
+            was_fixed_delay = is_fixed_delay(job.schedule)
+            scheduled = await last_scheduled_runs(session, [job])  # a restarted loop counts from it
             await self._next_version(session, job, expected)
             for field in changes:
                 value = getattr(body, field)
@@ -259,7 +275,9 @@ class JobService:
             if "labels" in changes:
                 await _index_labels(session, job)
             if not job.immediate:
-                await self.temporal.call(lambda c: update_schedule(c, self.settings, job))
+                await self.temporal.call(
+                    lambda c: update_schedule(c, self.settings, job, was_fixed_delay, scheduled.get(job.id))
+                )
                 if new_schedule is not None:
                     await self.temporal.call(lambda c: backfill_overdue(c, job))
             self._audit(session, user, AuditAction.JOB_UPDATE, job, before)
@@ -384,8 +402,8 @@ class JobService:
         """Before a paused job resumes: its misfire rule applied to the fires of the pause (core/misfire.py).
         Those to make up are backfilled while the schedule is still paused, so no fire runs twice; the others
         are recorded as missed. A fire between this and the unpause is left to reconciliation."""
-        if job.immediate or not job.paused or job.paused_at is None:
-            return
+        if job.immediate or is_fixed_delay(job.schedule) or not job.paused or job.paused_at is None:
+            return  # a fixed-delay job has no fire times: its next run simply starts when due
         now = utcnow()
         # A fire just before the pause may have been dropped by it (reconciliation leaves those to resume).
         since = job.paused_at - SCHEDULE_SETTLE
@@ -426,8 +444,9 @@ class JobService:
         async with self.sessions() as session:
             job = await self._owned(session, user, job_id)
             self._refuse_cancelled(job)
-            if job.immediate:
-                raise Conflict(f"job {job.id} is immediate: it has no schedule to backfill")
+            if job.immediate or is_fixed_delay(job.schedule):
+                kind = "immediate" if job.immediate else "a fixed-delay job"
+                raise Conflict(f"job {job.id} is {kind}: it has no fire times to backfill")
             cap = self.settings.max_backfill_fires
             fires = [f for f in fire_times(job.timed, body.start - EPSILON, cap + 1) if f <= body.end]
             if len(fires) > cap:
@@ -479,6 +498,13 @@ class JobService:
         if isinstance(schedule, OnceSchedule):
             description = f"once at {schedule.fire_at.isoformat()}"
             return Preview(next_runs=upcoming, description=description, dialect=None)
+        if isinstance(schedule, IntervalSchedule) and schedule.fixed_delay:
+            # Each run counts from the previous one's end: only the first start is known in advance.
+            description = (
+                f"{schedule.every_seconds} s after each run ends (fixed delay){calendar_notes(schedule)}"
+            )
+            first = fixed_delay_due(schedule, None, after)
+            return Preview(next_runs=[first] if first else [], description=description, dialect=None)
         skipped = skipped_days(schedule, after, upcoming[-1] if upcoming else None)
         if isinstance(schedule, IntervalSchedule):
             description = f"every {schedule.every_seconds} s{calendar_notes(schedule)}"
@@ -546,7 +572,7 @@ class JobService:
             await self.limits.hold_jobs(session, job.owner_id)
         except QuotaExceeded:
             await session.rollback()
-            await self.temporal.call(lambda c: drop_schedule(c, job))
+            await self.temporal.call(lambda c: drop_schedule(c, job, at_once=True))
             raise
 
     # -- Temporal --------------------------------------------------------------------------------
@@ -554,7 +580,7 @@ class JobService:
     async def _create_schedule(self, client: Client, job: Job) -> None:
         try:
             await create_schedule(client, self.settings, job)
-        except ScheduleAlreadyRunningError as exc:  # only a replayed create can hit this; ids are fresh
+        except (ScheduleAlreadyRunningError, WorkflowAlreadyStartedError) as exc:  # ids are fresh: a replay
             raise Conflict(f"job {job.id} already has a schedule") from exc
 
     # -- mirror ----------------------------------------------------------------------------------
@@ -574,15 +600,20 @@ class JobService:
         return JobState.RUNNING if last is not None and last.status in ACTIVE_RUNS else JobState.SCHEDULED
 
     async def _public(self, session: AsyncSession, job: Job, *, local: bool = False) -> JobPublic:
-        """One job as answers show it, its next runs read back from the Temporal schedule. `local` (the
-        answer to a create): computed here instead, by the rules its schedule was just made from, which
-        spares Temporal a second call per create (docs/bench.md); not for a jittered schedule, whose
-        times are Temporal's random draw."""
+        """One job as answers show it, its next runs read back from the Temporal schedule (a fixed-delay
+        job's from its last scheduled run: they depend on when that run ends). `local` (the answer to a
+        create): computed here instead, by the rules its schedule was just made from, which spares
+        Temporal a second call per create (docs/bench.md); not for a jittered schedule, whose times are
+        Temporal's random draw."""
+        last = await session.get(Run, job.last_run_id) if job.last_run_id else None
+        if is_fixed_delay(job.schedule):
+            scheduled = await last_scheduled_runs(session, [job])
+            upcoming, note = fixed_delay_next(job, scheduled.get(job.id), datetime.now(UTC))
+            return self.links.job_public(job, upcoming, last, note)
         if local and not jittered(job):
             upcoming = upcoming_local(job, datetime.now(UTC))
         else:
             upcoming = await self.temporal.call(lambda c: described_next_runs(c, job))
-        last = await session.get(Run, job.last_run_id) if job.last_run_id else None
         return self.links.job_public(job, upcoming, last)
 
     async def _next_version(

@@ -8,7 +8,7 @@ from urllib.parse import quote
 from core.config import Settings
 from core.models import Job, JobPublic, JobState, Run, RunPublic, TemporalLinks, utcnow
 from core.payloads import schedule_id
-from core.schedules import schedule_warnings, skipped_days
+from core.schedules import is_fixed_delay, schedule_warnings, skipped_days
 
 
 class Links:
@@ -23,6 +23,8 @@ class Links:
             query = quote(f'ChronosJobId="{job.id}"')
             return TemporalLinks(workflow_id=f"job-{job.id}", ui_url=f"{self.base}/workflows?query={query}")
         sid = schedule_id(job.id)
+        if is_fixed_delay(job.schedule):  # its FixedDelayWorkflow, of the same id, starts the runs
+            return TemporalLinks(workflow_id=sid, ui_url=f"{self.base}/workflows/{sid}")
         return TemporalLinks(schedule_id=sid, workflow_id=sid, ui_url=f"{self.base}/schedules/{sid}")
 
     def run(self, run: Run) -> TemporalLinks:
@@ -34,13 +36,16 @@ class Links:
     def run_public(self, run: Run) -> RunPublic:
         return RunPublic.model_validate({**run.model_dump(), "temporal": self.run(run)})
 
-    def job_public(self, job: Job, upcoming: list[datetime], last: Run | None) -> JobPublic:
-        """One job as answers show it, with its coming fires and its last run."""
+    def job_public(
+        self, job: Job, upcoming: list[datetime], last: Run | None, note: str | None = None
+    ) -> JobPublic:
+        """One job as answers show it, with its coming fires (and a note on them) and its last run."""
         return JobPublic.model_validate(
             {
                 **job.model_dump(),
                 "next_runs": upcoming,
                 "next_run_at": upcoming[0] if upcoming else None,
+                "next_run_note": note,
                 "last_run": self.run_public(last) if last else None,
                 "temporal": self.job(job),
                 "warnings": schedule_warnings(job.schedule),

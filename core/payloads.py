@@ -24,6 +24,7 @@ from temporalio.common import RetryPolicy
 # Names Chronos gives things in Temporal: the API, the workflows and the activities all use them.
 RUN_WORKFLOW = "JobRunWorkflow"
 RECONCILE_WORKFLOW = "ReconcileWorkflow"
+FIXED_DELAY_WORKFLOW = "FixedDelayWorkflow"
 SCHEDULE_PREFIX = "job-"
 
 
@@ -325,6 +326,24 @@ class RunInput(BaseModel):
     job_name: str = ""
     notify: NotifySpec = NotifySpec()
     fixed_cron: FixedCron | None = None
+
+
+class FixedDelayInput(BaseModel):
+    """A fixed-delay interval job as its FixedDelayWorkflow (`job-<id>`) runs it: each run starts
+    `every_seconds` (plus up to `jitter_seconds`) after the previous one ends, inside the window. A PATCH
+    sends a new one as the `update` signal; `paused` and `last_end` carry the loop's own state across
+    continue-as-new (an update's are ignored)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run: RunInput
+    every_seconds: int
+    jitter_seconds: int = 0
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    paused: bool = False
+    # When the previous run ended; None: no run yet, the first starts at once (or at start_at).
+    last_end: datetime | None = None
 
 
 class HttpCall(BaseModel):

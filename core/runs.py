@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
@@ -27,6 +28,8 @@ from core.models import (
     RunPublic,
     RunStatus,
 )
+from core.payloads import Trigger
+from core.schedules import is_fixed_delay
 from core.temporal import TemporalGateway
 
 RunCommand = Literal["pause", "resume", "cancel"]
@@ -107,3 +110,21 @@ async def _send(client: Client, run_id: str, command: RunCommand) -> None:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise Conflict(f"run {run_id} is not running") from exc
         raise
+
+
+async def last_scheduled_runs(session: AsyncSession, jobs: list[Job]) -> dict[str, Run]:
+    """The latest scheduled run of each fixed-delay job among `jobs`, in one query: its next run counts
+    from that run's end (a manual run does not move it)."""
+    ids = [job.id for job in jobs if is_fixed_delay(job.schedule)]
+    if not ids:
+        return {}
+    latest = (
+        select(col(Run.job_id), func.max(col(Run.created_at)).label("at"))
+        .where(col(Run.job_id).in_(ids), col(Run.trigger) == Trigger.SCHEDULE)
+        .group_by(col(Run.job_id))
+        .subquery()
+    )
+    found = await session.exec(
+        select(Run).join(latest, (col(Run.job_id) == latest.c.job_id) & (col(Run.created_at) == latest.c.at))
+    )
+    return {run.job_id: run for run in found}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -206,6 +207,14 @@ class CronSchedule(_Window):
         return self.dst.rule if self.dst else CRON_CONVENTION
 
 
+class IntervalMode(StrEnum):
+    """How an interval counts: from each start (a Temporal Schedule) or from each run's end (a workflow of
+    its own, FixedDelayWorkflow, since a schedule cannot wait for a run to end)."""
+
+    FIXED_RATE = "fixed_rate"
+    FIXED_DELAY = "fixed_delay"
+
+
 class IntervalSchedule(_Window):
     type: Literal["interval"] = "interval"
     every_seconds: int = Field(ge=1, le=366 * 24 * 3600)
@@ -226,11 +235,26 @@ class IntervalSchedule(_Window):
         """The zone whose local days `exclude` names."""
         return self.timezone or "UTC"
 
+    mode: IntervalMode = Field(
+        default=IntervalMode.FIXED_RATE,
+        description="`fixed_rate`: a run every `every_seconds` on the clock (epoch-aligned, plus "
+        "`offset_seconds`), whatever the runs take; `fixed_delay`: the next run starts `every_seconds` "
+        "after the previous run ends, so runs never overlap",
+    )
+
     @model_validator(mode="after")
     def _offset_below_period(self) -> IntervalSchedule:
         if self.offset_seconds >= self.every_seconds:
             raise PydanticCustomError("offset", "offset_seconds must be below every_seconds")
+        if self.offset_seconds and self.fixed_delay:
+            error = PydanticCustomError("offset", "offset_seconds applies to mode fixed_rate only")
+            details = InitErrorDetails(type=error, loc=("offset_seconds",), input=self.offset_seconds)
+            raise ValidationError.from_exception_data(type(self).__name__, [details])
         return self
+
+    @property
+    def fixed_delay(self) -> bool:
+        return self.mode == IntervalMode.FIXED_DELAY
 
 
 Schedule = Annotated[
@@ -380,6 +404,20 @@ def _fires_ignoring_exclude(
         fires.append(fire)
         n += 1
     return fires
+
+
+def is_fixed_delay(schedule: Schedule | None) -> bool:
+    """Whether a schedule runs as a FixedDelayWorkflow rather than a Temporal Schedule."""
+    return isinstance(schedule, IntervalSchedule) and schedule.fixed_delay
+
+
+def fixed_delay_due(schedule: IntervalSchedule, last_end: datetime | None, now: datetime) -> datetime | None:
+    """When a fixed-delay schedule's next run starts: `every_seconds` after the last end, at once if that
+    has passed (after an outage, or for the first run), not before start_at; None past end_at."""
+    due = now if last_end is None else max(now, last_end + timedelta(seconds=schedule.every_seconds))
+    if schedule.start_at is not None:
+        due = max(due, schedule.start_at)
+    return None if schedule.end_at is not None and due > schedule.end_at else due.astimezone(UTC)
 
 
 def check_submitted(schedule: Schedule | None, settings: Settings, now: datetime | None = None) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 
 from api.main import create_app
 from core.temporal import TemporalGateway
@@ -125,6 +125,25 @@ async def test_the_job_quota_counts_live_jobs(make: Any, temporal_client: Client
         await new_job(alice)
         over_limit(await alice.post("/jobs", json=cron_job()), 403, detail, "max_jobs", 2)
         assert third["id"]
+
+
+async def test_a_refused_fixed_delay_job_leaves_no_workflow_running(
+    make: Any, temporal_client: Client
+) -> None:
+    async with make(max_jobs_per_user=1) as api:
+        alice = await api.authed_user()
+        await new_job(alice)
+        body = {**cron_job(), "schedule": {"type": "interval", "every_seconds": 60, "mode": "fixed_delay"}}
+        refused = await alice.post("/jobs", json=body)
+        over_limit(refused, 403, "at most 1 live jobs per user (CHRONOS_MAX_JOBS_PER_USER)", "max_jobs", 1)
+        query = f'ChronosOwnerId = "{alice.id}" AND WorkflowType = "FixedDelayWorkflow"'
+
+        async def terminated() -> bool:
+            found = [w.status async for w in temporal_client.list_workflows(query)]
+            return found == [WorkflowExecutionStatus.TERMINATED]
+
+        # Started before the quota check, then ended with its run, if it had begun one.
+        await eventually(terminated, "the refused job's workflow to be terminated")
 
 
 async def test_an_admin_override_lifts_a_users_limit(make: Any) -> None:

@@ -26,6 +26,7 @@ from temporalio.client import (
     ScheduleState,
     ScheduleUpdate,
     ScheduleUpdateInput,
+    WorkflowExecutionStatus,
 )
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
@@ -35,13 +36,14 @@ from core.config import Settings
 from core.db import Sessions
 from core.metrics import worker_runtime
 from core.models import DeadLetter, Job, Run, RunStatus, new_id, utcnow
-from core.payloads import HttpAction, RunInput, Trigger, schedule_id
+from core.payloads import FixedDelayInput, HttpAction, RunInput, Trigger, schedule_id
 from core.reconcile import RECONCILE_SCHEDULE_ID, ensure_reconcile_schedule
 from core.schedules import CronSchedule, renewal_due, temporal_spec
 from tests.api_client import ApiClient, AuthedClient, expect
 from tests.histories import keep
 from tests.http_target import HttpTarget
 from tests.waiting import eventually
+from workflows.fixed_delay import FixedDelayWorkflow
 from workflows.reconcile import RECONCILE_WORKFLOWS, ReconcileInput, ReconcileWorkflow
 from workflows.run_job import JobRunWorkflow
 
@@ -344,3 +346,51 @@ async def test_holidays_and_dst_instants_are_renewed_as_the_years_move_on(
     year = utcnow().astimezone(ZoneInfo("Europe/Berlin")).year
     assert {c.comment for c in described.schedule.spec.skip} == {f"holidays DE-BY {year}-{year + 2}"}
     assert described.schedule.state.paused and described.schedule.state.note == "kept"
+
+
+async def test_a_fixed_delay_job_whose_workflow_ended_is_started_again_without_a_schedule(
+    api: ApiClient, temporal_client: Client, sessions: Sessions, reconciler: Reconciler, target: HttpTarget
+) -> None:
+    alice = await api.authed_user()
+    job = await create_job(alice, target, {"type": "interval", "every_seconds": 3600, "mode": "fixed_delay"})
+    loop = temporal_client.get_workflow_handle(schedule_id(job["id"]))
+
+    async def first_run() -> Run | None:
+        async with sessions() as session:
+            found = await session.exec(select(Run).where(col(Run.job_id) == job["id"]))
+            return next((r for r in found if r.finished_at is not None), None)
+
+    run = await eventually(first_run, "the first run to finish")
+    await loop.terminate("lost by hand")
+
+    fixes = await reconciler.run()
+
+    assert fixes["fixed_delay_restarted"] >= 1
+    assert not await exists(temporal_client, schedule_id(job["id"])), "no schedule for a fixed-delay job"
+    restarted = temporal_client.get_workflow_handle(schedule_id(job["id"]))
+    assert (await restarted.describe()).status == WorkflowExecutionStatus.RUNNING
+    due = await eventually(lambda: restarted.query(FixedDelayWorkflow.next_run_at), "the loop to wait")
+    assert run.finished_at is not None and due >= run.finished_at + timedelta(seconds=3600)
+    running = (await restarted.describe()).run_id
+    await reconciler.run()  # a second pass leaves the running workflow alone
+    assert (await restarted.describe()).run_id == running
+    expect(await alice.delete(f"/jobs/{job['id']}"), 204)
+
+
+async def test_an_orphan_fixed_delay_workflow_is_ended_once_past_the_grace(
+    temporal_client: Client, reconciler: Reconciler, target: HttpTarget
+) -> None:
+    orphan = schedule_id(new_id())
+    run = RunInput(job_id="gone", owner_id="nobody", action=HttpAction(url=target.url("/orphan")))
+    spec = FixedDelayInput(run=run, every_seconds=60)
+    handle = await temporal_client.start_workflow(
+        FixedDelayWorkflow.run, spec, id=orphan, task_queue=f"nobody-{uuid.uuid4().hex[:8]}"
+    )
+
+    await reconciler.run()  # too young: its job's row may not be committed yet
+    assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+
+    fixes = await reconciler.run(grace_seconds=0)
+
+    assert fixes["orphan_fixed_delay_ended"] >= 1
+    assert (await handle.describe()).status == WorkflowExecutionStatus.TERMINATED

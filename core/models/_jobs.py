@@ -282,6 +282,11 @@ class JobPublic(JobBase):
     pause_note: str | None = None
     next_run_at: datetime | None
     next_runs: list[datetime]
+    next_run_note: str | None = Field(
+        default=None,
+        description="Why `next_runs` holds at most one time: a fixed-delay interval counts from each run's "
+        "end, so later runs are not known in advance, and none while a run is in flight",
+    )
     last_run: RunPublic | None
     version: int = Field(
         description="1 at creation, +1 on each patch, pause, resume and cancel (not on trigger); "
