@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -12,6 +13,8 @@ from functools import partial
 from pathlib import Path
 
 import httpx
+import pytest
+import yaml
 
 from tests.api_client import expect
 from tests.http_target import Answer, start_target
@@ -240,3 +243,171 @@ def test_users_create_refuses_a_folder_without_a_server(tmp_path: Path) -> None:
     )
     assert made.returncode == 0, made.stderr
     assert (tmp_path / "server" / "chronos.db").exists()
+
+
+def chronos(
+    config: Path, *args: str, input: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The `chronos` client as a user runs it, its logins kept under `config` (XDG_CONFIG_HOME)."""
+    base = {
+        k: v for k, v in os.environ.items() if k not in ("CHRONOS_URL", "CHRONOS_TOKEN", "CHRONOS_PROFILE")
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        env={**base, "XDG_CONFIG_HOME": str(config), "COLUMNS": "200", **(env or {})},
+        input=input,
+        text=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, (result.args, result.returncode, result.stdout, result.stderr)
+    return result.stdout
+
+
+def jobs_file(path: Path, target_url: str, cron: str, *, with_ping: bool = True) -> Path:
+    """Two jobs: a yearly call whose Authorization header comes from the environment, and a ping that
+    runs once, now."""
+    nightly = {
+        "name": "nightly",
+        "schedule": {"type": "cron", "cron": cron, "timezone": "Europe/Berlin"},
+        "action": {
+            "type": "http",
+            "url": f"{target_url}/nightly",
+            "headers": {"Authorization": "Bearer ${HOOK_TOKEN}", "Content-Type": "application/json"},
+        },
+    }
+    ping = {
+        "name": "ping",
+        "schedule": {"type": "immediate"},
+        "action": {"type": "http", "url": f"{target_url}/ping"},
+    }
+    path.write_text(yaml.safe_dump({"jobs": [nightly, ping] if with_ping else [nightly]}))
+    return path
+
+
+@pytest.mark.timeout(400)  # some 40 runs of the command, each a new Python process
+async def test_client_commands_as_a_user_runs_them(tmp_path: Path) -> None:
+    """login, apply (twice: the second changes nothing), --dry-run, jobs list, runs logs --follow, export,
+    apply --prune and logout, against `chronos dev`, with the exit codes scripts rely on."""
+    port, ui_port, api_port = free_port(), free_port(), free_port()
+    target = start_target()
+    config = tmp_path / "config"
+    url = f"http://127.0.0.1:{api_port}"
+    secret = {"HOOK_TOKEN": "s3cret-token-of-the-nightly-hook"}
+    proc = start_dev(tmp_path / "data", port, ui_port, api_port)
+    try:
+        async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=30) as http:
+            user = {"email": "cli@example.org", "password": "correct horse battery"}
+            expect(await http.post("/auth/register", json=user), 201)
+        assert chronos(config, "jobs", "list").returncode == 6  # not signed in yet
+        login = chronos(
+            config, "login", url, "--email", user["email"], "--password-stdin", input=user["password"]
+        )
+        assert f"signed in to {url}" in ok(login) + login.stderr
+        credentials = config / "chronos" / "credentials.json"
+        assert credentials.stat().st_mode & 0o777 == 0o600
+        assert (config / "chronos").stat().st_mode & 0o777 == 0o700
+
+        file = jobs_file(tmp_path / "jobs.yaml", target.url("").rstrip("/"), "0 3 1 1 *")
+        missing = chronos(config, "apply", "-f", str(file))
+        assert missing.returncode == 4 and "HOOK_TOKEN" in missing.stderr
+        first = chronos(config, "apply", "-f", str(file), env=secret)
+        assert "+ create nightly" in ok(first) and "+ create ping" in first.stdout
+        again = chronos(config, "apply", "-f", str(file), env=secret)
+        assert ok(again) == "" and "no changes: 2 job(s) match the file" in again.stderr
+
+        listed = json.loads(ok(chronos(config, "jobs", "list", "--json")))["items"]
+        jobs = {job["name"]: job for job in listed}
+        assert set(jobs) == {"nightly", "ping"}
+        assert "s3cret" not in json.dumps(listed)
+        table = ok(chronos(config, "jobs", "list"))
+        assert "nightly" in table and "cron 0 3 1 1 * (Europe/Berlin)" in table
+
+        # The ping's run, followed until it ends.
+        async def ping_run() -> str | None:
+            runs = json.loads(ok(chronos(config, "jobs", "runs", jobs["ping"]["id"], "--json")))["items"]
+            return runs[0]["id"] if runs else None
+
+        run_id = await eventually(ping_run, "the ping's run")
+        followed = chronos(config, "runs", "logs", run_id, "--follow", "--interval", "0.2")
+        assert f"run {run_id} succeeded" in followed.stderr
+        assert "/ping" in ok(followed)
+
+        # A new schedule: --dry-run shows it and changes nothing; apply changes it, keeping the secret.
+        changed = jobs_file(tmp_path / "jobs.yaml", target.url("").rstrip("/"), "0 4 1 1 *")
+        dry = chronos(config, "apply", "-f", str(changed), "--dry-run", env=secret)
+        assert f"~ update nightly ({jobs['nightly']['id']})" in ok(dry)
+        assert '- schedule.cron: "0 3 1 1 *"' in dry.stdout and '+ schedule.cron: "0 4 1 1 *"' in dry.stdout
+        assert "ping" not in dry.stdout and "would make 1 change(s)" in dry.stderr
+        nightly = json.loads(ok(chronos(config, "jobs", "get", jobs["nightly"]["id"], "--json")))
+        assert nightly["schedule"]["cron"] == "0 3 1 1 *"
+        assert "~ update nightly" in ok(chronos(config, "apply", "-f", str(changed), env=secret))
+        nightly = json.loads(ok(chronos(config, "jobs", "get", jobs["nightly"]["id"], "--json")))
+        assert (nightly["schedule"]["cron"], nightly["version"]) == ("0 4 1 1 *", 2)
+        ok(chronos(config, "jobs", "trigger", nightly["id"]))
+        (call,) = await target.wait_for("/nightly")
+        assert call.headers["Authorization"] == "Bearer " + secret["HOOK_TOKEN"]
+
+        # export: the secret stays out of the file; applied back with it in the environment, no change.
+        exported = tmp_path / "exported.yaml"
+        ok(chronos(config, "export", "-o", str(exported)))
+        text = exported.read_text()
+        assert "${NIGHTLY_AUTHORIZATION}" in text and "s3cret" not in text
+        back = chronos(
+            config,
+            "apply",
+            "-f",
+            str(exported),
+            env={"NIGHTLY_AUTHORIZATION": "Bearer " + secret["HOOK_TOKEN"]},
+        )
+        assert "no changes: 2 job(s) match the file" in back.stderr, back.stdout + back.stderr
+
+        # --prune deletes the jobs the file leaves out.
+        only = jobs_file(tmp_path / "only.yaml", target.url("").rstrip("/"), "0 4 1 1 *", with_ping=False)
+        pruned = chronos(config, "apply", "-f", str(only), "--prune", env=secret)
+        assert f"- delete ping ({jobs['ping']['id']})" in ok(pruned)
+        assert [j["name"] for j in json.loads(ok(chronos(config, "jobs", "list", "--json")))["items"]] == [
+            "nightly"
+        ]
+
+        # An expired access token is refreshed, and the rotated refresh token is stored.
+        stored = json.loads(credentials.read_text())
+        profile = stored["profiles"][stored["current"]]
+        credentials.write_text(
+            json.dumps(stored | {"profiles": {stored["current"]: profile | {"expires_at": 0}}})
+        )
+        ok(chronos(config, "whoami"))
+        assert (
+            json.loads(credentials.read_text())["profiles"][stored["current"]]["refresh_token"]
+            != profile["refresh_token"]
+        )
+
+        # Exit codes, and problem details printed with their field errors.
+        assert chronos(config, "jobs", "get", "no-such-job").returncode == 3
+        invalid = chronos(config, "preview", "61 * * * *")
+        assert (
+            invalid.returncode == 4 and "Invalid request" in invalid.stderr and "schedule" in invalid.stderr
+        )
+        assert "Monday" in ok(chronos(config, "preview", "0 9 * * MON", "--count", "2"))
+        assert chronos(config, "jobs", "list", env={"CHRONOS_TOKEN": "not-a-token"}).returncode == 6
+        down = chronos(
+            config,
+            "jobs",
+            "list",
+            env={"CHRONOS_URL": f"http://127.0.0.1:{free_port()}", "CHRONOS_TOKEN": "x"},
+        )
+        assert down.returncode == 5 and "Server unavailable" in down.stderr
+
+        # logout revokes the session: the stored refresh token no longer works anywhere.
+        refresh = json.loads(credentials.read_text())["profiles"][stored["current"]]["refresh_token"]
+        ok(chronos(config, "logout"))
+        assert chronos(config, "jobs", "list").returncode == 6
+        async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=30) as http:
+            form = {"grant_type": "refresh_token", "refresh_token": refresh}
+            assert (await http.post("/auth/token", data=form)).status_code in (400, 401)
+    finally:
+        stop(proc, port, ui_port, api_port)
+        target.close()
