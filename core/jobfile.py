@@ -26,7 +26,7 @@ from core.client import ClientError, invalid
 from core.models import JobCreate, JobUpdate
 from core.payloads import PLAIN_HEADERS, masked_action, masked_notify
 
-# `${VAR}` is the variable; `$${` is a literal `${`.
+# `${VAR}` is the variable; `$${VAR}` is a literal `${VAR}`.
 VARIABLE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SUFFIXES = (".yaml", ".yml", ".json")
 # What a plan compares and a PATCH may send: every field of an update but the name, which is the key.

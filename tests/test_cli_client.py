@@ -7,6 +7,8 @@ import json
 import os
 import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +234,15 @@ def test_export_leaves_placeholders_where_secrets_were() -> None:
     assert written["action"]["url"] == "https://${DAILY_REPORT_URL_USERINFO}@example.org/hook"
     assert written["notify"]["webhook_url"] == "https://${DAILY_REPORT_WEBHOOK_USERINFO}@hooks.example.org/x"
     assert "id" not in written and written["name"] == "Daily report"
+
+
+def test_the_shell_completes_commands() -> None:
+    """What the installed completion script asks the command for (bash's protocol)."""
+    env = {
+        **os.environ,
+        "_CHRONOS_COMPLETE": "complete_bash",
+        "COMP_WORDS": "chronos jobs l",
+        "COMP_CWORD": "2",
+    }
+    done = subprocess.run([sys.executable, "-m", "cli"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["list"], done.stderr
