@@ -455,8 +455,9 @@ def users_create(
 
 @app.command("reseal")
 def reseal_command(data_dir: Annotated[str | None, typer.Option(help=DATA_DIR_HELP)] = None) -> None:
-    """Seal the secrets of every job row again with the newest encryption key: after a key rotation or
-    an upgrade from before sealing, so older keys can be retired."""
+    """Seal the secrets of every job row again with the newest encryption key.
+
+    After a key rotation or an upgrade from before sealing, so older keys can be retired."""
     from core.codec import keyring
     from core.config import Settings
 
@@ -492,8 +493,10 @@ def login(
     ] = False,
     profile: Annotated[str | None, typer.Option(help="name of the stored login (default: host:port)")] = None,
 ) -> None:
-    """Sign in with your email and password; the refresh token is stored (mode 0600) in
-    $XDG_CONFIG_HOME/chronos/credentials.json, one profile per server."""
+    """Sign in to a server with your email and password.
+
+    The refresh token is stored (mode 0600) in $XDG_CONFIG_HOME/chronos/credentials.json, one profile per
+    server; CHRONOS_URL and CHRONOS_TOKEN override it."""
     store = CredentialStore()
     name = profile or ctx.obj
     known = store.profile(name or store.current() or "")
@@ -801,7 +804,8 @@ def jobs_edit(
     body: Body = None,
     as_json: Json = False,
 ) -> None:
-    """Change fields of a job (PATCH with If-Match: a job changed meanwhile is refused, not overwritten).
+    """Change fields of a job (PATCH with If-Match: a job changed meanwhile is refused).
+
     Schedule flags change the current schedule of the same type; action flags need an action without
     secrets (its headers are masked in answers): give a whole action with -f otherwise."""
     changes = job_body(file, name, description, cron, tz, every, at, False, url, method, header, body)
@@ -1010,8 +1014,9 @@ def runs_logs(
     interval: Annotated[float, typer.Option(help="seconds between polls with --follow")] = 1.0,
     as_json: Json = False,
 ) -> None:
-    """A run's log lines. With --follow, until the run ends; the exit code is then 0 if it succeeded, 1
-    otherwise."""
+    """A run's log lines; with --follow, until the run ends.
+
+    With --follow the exit code is the run's: 0 if it succeeded, 1 otherwise."""
     from core.models import ACTIVE_RUNS
 
     with signed_in(ctx) as client:
@@ -1188,9 +1193,11 @@ def apply(
         ),
     ] = False,
 ) -> None:
-    """Make the server's jobs match a YAML or JSON file {"jobs": [<POST /jobs bodies>]}, matched by name:
-    create, update in place (only the fields that differ, with If-Match), and with --prune delete the
-    others. ${VAR} in the file is the environment variable VAR."""
+    """Make your jobs on the server match a jobs file (or a folder of them).
+
+    The file is YAML or JSON {"jobs": [<POST /jobs bodies>]}, matched by name: create, update in place
+    (only the fields that differ, with If-Match), and with --prune delete the others. ${VAR} in the file
+    is the environment variable VAR."""
     from core.jobfile import plan, read_jobs
 
     desired = read_jobs(file, os.environ)
@@ -1243,8 +1250,10 @@ def export(
     ] = None,
     fmt: Annotated[FileFormat, typer.Option("--format")] = FileFormat.YAML,
 ) -> None:
-    """Your jobs as a file for `chronos apply`. Secrets the API masks become ${VAR} placeholders, named
-    after the job and the header (or URL userinfo), to be set when the file is applied."""
+    """Write your jobs as a file for `chronos apply`.
+
+    Secrets the API masks become ${VAR} placeholders, named after the job and the header (or URL
+    userinfo), to be set when the file is applied."""
     from core.jobfile import dumped, exported
 
     with signed_in(ctx) as client:

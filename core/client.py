@@ -163,8 +163,10 @@ class CredentialStore:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             data = self.read()
+            before = json.dumps(data)
             yield data
-            self._write(data)
+            if json.dumps(data) != before:
+                self._write(data)
         finally:
             os.close(fd)  # releases the lock
 
@@ -211,6 +213,7 @@ class Client:
         self.profile = profile
         self.store = store or CredentialStore()
         self.http = httpx.Client(base_url=url + API_PREFIX, timeout=timeout)
+        self._used: str | None = None  # the access token of the last call, so a 401 refreshes it
 
     @classmethod
     def signed_in(cls, profile: str | None = None, store: CredentialStore | None = None) -> Client:
@@ -302,8 +305,6 @@ class Client:
             data["profiles"][self.profile] = asdict(found)
         self._used = found.access_token
         return found.access_token
-
-    _used: str | None = None
 
     def _grant(self, form: dict[str, str]) -> dict[str, Any]:
         try:

@@ -32,6 +32,7 @@ from core.client import (
 from core.jobfile import exported, plan, read_jobs
 from core.models import JobCreate
 from core.payloads import masked_action, masked_notify
+from tests.http_target import Answer, start_target
 
 SECRET = "Bearer a-long-secret-token-1234"
 
@@ -246,3 +247,52 @@ def test_the_shell_completes_commands() -> None:
     }
     done = subprocess.run([sys.executable, "-m", "cli"], env=env, capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["list"], done.stderr
+
+
+def test_bulk_backfill_and_keyset_pages_are_sent_as_the_contract_says(tmp_path: Path) -> None:
+    """Against a recording stand-in for a server: the requests of the commands for the bulk, backfill and
+    keyset-paged list endpoints (the full round trip against `chronos dev` is in tests/test_cli.py)."""
+    target = start_target()
+    env = {
+        **os.environ,
+        "CHRONOS_URL": target.url(""),
+        "CHRONOS_TOKEN": "t",
+        "XDG_CONFIG_HOME": str(tmp_path),
+    }
+
+    def chronos(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cli", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    try:
+        target.script("/api/v1/jobs/pause", [Answer(body=b'{"count": 2}')])
+        paused = chronos("jobs", "pause", "--label", "team:ops", "--note", "deploy")
+        assert paused.returncode == 0 and "paused 2 job(s)" in paused.stderr, paused.stderr
+        (request,) = target.requests["/api/v1/jobs/pause"]
+        assert json.loads(request.body) == {"filter": {"labels": {"team": "ops"}}, "note": "deploy"}
+        assert request.headers["Authorization"] == "Bearer t"
+        assert chronos("jobs", "resume", "a", "--label", "team:ops").returncode == EXIT_INVALID
+
+        target.script("/api/v1/jobs/j1/backfill", [Answer(202, body=b'{"count": 24}')])
+        backfill = chronos(
+            "jobs", "backfill", "j1", "--start", "2027-01-01T00:00:00Z", "--end", "2027-01-02T00:00:00Z"
+        )
+        assert backfill.returncode == 0 and "24 run(s) started" in backfill.stderr
+        assert json.loads(target.requests["/api/v1/jobs/j1/backfill"][0].body) == {
+            "start": "2027-01-01T00:00:00Z",
+            "end": "2027-01-02T00:00:00Z",
+        }
+
+        first = "/api/v1/jobs?label=team%3Aops&label=env%3Aprod&limit=100"
+        target.script(
+            first, [Answer(body=json.dumps({"items": [{"id": "j1"}], "next_cursor": "c2"}).encode())]
+        )
+        target.script(
+            f"{first}&cursor=c2",
+            [Answer(body=json.dumps({"items": [{"id": "j2"}], "next_cursor": None}).encode())],
+        )
+        listed = chronos("jobs", "list", "--label", "team:ops", "--label", "env:prod", "--json")
+        assert [job["id"] for job in json.loads(listed.stdout)["items"]] == ["j1", "j2"], listed.stderr
+    finally:
+        target.close()
