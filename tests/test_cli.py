@@ -411,3 +411,84 @@ async def test_client_commands_as_a_user_runs_them(tmp_path: Path) -> None:
     finally:
         stop(proc, port, ui_port, api_port)
         target.close()
+
+
+@pytest.mark.timeout(400)
+async def test_job_run_and_admin_commands(tmp_path: Path) -> None:
+    """jobs create/edit/pause/resume/trigger/delete, runs get, and an admin's users list/update in a second
+    profile, against `chronos dev`."""
+    port, ui_port, api_port = free_port(), free_port(), free_port()
+    target = start_target()
+    config, data = tmp_path / "config", tmp_path / "data"
+    url = f"http://127.0.0.1:{api_port}"
+    proc = start_dev(data, port, ui_port, api_port)
+    try:
+        password = "correct horse battery"
+        async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=30) as http:
+            ada = expect(
+                await http.post("/auth/register", json={"email": "ada@example.org", "password": password}),
+                201,
+            )
+        root = chronos(
+            config, "users", "create", "root@example.org", "--admin", "--data-dir", str(data), input=password
+        )
+        assert "created admin root@example.org" in ok(root)
+        ok(
+            chronos(
+                config,
+                "login",
+                url,
+                "-e",
+                "root@example.org",
+                "--password-stdin",
+                "--profile",
+                "admin",
+                input=password,
+            )
+        )
+        ok(chronos(config, "login", url, "-e", "ada@example.org", "--password-stdin", input=password))
+        assert "ada@example.org (user)" in ok(chronos(config, "whoami"))
+
+        made = chronos(
+            config,
+            *("jobs", "create", "--name", "tick", "--every", "3600", "--url", target.url("/tick")),
+            *("--header", "X-Env: test", "--json"),
+        )
+        job = json.loads(ok(made))
+        assert (job["schedule"]["every_seconds"], job["action"]["headers"]) == (3600, {"X-Env": "****"})
+        edited = json.loads(ok(chronos(config, "jobs", "edit", job["id"], "--every", "7200", "--json")))
+        assert (edited["schedule"]["every_seconds"], edited["version"]) == (7200, 2)
+        refused = chronos(config, "jobs", "edit", job["id"], "--url", target.url("/other"))
+        assert refused.returncode == 4 and "Secrets in the action" in refused.stderr  # X-Env is masked
+
+        assert (
+            f"tick ({job['id']}): paused"
+            in chronos(config, "jobs", "pause", job["id"], "--note", "deploy").stderr
+        )
+        held = json.loads(ok(chronos(config, "jobs", "get", job["id"], "--json")))
+        assert (held["paused"], held["pause_note"]) == (True, "deploy")
+        ok(chronos(config, "jobs", "resume", job["id"]))
+        run_id = ok(chronos(config, "jobs", "trigger", job["id"])).strip()
+
+        def run_status() -> str | None:
+            status = json.loads(ok(chronos(config, "runs", "get", run_id, "--json")))["status"]
+            return status if status in ("succeeded", "failed") else None
+
+        assert await eventually(run_status, "the triggered run to end") == "succeeded"
+        assert "ATTEMPT" in ok(chronos(config, "runs", "get", run_id))
+        assert chronos(config, "runs", "cancel", run_id).returncode == 1  # 409: it has ended
+        assert json.loads(ok(chronos(config, "dead-letters", "list", "--json"))) == {"items": []}
+        assert chronos(config, "users", "list").returncode == 6  # 403: not an admin
+
+        users = json.loads(ok(chronos(config, "--profile", "admin", "users", "list", "--json")))["items"]
+        assert {u["email"] for u in users} == {"ada@example.org", "root@example.org"}
+        disabled = chronos(config, "--profile", "admin", "users", "update", ada["id"], "--disable", "--json")
+        assert json.loads(ok(disabled))["disabled"] is True
+        assert chronos(config, "jobs", "list").returncode == 6  # her tokens are refused now
+        ok(chronos(config, "--profile", "admin", "users", "update", ada["id"], "--enable"))
+
+        ok(chronos(config, "--profile", "admin", "jobs", "delete", job["id"], "--yes"))
+        assert chronos(config, "--profile", "admin", "jobs", "get", job["id"]).returncode == 3
+    finally:
+        stop(proc, port, ui_port, api_port)
+        target.close()
