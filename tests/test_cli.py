@@ -446,6 +446,8 @@ async def test_job_run_and_admin_commands(tmp_path: Path) -> None:
                 input=password,
             )
         )
+        wrong = chronos(config, "login", url, "-e", "ada@example.org", "--password-stdin", input="not it")
+        assert wrong.returncode == 6 and "OAuth2 error" in wrong.stderr
         ok(chronos(config, "login", url, "-e", "ada@example.org", "--password-stdin", input=password))
         assert "ada@example.org (user)" in ok(chronos(config, "whoami"))
 
