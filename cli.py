@@ -544,7 +544,10 @@ def emit(data: Any) -> None:
 
 
 def table(columns: list[str], rows: list[list[Any]]) -> None:
-    grid = Table(*columns, box=None, header_style="bold")
+    """A table for people; the first column (the id, to copy) is never cut, the others fold."""
+    grid = Table(box=None, header_style="bold")
+    for i, column in enumerate(columns):
+        grid.add_column(column, no_wrap=i == 0, overflow="fold")
     for row in rows:
         grid.add_row(*("" if cell is None else str(cell) for cell in row))
     out.print(grid)
