@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import typer
 import yaml
 from temporalio.common import SearchAttributeIndexedValueType
 
@@ -39,22 +40,16 @@ def _environment(service: str) -> dict[str, str]:
     return {key: _resolved(str(value)) for key, value in SERVICES[service]["environment"].items()}
 
 
-class _Parsed(Exception):
-    def __init__(self, namespace: argparse.Namespace) -> None:
-        self.namespace = namespace
-
-
-def _chronos_args(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> argparse.Namespace:
-    """Parse argv with the real `chronos` parser and stop before the command runs."""
-    parse_args = argparse.ArgumentParser.parse_args
-
-    def capture(self: argparse.ArgumentParser, args: Any = None, namespace: Any = None) -> Any:
-        raise _Parsed(parse_args(self, args, namespace))
-
-    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
-    with pytest.raises(_Parsed) as parsed:
-        cli.main(argv)
-    return parsed.value.namespace
+def _chronos_args(argv: list[str], monkeypatch: pytest.MonkeyPatch | None = None) -> argparse.Namespace:
+    """Parse argv with the real `chronos` command line (Click, under Typer) and stop before the command
+    runs: the command's name and its options."""
+    group = typer.main.get_command(cli.app)
+    assert isinstance(group, typer.core.TyperGroup)
+    context = group.make_context("chronos", list(argv))
+    name, command, rest = group.resolve_command(context, [*context._protected_args, *context.args])
+    assert command is not None, argv
+    params = command.make_context(str(name), rest, parent=context).params
+    return argparse.Namespace(command=name, **params)
 
 
 def test_every_chronos_variable_is_a_setting() -> None:
