@@ -9,7 +9,18 @@ from sqlmodel import col, select
 
 from core.auth import Principal
 from core.db import Sessions
-from core.models import DeadLetter, Job, Run, RunStatus, RunWindow, Stats, utcnow
+from core.models import (
+    DeadLetter,
+    FailingJob,
+    HourOfRuns,
+    Job,
+    Overview,
+    Run,
+    RunStatus,
+    RunWindow,
+    Stats,
+    utcnow,
+)
 
 WINDOWS = {"last_hour": timedelta(hours=1), "last_day": timedelta(days=1)}
 
@@ -59,3 +70,58 @@ def _percentile(ordered: list[int], q: float) -> int | None:
     if not ordered:
         return None
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
+
+
+async def overview(sessions: Sessions, user: Principal, hours: int = 24) -> Overview:
+    """The last `hours` hours of the caller's runs (everyone's for admins): per hour, success rate,
+    duration p50 and p99, the jobs that failed most, and the dead letters waiting."""
+    now = utcnow()
+    start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours - 1)
+    buckets = [HourOfRuns(hour=start + timedelta(hours=i)) for i in range(hours)]
+    async with sessions() as session:
+        seen = user.sees_rows(Run.owner_id)
+        rows = await session.exec(
+            select(Run.created_at, Run.status).where(col(Run.created_at) >= start, seen)
+        )
+        for created_at, status in rows:
+            bucket = buckets[min(hours - 1, int((created_at - start).total_seconds() // 3600))]
+            if status == RunStatus.SUCCEEDED:
+                bucket.succeeded += 1
+            elif status == RunStatus.FAILED:
+                bucket.failed += 1
+            else:
+                bucket.other += 1
+        durations_query = (
+            select(Run.duration_ms)
+            .where(col(Run.finished_at) >= start, col(Run.duration_ms).is_not(None), seen)
+            .order_by(col(Run.duration_ms))
+        )
+        durations = [d for d in (await session.exec(durations_query)).all() if d is not None]
+        failures = func.count().label("failures")
+        failing_query = (
+            select(Job.id, Job.name, failures)
+            .join(Run, col(Run.job_id) == col(Job.id))
+            .where(
+                col(Run.created_at) >= start,
+                Run.status == RunStatus.FAILED,
+                col(Job.deleted_at).is_(None),
+                user.sees_rows(Job.owner_id),
+            )
+            .group_by(col(Job.id), col(Job.name))
+            .order_by(failures.desc())
+            .limit(10)
+        )
+        failing = [FailingJob(id=i, name=n, failures=f) for i, n, f in await session.exec(failing_query)]
+        letters_query = select(func.count()).select_from(DeadLetter)
+        letters = (await session.exec(letters_query.where(user.sees_rows(DeadLetter.owner_id)))).one()
+    succeeded = sum(b.succeeded for b in buckets)
+    ended = succeeded + sum(b.failed for b in buckets)
+    return Overview(
+        hours=buckets,
+        runs=sum(b.succeeded + b.failed + b.other for b in buckets),
+        success_rate=succeeded / ended if ended else None,
+        duration_ms_p50=_percentile(durations, 0.50),
+        duration_ms_p99=_percentile(durations, 0.99),
+        failing_jobs=failing,
+        dead_letters=letters,
+    )

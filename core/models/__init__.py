@@ -48,7 +48,7 @@ from core.models._runs import (
     RunPublic,
     RunStatus,
 )
-from core.models._stats import RunWindow, Stats
+from core.models._stats import FailingJob, HourOfRuns, Overview, RunWindow, Stats
 from core.models._users import (
     Credentials,
     Limit,
@@ -88,6 +88,8 @@ __all__ = [
     "DeadLetterBase",
     "DeadLetterPublic",
     "EnumText",
+    "FailingJob",
+    "HourOfRuns",
     "IdempotencyKey",
     "Job",
     "JobBase",
@@ -101,6 +103,7 @@ __all__ = [
     "Login",
     "Me",
     "OverlapPolicy",
+    "Overview",
     "Page",
     "PauseRequest",
     "Preview",
