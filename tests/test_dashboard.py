@@ -3,14 +3,17 @@ stale edits refused and logout ending the session. The browser scenario is tests
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from temporalio.client import Client
 
 from tests.api_client import PASSWORD, ApiClient, AuthedClient, expect
 from tests.dashboard_client import Browser
 from tests.http_target import HttpTarget
+from tests.test_codec import run_input_payload, wire
 
 
 @pytest.fixture
@@ -152,3 +155,27 @@ async def test_logout_ends_the_session(api: ApiClient, alice: Browser) -> None:
     signed_in = await alice.submit("/login", {"email": alice.email, "password": PASSWORD}, via="/login")
     assert signed_in.status_code == 303
     assert (await alice.get("/jobs")).status_code == 200
+
+
+async def test_the_codec_endpoint_decodes_for_the_signed_in_browser_only(
+    api: ApiClient, alice: Browser, temporal_client: Client, target: HttpTarget
+) -> None:
+    """The Temporal Web UI in the browser where the dashboard is signed in sends its session cookie
+    (a cross-origin fetch with credentials): that user's payloads come back decoded, others' do not."""
+    user = await api_user(api, alice)
+    sealed = await run_input_payload(temporal_client, user, target)
+    body = wire([sealed])
+    ui = {"Origin": api.settings.temporal_ui_url.rstrip("/")}
+
+    mine = await alice.http.post("/api/v1/codec/decode", json=body, headers=ui)
+    assert mine.status_code == 200, mine.text
+    assert mine.headers["access-control-allow-credentials"] == "true"
+    assert "codec-endpoint-secret" in base64.b64decode(mine.json()["payloads"][0]["data"]).decode()
+
+    bob = await Browser.registered(api)
+    theirs = await bob.http.post("/api/v1/codec/decode", json=body, headers=ui)
+    assert theirs.json() == body
+    await bob.close()
+    anonymous = Browser(api)
+    assert (await anonymous.http.post("/api/v1/codec/decode", json=body, headers=ui)).status_code == 401
+    await anonymous.close()

@@ -12,8 +12,9 @@ import secrets
 from typing import Annotated
 
 from fastapi import Depends, Request, Response
+from fastapi.security import SecurityScopes
 
-from api.deps import SessionsDep, SettingsDep
+from api.deps import SessionsDep, SettingsDep, current_principal, oauth2_scheme
 from core.auth import Principal, session_principal, signing_key
 from core.config import Settings
 from core.errors import Forbidden, Unauthorized
@@ -115,3 +116,24 @@ async def admin_viewer(principal: Viewer) -> Principal:
 
 
 AdminViewer = Annotated[Principal, Depends(admin_viewer)]
+
+
+async def codec_reader(
+    request: Request,
+    settings: SettingsDep,
+    sessions: SessionsDep,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+) -> Principal:
+    """The codec endpoint's caller: a bearer token as on every route, else the dashboard's session
+    cookie, so the Temporal Web UI in a signed-in browser decodes that user's payloads (and no one
+    else's). Decoding changes nothing, so it needs no CSRF token; CORS admits only the UI's origin."""
+    session_token = request.cookies.get(SESSION_COOKIE)
+    if token or not session_token:
+        return await current_principal(SecurityScopes(["jobs:read"]), settings, sessions, token)
+    principal = await session_principal(sessions, session_token)
+    if "jobs:read" not in principal.scopes:
+        raise Forbidden("this session lacks the scope jobs:read")
+    return principal
+
+
+CodecReader = Annotated[Principal, Depends(codec_reader)]
