@@ -61,6 +61,9 @@ def page(
     full = {"request": request, "csrf": csrf_token(settings, request), **context}
     response = templates.TemplateResponse(request, name, full, block_name=block, status_code=status)
     assert isinstance(response, HTMLResponse)
+    # A form posted from a no-referrer page carries `Origin: null`; same-origin keeps the page's origin
+    # on its own requests (the Origin check needs it) and still sends nothing to other sites.
+    response.headers["Referrer-Policy"] = "same-origin"
     return response
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2_fragments import render_block_async
+from jinja2_fragments import render_block
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import RunServiceDep
@@ -70,12 +70,12 @@ async def _tail(
         logs = await runs.logs(viewer, run_id)
         for line in logs[seen:]:
             seen += 1
-            html = await render_block_async(templates.env, "run.html", "log_line", line=line)
+            html = render_block(templates.env, "run.html", "log_line", line=line)
             yield ServerSentEvent(data=html, event="log", id=str(seen))
         state = (run.status, run.attempts, tuple(a.status for a in run.attempt_history))
         if state != shown:
             shown = state
-            html = await render_block_async(templates.env, "run.html", "summary", run=run)
+            html = render_block(templates.env, "run.html", "summary", run=run)
             yield ServerSentEvent(data=html, event="status")
         if run.status in FINISHED:
             yield ServerSentEvent(data=str(run.status), event="end")
