@@ -179,3 +179,19 @@ async def test_the_codec_endpoint_decodes_for_the_signed_in_browser_only(
     anonymous = Browser(api)
     assert (await anonymous.http.post("/api/v1/codec/decode", json=body, headers=ui)).status_code == 401
     await anonymous.close()
+
+
+async def test_an_admin_disables_a_user_and_their_session_ends(api: ApiClient, alice: Browser) -> None:
+    admin_user = await api.authed_admin()
+    admin = Browser(api)
+    signed_in = await admin.submit("/login", {"email": admin_user.email, "password": PASSWORD}, via="/login")
+    assert signed_in.status_code == 303
+    me = expect(await (await api_user(api, alice)).get("/auth/me"), 200)
+    page = await admin.get("/admin", params={"q": alice.email})
+    assert alice.email in page.text
+    saved = await admin.submit(f"/admin/users/{me['id']}", {"role": "user", "disabled": "on"})
+    assert saved.status_code == 303
+    assert (await alice.get("/jobs")).status_code == 303  # back to the sign-in page
+    refused = await alice.submit("/login", {"email": alice.email, "password": PASSWORD}, via="/login")
+    assert "disabled" in refused.text
+    await admin.close()

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from api.main import create_app, server_config
+from core.auth import create_user
 from core.db import Sessions
 from core.temporal import TemporalGateway
 from tests.api_client import PASSWORD, app_settings, new_email
@@ -222,4 +223,40 @@ async def test_a_whole_session_in_the_browser(site: str, browser: Any, target: H
     assert response is not None and response.status == 404
     await page.goto(f"{site}/dead-letters")
     await expect(page.get_by_role("status").filter(has_text="0 dead letters")).to_be_visible()
+    await context.close()
+
+
+async def test_the_admin_page_in_the_browser(
+    site: str, browser: Any, sessions: Sessions, target: HttpTarget
+) -> None:
+    """An admin sees every user, changes one's quota, and reads the audit log and readiness."""
+    expect = playwright_api.expect
+    context = await browser.new_context()
+    page = await context.new_page()
+    await register(page, site, new_email())
+    await check_page(page, "welcome")
+    await page.goto(f"{site}/jobs/new")
+    await page.get_by_label("Name", exact=True).fill("a user's job")
+    await page.get_by_label("URL", exact=True).fill(target.url("/admin-view"))
+    await page.get_by_role("button", name="Create job").click()
+    await page.get_by_role("link", name="Edit").click()
+    await check_page(page, "edit-job")
+    await page.get_by_role("button", name="Sign out").click()
+
+    admin = await create_user(sessions, new_email(), PASSWORD, admin=True)
+    await page.goto(f"{site}/login")
+    await page.get_by_label("Email").fill(admin.email)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("link", name="Admin").click()
+    await expect(page.locator("#ready-h + p")).to_contain_text("Ready")
+    await expect(page.locator("table").last).to_contain_text("job.create")
+    await check_page(page, "admin")
+    first = page.locator(".user-form").first
+    await first.get_by_label("Max jobs").fill("7")
+    await first.get_by_role("button", name=re.compile("^Save")).click()
+    await expect(page.get_by_role("status").filter(has_text="User saved.")).to_be_visible()
+    await expect(page.locator(".user-form").first.get_by_label("Max jobs")).to_have_value("7")
+    await page.goto(f"{site}/jobs")
+    await expect(page.get_by_role("link", name="a user's job")).to_be_visible()  # admins see every job
     await context.close()
