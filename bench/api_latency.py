@@ -33,8 +33,12 @@ LIVE_JOBS = 20
 SEQUENTIAL = 21
 
 
-def seed(s: Stack, owner_id: str, url: str, jobs: int, runs: int) -> list[str]:
-    """Insert `jobs` finished immediate jobs and `runs` succeeded runs (one job gets HOT_RUNS of them)."""
+def seed(
+    s: Stack, owner_id: str, url: str, jobs: int, runs: int, days_ago: float = 30, spread: bool = False
+) -> list[str]:
+    """Insert `jobs` finished immediate jobs and `runs` succeeded runs (one job gets HOT_RUNS of them),
+    the first made `days_ago` days ago and each next one a second later; with `spread`, the runs are
+    spaced evenly from then to now instead."""
     body = JobCreate.model_validate(
         {"name": "seeded", "schedule": {"type": "immediate"}, "action": {"type": "http", "url": url}}
     )
@@ -46,7 +50,8 @@ def seed(s: Stack, owner_id: str, url: str, jobs: int, runs: int) -> list[str]:
         "execution_guarantee": body.execution_guarantee,
         "overlap_policy": body.overlap_policy,
     }
-    past = datetime.now(UTC) - timedelta(days=30)
+    past = datetime.now(UTC) - timedelta(days=days_ago)
+    step = timedelta(days=days_ago) / max(runs, 1)
     ids = [f"seed{n:012d}" for n in range(jobs)]
     per_job = [HOT_RUNS if n == 0 else 0 for n in range(jobs)]
     for n in range(runs - min(runs, HOT_RUNS)):
@@ -73,7 +78,7 @@ def seed(s: Stack, owner_id: str, url: str, jobs: int, runs: int) -> list[str]:
             }
         )
         for k in range(per_job[n]):
-            at = created + timedelta(seconds=k)
+            at = past + len(run_rows) * step if spread else created + timedelta(seconds=k)
             run_rows.append(
                 {
                     "id": f"job-{job_id}-immediate-{k:08d}",

@@ -71,6 +71,7 @@ def chart(buckets: list[dict[str, Any]], width: int = 720, height: int = 180) ->
     """Bar geometry for runs per hour: one bar per hour, succeeded stacked under failed; the template
     draws it as SVG with a text table beside it, so the numbers never depend on colour or on the image."""
     top = max((b["succeeded"] + b["failed"] + b["other"] for b in buckets), default=0) or 1
+    height -= 16  # room for the hour labels under the bars
     slot = width / max(len(buckets), 1)
     bars = []
     for i, b in enumerate(buckets):
@@ -91,4 +92,7 @@ def chart(buckets: list[dict[str, Any]], width: int = 720, height: int = 180) ->
                 "other_h": round(other, 1),
             }
         )
-    return {"bars": bars, "width": width, "height": height, "top": top}
+    ticks = [
+        {"x": bar["x"], "text": bar["hour"].strftime("%H:00")} for i, bar in enumerate(bars) if i % 6 == 0
+    ]
+    return {"bars": bars, "ticks": ticks, "width": width, "height": height, "top": top}
