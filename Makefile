@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: dev test lint bench
+.PHONY: dev test lint bench chromium
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,9 +20,18 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# The dashboard's browser tests drive Debian's Chromium (never a browser Playwright downloads): installed
+# when missing and possible (root with apt-get); otherwise tests/test_dashboard_browser.py is skipped.
+chromium:
+	@command -v chromium >/dev/null 2>&1 \
+	|| { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	     && { apt-get install -y -q chromium >/dev/null 2>&1 \
+	          || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } \
+	|| echo "make: Chromium is missing and cannot be installed here: the browser tests will be skipped"
+
 # Two workers, each with its own Temporal server and databases, one test file at a time (a file's tests
 # keep their order): the suite's waiting on Temporal and peers overlaps on the machine's two cores.
-test: lint
+test: lint chromium
 	$(BIN)/pytest -n 2 --dist loadfile
 
 # Every target of issue 7, Chronos beside bare Temporal on one dev server each; about 11 minutes on 2 cores.

@@ -254,6 +254,7 @@ def dev(
     try:
         supervisor.start()
         if not supervisor.stopping:
+            print(f"Dashboard:       {base}/", flush=True)
             print(f"API:             {base}/api/v1", flush=True)
             print(f"API docs:        {base}/docs", flush=True)
             print(f"Temporal:        127.0.0.1:{temporal_port}", flush=True)

@@ -42,7 +42,7 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
-def _loc(loc: Sequence[Any]) -> list[Any]:
+def user_loc(loc: Sequence[Any]) -> list[Any]:
     """The field path as users wrote it: without pydantic's union-member tags (`schedule.cron.timezone`
     becomes `schedule.timezone`) or validator names (`function-after[...]`)."""
     path: list[Any] = []
@@ -59,7 +59,7 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
     errors = exc.errors()
     if any(e["type"] == "json_invalid" for e in errors):
         return problem(400, "Malformed request", "the body is not valid JSON")
-    items = [{"loc": _loc(e["loc"]), "msg": e["msg"]} for e in errors]
+    items = [{"loc": user_loc(e["loc"]), "msg": e["msg"]} for e in errors]
     first = items[0]
     where = ".".join(str(p) for p in first["loc"][1:]) or "body"
     detail = f"{where}: {first['msg']}" + (f" (and {len(items) - 1} more)" if len(items) > 1 else "")

@@ -31,7 +31,10 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 del headers["server"]
+                kept = headers.get("Referrer-Policy")  # the dashboard's pages set `same-origin`
                 headers.update(SECURITY_HEADERS)
+                if kept:
+                    headers["Referrer-Policy"] = kept
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -15,6 +15,7 @@ from api.cors import CodecCors
 from api.headers import SecurityHeaders
 from api.routes import admin, audit, auth, codec, dead_letters, docs, jobs, metrics, ops, runs
 from api.throttle import Throttle
+from api.web import install as install_dashboard
 from core.config import Settings, get_settings
 from core.db import create_schema, make_engine, make_sessions
 from core.temporal import TemporalGateway, data_converter
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
     app.include_router(docs.router)
     app.mount("/static", StaticFiles(packages=[("api", "static")]), name="static")
     app.include_router(metrics.router)
+    install_dashboard(app)
     app.openapi = lambda: openapi.openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -51,10 +51,20 @@ SEQUENTIAL = 21
 BOUND_MS = 50
 
 
-def seed(s: Stack, owner_id: str, email: str, url: str, jobs: int, runs: int) -> list[str]:
+def seed(
+    s: Stack,
+    owner_id: str,
+    email: str,
+    url: str,
+    jobs: int,
+    runs: int,
+    days_ago: float = 30,
+    spread: bool = False,
+) -> list[str]:
     """Insert `jobs` finished immediate jobs (label `team: t<n % 10>`), `runs` runs (one job gets HOT_RUNS
     of them), a dead letter for every tenth run, a `job.create` entry per job and HOT_AUDIT more entries
-    for the hot job."""
+    for the hot job; the first job made `days_ago` days ago and each next one a second later, and with
+    `spread` the runs spaced evenly from then to now instead."""
     body = JobCreate.model_validate(
         {"name": "seeded", "schedule": {"type": "immediate"}, "action": {"type": "http", "url": url}}
     )
@@ -66,7 +76,8 @@ def seed(s: Stack, owner_id: str, email: str, url: str, jobs: int, runs: int) ->
         "overlap_policy": body.overlap_policy,
         "schedule_type": "immediate",
     }
-    past = datetime.now(UTC) - timedelta(days=30)
+    past = datetime.now(UTC) - timedelta(days=days_ago)
+    step = timedelta(days=days_ago) / max(runs, 1)
     ids = [f"seed{n:012d}" for n in range(jobs)]
     per_job = [HOT_RUNS if n == 0 else 0 for n in range(jobs)]
     for n in range(runs - min(runs, HOT_RUNS)):
@@ -111,7 +122,7 @@ def seed(s: Stack, owner_id: str, email: str, url: str, jobs: int, runs: int) ->
         audit = {"job_id": job_id, "action": "job.create", "changes": {"name": f"seeded {n}"}, **actor}
         rows["auditentry"].append({"id": f"a{job_id}", "at": created, **audit})
         for k in range(per_job[n]):
-            at = created + timedelta(seconds=k)
+            at = past + len(rows["run"]) * step if spread else created + timedelta(seconds=k)
             run_id = f"job-{job_id}-immediate-{k:08d}"
             failed = k % 10 == 9
             rows["run"].append(

@@ -60,6 +60,33 @@ class RunService:
             runs = await paginate(session, query, col(Run.created_at), col(Run.id), limit, cursor, page)
             return runs.with_items([self.links.run_public(run) for run in runs.items])
 
+    async def recent(self, user: Principal, job_ids: list[str], per_job: int) -> dict[str, list[RunPublic]]:
+        """The newest `per_job` runs of each of these jobs (those the caller may see), newest first: one
+        query for a whole list page."""
+        if not job_ids:
+            return {}
+        rank = (
+            func.row_number()
+            .over(partition_by=col(Run.job_id), order_by=(col(Run.created_at).desc(), col(Run.id).desc()))
+            .label("rank")
+        )
+        ranked = (
+            select(col(Run.id), rank)
+            .where(col(Run.job_id).in_(job_ids), user.sees_rows(Run.owner_id))
+            .subquery()
+        )
+        query = (
+            select(Run)
+            .join(ranked, col(ranked.c.id) == col(Run.id))
+            .where(ranked.c.rank <= per_job)
+            .order_by(col(Run.created_at).desc(), col(Run.id).desc())
+        )
+        found: dict[str, list[RunPublic]] = {job_id: [] for job_id in job_ids}
+        async with self.sessions() as session:
+            for run in await session.exec(query):
+                found[run.job_id].append(self.links.run_public(run))
+        return found
+
     async def get(self, user: Principal, run_id: str) -> RunDetail:
         async with self.sessions() as session:
             run = await self._owned(session, user, run_id)

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func
+from sqlalchemy import case, func, literal
 from sqlmodel import col, select
 
 from core.auth import Principal
 from core.db import Sessions
-from core.models import DeadLetter, Job, Run, RunStatus, RunWindow, Stats, utcnow
+from core.models import (
+    DeadLetter,
+    FailingJob,
+    HourOfRuns,
+    Job,
+    Overview,
+    Run,
+    RunStatus,
+    RunWindow,
+    Stats,
+    utcnow,
+)
 
 WINDOWS = {"last_hour": timedelta(hours=1), "last_day": timedelta(days=1)}
 
@@ -59,3 +70,66 @@ def _percentile(ordered: list[int], q: float) -> int | None:
     if not ordered:
         return None
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
+
+
+async def overview(sessions: Sessions, user: Principal, hours: int = 24) -> Overview:
+    """The last `hours` hours of the caller's runs (everyone's for admins): per hour, success rate,
+    duration p50 and p99, the jobs that failed most, and the dead letters waiting."""
+    now = utcnow()
+    start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours - 1)
+    buckets = [HourOfRuns(hour=start + timedelta(hours=i)) for i in range(hours)]
+    # The hour of each run, counted in SQL (the same expression on SQLite and PostgreSQL): one more for
+    # each hour boundary it is past, so only 24 x statuses rows leave the database.
+    hour = sum(
+        (case((col(Run.created_at) >= start + timedelta(hours=i), 1), else_=0) for i in range(1, hours)),
+        start=literal(0),
+    )
+    async with sessions() as session:
+        seen = user.sees_rows(Run.owner_id)
+        counts = await session.exec(
+            select(hour, Run.status, func.count())
+            .where(col(Run.created_at) >= start, seen)
+            .group_by(hour, Run.status)
+        )
+        for index, status, count in counts:
+            bucket = buckets[index]
+            if status == RunStatus.SUCCEEDED:
+                bucket.succeeded += count
+            elif status == RunStatus.FAILED:
+                bucket.failed += count
+            else:
+                bucket.other += count
+        durations_query = (
+            select(Run.duration_ms)
+            .where(col(Run.finished_at) >= start, col(Run.duration_ms).is_not(None), seen)
+            .order_by(col(Run.duration_ms))
+        )
+        durations = [d for d in (await session.exec(durations_query)).all() if d is not None]
+        failures = func.count().label("failures")
+        failing_query = (
+            select(Job.id, Job.name, failures)
+            .join(Run, col(Run.job_id) == col(Job.id))
+            .where(
+                col(Run.created_at) >= start,
+                Run.status == RunStatus.FAILED,
+                col(Job.deleted_at).is_(None),
+                user.sees_rows(Job.owner_id),
+            )
+            .group_by(col(Job.id), col(Job.name))
+            .order_by(failures.desc())
+            .limit(10)
+        )
+        failing = [FailingJob(id=i, name=n, failures=f) for i, n, f in await session.exec(failing_query)]
+        letters_query = select(func.count()).select_from(DeadLetter)
+        letters = (await session.exec(letters_query.where(user.sees_rows(DeadLetter.owner_id)))).one()
+    succeeded = sum(b.succeeded for b in buckets)
+    ended = succeeded + sum(b.failed for b in buckets)
+    return Overview(
+        hours=buckets,
+        runs=sum(b.succeeded + b.failed + b.other for b in buckets),
+        success_rate=succeeded / ended if ended else None,
+        duration_ms_p50=_percentile(durations, 0.50),
+        duration_ms_p99=_percentile(durations, 0.99),
+        failing_jobs=failing,
+        dead_letters=letters,
+    )

@@ -49,6 +49,7 @@ def start_dev(
         printed.append(line)
         if line.startswith("Data dir:"):
             text = "".join(printed)
+            assert printed[0] == f"Dashboard:       http://127.0.0.1:{api_port}/\n", "the dashboard first"
             assert f"http://127.0.0.1:{api_port}/docs" in text and f"http://127.0.0.1:{ui_port}" in text
             return proc
     raise AssertionError(f"chronos dev exited ({proc.wait()}) before printing its URLs")

@@ -17,6 +17,7 @@ from core.auth._grants import (
 from core.auth._passwords import hash_password, needs_rehash
 from core.auth._principal import ROLE_SCOPES, SCOPES, AccessToken, Principal
 from core.auth._revocation import authorize, end_sessions, logout
+from core.auth._sessions import session_principal
 from core.auth._tokens import ALGORITHMS, LEEWAY_SECONDS, decode_access_token, issue_access_token, signing_key
 
 __all__ = [
@@ -41,5 +42,6 @@ __all__ = [
     "refresh_grant",
     "register",
     "revoke_refresh_token",
+    "session_principal",
     "signing_key",
 ]

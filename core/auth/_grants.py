@@ -106,7 +106,7 @@ async def refresh_grant(
 ) -> TokenGrant:
     """Rotation: the presented token is spent; presenting a spent one again revokes its whole family."""
     now = utcnow()
-    row = await session.get(RefreshToken, _digest(refresh_token))
+    row = await session.get(RefreshToken, digest(refresh_token))
     if row is not None and row.used_at is not None:
         raise await _reused(session, row, now)
     user = await session.get(User, row.user_id) if row is not None else None
@@ -142,7 +142,7 @@ async def revoke_refresh_token(session: AsyncSession, principal: Principal, refr
     await session.exec(
         update(RefreshToken)
         .where(
-            col(RefreshToken.id) == _digest(refresh_token),
+            col(RefreshToken.id) == digest(refresh_token),
             col(RefreshToken.user_id) == principal.id,
             col(RefreshToken.revoked_at).is_(None),
         )
@@ -151,7 +151,7 @@ async def revoke_refresh_token(session: AsyncSession, principal: Principal, refr
     await session.commit()
 
 
-def _digest(refresh_token: str) -> str:
+def digest(refresh_token: str) -> str:
     """Stored hashed, so a leaked table grants nothing; SHA-256 suffices for 256 random bits."""
     return hashlib.sha256(refresh_token.encode()).hexdigest()
 
@@ -163,7 +163,7 @@ async def _issue(
     scope = " ".join(sorted(scopes))
     session.add(
         RefreshToken(
-            id=_digest(refresh_token),
+            id=digest(refresh_token),
             user_id=user.id,
             family_id=family_id,
             scope=scope,

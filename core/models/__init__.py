@@ -58,7 +58,7 @@ from core.models._runs import (
     RunPublic,
     RunStatus,
 )
-from core.models._stats import RunWindow, Stats
+from core.models._stats import FailingJob, HourOfRuns, Overview, RunWindow, Stats
 from core.models._users import (
     Credentials,
     Limit,
@@ -103,6 +103,8 @@ __all__ = [
     "DeadLetterBase",
     "DeadLetterPublic",
     "EnumText",
+    "FailingJob",
+    "HourOfRuns",
     "IdempotencyKey",
     "Job",
     "JobBase",
@@ -120,6 +122,7 @@ __all__ = [
     "Login",
     "Me",
     "OverlapPolicy",
+    "Overview",
     "Page",
     "PauseRequest",
     "Preview",

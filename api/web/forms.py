@@ -1,0 +1,149 @@
+"""The job form's fields as the API's JSON bodies: the dashboard builds the same JobCreate, JobUpdate and
+PreviewRequest the API takes, so every rule stays in the models and services, and maps their errors back
+to the fields that caused them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import ValidationError
+
+from api.errors import user_loc
+from core.models import JobPublic
+from core.payloads import HttpAction
+from core.schedules import CronSchedule, IntervalSchedule, OnceSchedule
+
+Form = Mapping[str, str]
+# The form's top-level names for the body's nested fields (`schedule.cron` is the field `cron`).
+NESTED = ("schedule", "action", "retry_policy", "notify")
+
+
+def _text(form: Form, name: str) -> str:
+    return form.get(name, "").strip()
+
+
+def schedule_of(form: Form) -> dict[str, Any]:
+    kind = _text(form, "schedule_type") or "cron"
+    timezone = _text(form, "timezone") or "UTC"
+    if kind == "cron":
+        schedule: dict[str, Any] = {"type": "cron", "cron": _text(form, "cron"), "timezone": timezone}
+        if dialect := _text(form, "dialect"):
+            schedule["dialect"] = dialect
+        return schedule
+    if kind == "interval":
+        return {"type": "interval", "every_seconds": _text(form, "every_seconds") or None}
+    if kind == "once":
+        return {"type": "once", "run_at": _local_time(_text(form, "run_at"), timezone)}
+    return {"type": "immediate"}
+
+
+def _local_time(value: str, timezone: str) -> str:
+    """A `datetime-local` value read on the clock of the form's time zone (validation reports the rest)."""
+    try:
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=ZoneInfo(timezone))
+    except (ValueError, ZoneInfoNotFoundError):
+        return value
+    return moment.isoformat()
+
+
+def _body(value: str) -> Any:
+    if not value:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _headers(value: str) -> dict[str, str]:
+    lines = (line.partition(":") for line in value.splitlines() if line.strip())
+    return {name.strip(): val.strip() for name, _, val in lines}
+
+
+def _emails(value: str) -> list[str]:
+    return [part.strip() for part in value.replace("\n", ",").split(",") if part.strip()]
+
+
+def _retry(form: Form) -> dict[str, Any]:
+    return {
+        "max_attempts": _text(form, "max_attempts") or 3,
+        "backoff": _text(form, "backoff") or "exponential",
+        "initial_interval_seconds": _text(form, "initial_interval_seconds") or 1,
+        "max_interval_seconds": _text(form, "max_interval_seconds") or 300,
+    }
+
+
+def create_body(form: Form) -> dict[str, Any]:
+    """The POST /jobs body of the new-job form (an HTTP action)."""
+    return {
+        "name": _text(form, "name"),
+        "description": _text(form, "description") or None,
+        "schedule": schedule_of(form),
+        "action": {
+            "type": "http",
+            "method": _text(form, "method") or "POST",
+            "url": _text(form, "url"),
+            "headers": _headers(form.get("headers", "")),
+            "body": _body(_text(form, "body")),
+        },
+        "retry_policy": _retry(form),
+        "notify": {
+            "on_failure": _emails(form.get("on_failure", "")),
+            "on_success": _emails(form.get("on_success", "")),
+            "webhook_url": _text(form, "webhook_url") or None,
+        },
+        "paused": form.get("paused") == "on",
+    }
+
+
+def update_body(form: Form) -> dict[str, Any]:
+    """The PATCH body of the edit form: name, description, schedule and retry policy (the action and
+    notifications hold secrets that answers mask, so they are changed through the API)."""
+    return {
+        "name": _text(form, "name"),
+        "description": _text(form, "description") or None,
+        "schedule": schedule_of(form),
+        "retry_policy": _retry(form),
+    }
+
+
+def field_errors(exc: ValidationError) -> dict[str, str]:
+    """Each error under the form field it belongs to (`schedule.cron` → `cron`), first message kept."""
+    found: dict[str, str] = {}
+    for error in exc.errors():
+        path = [str(p) for p in user_loc(error["loc"])]
+        while path and path[0] in (*NESTED, "body"):
+            path = path[1:]
+        found.setdefault(path[0] if path else "form", error["msg"])
+    return found
+
+
+def values_of(job: JobPublic) -> dict[str, str]:
+    """A job as the edit form's values."""
+    schedule = job.schedule
+    values = {
+        "name": job.name,
+        "description": job.description or "",
+        "schedule_type": schedule.type,
+        "max_attempts": str(job.retry_policy.max_attempts),
+        "backoff": job.retry_policy.backoff,
+        "initial_interval_seconds": f"{job.retry_policy.initial_interval_seconds:g}",
+        "max_interval_seconds": f"{job.retry_policy.max_interval_seconds:g}",
+    }
+    if isinstance(schedule, CronSchedule):
+        values.update(cron=schedule.cron, timezone=schedule.timezone, dialect=schedule.dialect or "")
+    elif isinstance(schedule, IntervalSchedule):
+        values["every_seconds"] = str(schedule.every_seconds)
+    elif isinstance(schedule, OnceSchedule):
+        values.update(
+            run_at=schedule.run_at.strftime("%Y-%m-%dT%H:%M:%S"), timezone=str(schedule.run_at.tzinfo)
+        )
+    if isinstance(job.action, HttpAction):
+        values.update(method=job.action.method, url=str(job.action.url))
+    return values

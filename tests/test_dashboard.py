@@ -1,0 +1,197 @@
+"""The dashboard without a browser: sign-in, CSRF and Origin, each user seeing only their own things,
+stale edits refused and logout ending the session. The browser scenario is tests/test_dashboard_browser.py."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+
+from tests.api_client import PASSWORD, ApiClient, AuthedClient, expect
+from tests.dashboard_client import Browser
+from tests.http_target import HttpTarget
+from tests.test_codec import run_input_payload, wire
+
+
+@pytest.fixture
+async def alice(api: ApiClient) -> AsyncIterator[Browser]:
+    browser = await Browser.registered(api)
+    yield browser
+    await browser.close()
+
+
+async def api_user(api: ApiClient, browser: Browser) -> AuthedClient:
+    tokens = await api.login(browser.email)
+    me = expect(await api.with_token(tokens["access_token"]).get("/auth/me"), 200)
+    return AuthedClient(api.with_token(tokens["access_token"]), me, tokens)
+
+
+def job_body(target: HttpTarget, name: str = "nightly") -> dict[str, Any]:
+    return {
+        "name": name,
+        "schedule": {"type": "cron", "cron": "0 3 * * *", "timezone": "UTC"},
+        "action": {"type": "http", "url": target.url("/dash")},
+    }
+
+
+async def test_pages_ask_for_sign_in_and_then_show_your_jobs(
+    api: ApiClient, alice: Browser, target: HttpTarget
+) -> None:
+    anonymous = Browser(api)
+    answer = await anonymous.get("/jobs?state=paused")
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/login?next=/jobs%3Fstate%3Dpaused"
+    await anonymous.close()
+
+    user = await api_user(api, alice)
+    job = expect(await user.post("/jobs", json=job_body(target, "alice nightly")), 201)
+    for path in ("/", "/jobs", "/jobs/new", f"/jobs/{job['id']}", "/dead-letters"):
+        answer = await alice.get(path)
+        assert answer.status_code == 200, (path, answer.text)
+    listing = (await alice.get("/jobs?q=nightly")).text
+    assert "alice nightly" in listing
+    assert "alice nightly" not in (await alice.get("/jobs?state=paused")).text
+    assert (await alice.get("/admin")).status_code == 403
+
+
+async def test_a_form_is_refused_without_its_csrf_token_or_from_another_origin(
+    api: ApiClient, alice: Browser, target: HttpTarget
+) -> None:
+    user = await api_user(api, alice)
+    job = expect(await user.post("/jobs", json=job_body(target)), 201)
+    pause = f"/jobs/{job['id']}/pause"
+    await alice.get(f"/jobs/{job['id']}")
+
+    no_token = await alice.http.post(pause, data={"note": "x"}, headers={"Origin": "http://chronos.test"})
+    assert no_token.status_code == 403
+    wrong_token = await alice.submit(pause, {"csrf_token": "forged"})
+    assert wrong_token.status_code == 403
+    other_origin = await alice.submit(pause, {"note": "x"}, Origin="https://evil.example")
+    assert other_origin.status_code == 403
+    no_origin = await alice.http.post(pause, data={"csrf_token": alice.csrf})
+    assert no_origin.status_code == 403
+    assert expect(await user.get(f"/jobs/{job['id']}"), 200)["paused"] is False
+
+    done = await alice.submit(pause, {"note": "maintenance"})
+    assert done.status_code == 303
+    paused = expect(await user.get(f"/jobs/{job['id']}"), 200)
+    assert (paused["paused"], paused["pause_note"]) == (True, "maintenance")
+
+
+async def test_another_user_sees_none_of_it(api: ApiClient, alice: Browser, target: HttpTarget) -> None:
+    user = await api_user(api, alice)
+    job = expect(await user.post("/jobs", json=job_body(target, "alice only")), 201)
+    bob = await Browser.registered(api)
+    assert "alice only" not in (await bob.get("/jobs")).text
+    assert (await bob.get(f"/jobs/{job['id']}")).status_code == 404
+    await bob.get("/jobs")
+    assert (await bob.submit(f"/jobs/{job['id']}/trigger")).status_code == 404
+    await bob.close()
+
+
+async def test_a_stale_edit_is_refused(api: ApiClient, alice: Browser, target: HttpTarget) -> None:
+    user = await api_user(api, alice)
+    job = expect(await user.post("/jobs", json=job_body(target, "before")), 201)
+    form = await alice.get(f"/jobs/{job['id']}/edit")
+    assert 'name="version" value="1"' in form.text
+    expect(await user.post(f"/jobs/{job['id']}/pause", json={"note": "meanwhile"}), 200)  # version 2
+
+    fields = {
+        "name": "after",
+        "schedule_type": "cron",
+        "cron": "0 4 * * *",
+        "timezone": "UTC",
+        "version": "1",
+    }
+    stale = await alice.submit(f"/jobs/{job['id']}/edit", fields)
+    assert stale.status_code == 409
+    assert "changed by someone else" in stale.text
+    assert expect(await user.get(f"/jobs/{job['id']}"), 200)["name"] == "before"
+
+    fresh = await alice.submit(f"/jobs/{job['id']}/edit", {**fields, "version": "2"})
+    assert fresh.status_code == 303
+    assert expect(await user.get(f"/jobs/{job['id']}"), 200)["name"] == "after"
+
+
+async def test_the_new_job_form_previews_and_creates(
+    api: ApiClient, alice: Browser, target: HttpTarget
+) -> None:
+    preview = await alice.get("/jobs/preview", params={"schedule_type": "cron", "cron": "0 9 * * 1-5"})
+    assert "Next fires" in preview.text
+    bad = await alice.get("/jobs/preview", params={"schedule_type": "cron", "cron": "61 * * * *"})
+    assert 'class="error"' in bad.text
+
+    form = {
+        "name": "from the form",
+        "schedule_type": "cron",
+        "cron": "*/10 * * * *",
+        "timezone": "UTC",
+        "method": "POST",
+        "url": target.url("/form"),
+        "headers": "X-Token: s3cret",
+        "body": '{"a": 1}',
+    }
+    refused = await alice.submit("/jobs", {**form, "url": "not a url"}, via="/jobs/new")
+    assert refused.status_code == 422
+    assert 'id="url-error"' in refused.text
+    created = await alice.submit("/jobs", form)
+    assert created.status_code == 303
+    page = await alice.get(created.headers["location"])
+    assert "from the form" in page.text
+    assert "s3cret" not in page.text
+
+
+async def test_logout_ends_the_session(api: ApiClient, alice: Browser) -> None:
+    cookie = alice.http.cookies["chronos_session"]
+    await alice.get("/jobs")
+    assert (await alice.submit("/logout")).status_code == 303
+    stolen = Browser(api)
+    stolen.http.cookies.set("chronos_session", cookie)
+    assert (await stolen.get("/jobs")).status_code == 303
+    await stolen.close()
+    signed_in = await alice.submit("/login", {"email": alice.email, "password": PASSWORD}, via="/login")
+    assert signed_in.status_code == 303
+    assert (await alice.get("/jobs")).status_code == 200
+
+
+async def test_the_codec_endpoint_decodes_for_the_signed_in_browser_only(
+    api: ApiClient, alice: Browser, temporal_client: Client, target: HttpTarget
+) -> None:
+    """The Temporal Web UI in the browser where the dashboard is signed in sends its session cookie
+    (a cross-origin fetch with credentials): that user's payloads come back decoded, others' do not."""
+    user = await api_user(api, alice)
+    sealed = await run_input_payload(temporal_client, user, target)
+    body = wire([sealed])
+    ui = {"Origin": api.settings.temporal_ui_url.rstrip("/")}
+
+    mine = await alice.http.post("/api/v1/codec/decode", json=body, headers=ui)
+    assert mine.status_code == 200, mine.text
+    assert mine.headers["access-control-allow-credentials"] == "true"
+    assert "codec-endpoint-secret" in base64.b64decode(mine.json()["payloads"][0]["data"]).decode()
+
+    bob = await Browser.registered(api)
+    theirs = await bob.http.post("/api/v1/codec/decode", json=body, headers=ui)
+    assert theirs.json() == body
+    await bob.close()
+    anonymous = Browser(api)
+    assert (await anonymous.http.post("/api/v1/codec/decode", json=body, headers=ui)).status_code == 401
+    await anonymous.close()
+
+
+async def test_an_admin_disables_a_user_and_their_session_ends(api: ApiClient, alice: Browser) -> None:
+    admin_user = await api.authed_admin()
+    admin = Browser(api)
+    signed_in = await admin.submit("/login", {"email": admin_user.email, "password": PASSWORD}, via="/login")
+    assert signed_in.status_code == 303
+    me = expect(await (await api_user(api, alice)).get("/auth/me"), 200)
+    page = await admin.get("/admin", params={"q": alice.email})
+    assert alice.email in page.text
+    saved = await admin.submit(f"/admin/users/{me['id']}", {"role": "user", "disabled": "on"})
+    assert saved.status_code == 303
+    assert (await alice.get("/jobs")).status_code == 303  # back to the sign-in page
+    refused = await alice.submit("/login", {"email": alice.email, "password": PASSWORD}, via="/login")
+    assert "disabled" in refused.text
+    await admin.close()

@@ -1,0 +1,262 @@
+"""The dashboard in a real browser (Debian's Chromium driven by Playwright): one user's whole session,
+from registration to a replayed dead letter, another user seeing none of it, axe-core on every page,
+and screenshots of each page in light and dark (to tests/screenshots/, not committed).
+
+Skipped with the reason when Chromium or Playwright is missing (`make test` installs Chromium first)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+
+from api.main import create_app, server_config
+from core.auth import create_user
+from core.db import Sessions
+from core.temporal import TemporalGateway
+from tests.api_client import PASSWORD, app_settings, new_email
+from tests.http_target import Answer, HttpTarget
+from tests.waiting import eventually
+from worker import build_worker
+
+CHROMIUM = os.environ.get("CHRONOS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+
+playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
+axe_api = pytest.importorskip(
+    "axe_playwright_python.async_playwright", reason="axe-playwright-python is missing"
+)
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which(CHROMIUM) is None, reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    ),
+    pytest.mark.timeout(300),
+]
+Page = Any  # playwright.async_api.Page, imported only when installed
+
+
+@asynccontextmanager
+async def served(
+    engine: AsyncEngine, sessions: Sessions, client: Client, data_dir: Path
+) -> AsyncIterator[str]:
+    """The app and a worker as `chronos dev` runs them, over TCP on a free port: the site's base URL."""
+    queue = f"web-{uuid.uuid4().hex[:8]}"
+    settings = app_settings(engine, data_dir, task_queue=queue)
+    app = create_app(settings, TemporalGateway.of(client))
+    server = uvicorn.Server(server_config(app, "127.0.0.1", 0, log_level="warning"))
+    async with build_worker(client, sessions, queue, settings=settings) as worker, worker:
+        task = asyncio.create_task(server.serve())
+        try:
+            await eventually(lambda: server.started, "uvicorn to start")
+            yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        finally:
+            server.should_exit = True
+            await task
+
+
+@pytest.fixture
+async def site(
+    db_engine: AsyncEngine, sessions: Sessions, temporal_client: Client, tmp_path: Path
+) -> AsyncIterator[str]:
+    if db_engine.dialect.name != "sqlite":
+        pytest.skip("the browser tier runs once, on SQLite")
+    async with served(db_engine, sessions, temporal_client, tmp_path) as base:
+        yield base
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    async with playwright_api.async_playwright() as p:
+        chromium = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+async def check_page(page: Page, name: str) -> None:
+    """No serious or critical axe-core violation, and a screenshot in the light and the dark theme."""
+    results = await axe_api.Axe().run(page)
+    bad = [v for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
+    assert not bad, f"{name}: " + "; ".join(f"{v['id']}: {v['help']} ({len(v['nodes'])})" for v in bad)
+    SCREENSHOTS.mkdir(exist_ok=True)
+    for scheme in ("light", "dark"):
+        await page.emulate_media(color_scheme=scheme)
+        if scheme == "dark":
+            dark = await axe_api.Axe().run(page)
+            bad = [v for v in dark.response["violations"] if v["impact"] in ("serious", "critical")]
+            assert not bad, f"{name} (dark): " + "; ".join(f"{v['id']}: {v['help']}" for v in bad)
+        await page.screenshot(path=str(SCREENSHOTS / f"{name}-{scheme}.png"), full_page=True)
+    await page.emulate_media(color_scheme="light")
+
+
+async def register(page: Page, base: str, email: str) -> None:
+    await page.goto(f"{base}/register")
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Create account").click()
+    await page.wait_for_load_state()
+    assert "Welcome to Chronos" in await page.inner_text("main"), await page.content()
+
+
+async def reload_until(page: Page, pattern: str, within: float = 60) -> None:
+    """Reload until the page shows `pattern` (a page that is not live, such as the dead letters)."""
+
+    async def shown() -> bool:
+        await page.reload()
+        return re.search(pattern, await page.inner_text("main")) is not None
+
+    await eventually(shown, f"{page.url} to show {pattern!r}", within=within)
+
+
+async def test_a_whole_session_in_the_browser(site: str, browser: Any, target: HttpTarget) -> None:
+    expect = playwright_api.expect
+    tick, fail = f"/tick-{uuid.uuid4().hex[:6]}", f"/fail-{uuid.uuid4().hex[:6]}"
+    context = await browser.new_context()
+    page = await context.new_page()
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+
+    # Register (signed in at once), then the pages before there is anything on them.
+    await page.goto(f"{site}/jobs")
+    await expect(page).to_have_url(re.compile(r"/login\?next=/jobs$"))
+    await check_page(page, "login")
+    await register(page, site, new_email())
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.textContent") == "Skip to content"
+
+    # A job every 2 seconds, its schedule previewed live as it is typed.
+    await page.goto(f"{site}/jobs/new")
+    await page.get_by_label("Name", exact=True).fill("every two seconds")
+    await page.get_by_label("Cron expression").fill("*/2 * * * * 1-5")
+    await expect(page.locator("#preview")).to_contain_text("Warning")  # weekday numbers, no dialect
+    await page.get_by_label("Cron expression").fill("*/2 * * * * *")
+    await page.get_by_label("Cron dialect").select_option("spring")
+    await expect(page.locator("#preview")).to_contain_text("every 2 seconds")
+    await expect(page.locator("#preview")).to_contain_text("Next fires")
+    await expect(page.locator("#preview")).not_to_contain_text("Warning")
+    await page.get_by_label("URL", exact=True).fill(target.url(tick))
+    await check_page(page, "new-job")
+    await page.get_by_role("button", name="Create job").click()
+    await expect(page.get_by_role("status").filter(has_text="Job created.")).to_be_visible()
+    job_url = page.url
+
+    # It fires; the job page lists the run.
+    await target.wait_for(tick)
+    await reload_until(page, r"succeeded")
+    await check_page(page, "job")
+
+    # A run in flight: its page tails the log and the attempts live, without a reload.
+    target.script(tick, [Answer(delay=3)])
+    await page.get_by_role("button", name="Run now").click()
+    await expect(page).to_have_url(re.compile(r"/runs/"))
+    await expect(page.get_by_role("button", name="Live updates on")).to_be_visible()
+    await check_page(page, "run-live")
+    await expect(page.locator("#run-summary")).to_contain_text("succeeded", timeout=30_000)
+    await expect(page.locator("#log li").first).to_be_visible()
+    await expect(page.locator("#live-state")).to_have_text("run ended")
+    await expect(page.locator("#announce")).to_contain_text("Run ended")
+    await expect(page.locator(".attempt").first).to_contain_text("HTTP 200")
+    target.script(tick, [200])
+
+    # Pause with a note, then resume.
+    await page.goto(job_url)
+    await page.get_by_label("Pause note").fill("maintenance window")
+    await page.get_by_role("button", name="Pause").click()
+    await expect(page.get_by_role("status").filter(has_text="Job paused.")).to_be_visible()
+    await expect(page.locator(".note")).to_contain_text("maintenance window")
+    await page.get_by_role("button", name="Resume").click()
+    await expect(page.get_by_role("status").filter(has_text="Job resumed.")).to_be_visible()
+
+    # A job that fails for good lands in the dead letters; replayed once the target is fixed, it succeeds.
+    target.script(fail, [500])
+    await page.goto(f"{site}/jobs/new")
+    await page.get_by_label("Name", exact=True).fill("fails once")
+    await page.get_by_label("Kind").select_option("immediate")
+    await page.get_by_label("URL", exact=True).fill(target.url(fail))
+    await page.get_by_label("Attempts at most").fill("1")
+    await page.get_by_role("button", name="Create job").click()
+    await expect(page.get_by_role("status").filter(has_text="Job created.")).to_be_visible()
+    await page.goto(f"{site}/dead-letters")
+    await reload_until(page, r"1 dead letter\b")
+    await page.get_by_text("Request (secrets masked)").click()
+    await check_page(page, "dead-letters")
+    target.script(fail, [200])
+    await page.get_by_role("button", name="Replay").click()
+    await expect(page).to_have_url(re.compile(r"/runs/"))
+    await expect(page.locator("#run-summary")).to_contain_text("succeeded", timeout=30_000)
+
+    # The overview and the list, with the time shown as the user chose (remembered across pages).
+    await page.goto(f"{site}/jobs")
+    await expect(page.get_by_role("link", name="every two seconds")).to_be_visible()
+    await page.get_by_label("Show times as").select_option("relative")
+    await expect(page.locator("time").first).to_contain_text(re.compile(r"^in |ago$"))
+    await check_page(page, "jobs")
+    await page.goto(f"{site}/")
+    await expect(page.locator("time").first).to_contain_text(re.compile(r"^in |ago$"))
+    await expect(page.locator(".tiles")).to_contain_text("Dead letters")
+    await check_page(page, "overview")
+
+    # Sign out; another user sees none of it.
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page).to_have_url(re.compile(r"/login$"))
+    await register(page, site, new_email())
+    await page.goto(f"{site}/jobs")
+    await expect(page.get_by_role("status").filter(has_text="0 jobs")).to_be_visible()
+    response = await page.goto(job_url)
+    assert response is not None and response.status == 404
+    await page.goto(f"{site}/dead-letters")
+    await expect(page.get_by_role("status").filter(has_text="0 dead letters")).to_be_visible()
+    await context.close()
+
+
+async def test_the_admin_page_in_the_browser(
+    site: str, browser: Any, sessions: Sessions, target: HttpTarget
+) -> None:
+    """An admin sees every user, changes one's quota, and reads the audit log and readiness."""
+    expect = playwright_api.expect
+    context = await browser.new_context()
+    page = await context.new_page()
+    await register(page, site, new_email())
+    await check_page(page, "welcome")
+    await page.goto(f"{site}/jobs/new")
+    await page.get_by_label("Name", exact=True).fill("a user's job")
+    await page.get_by_label("URL", exact=True).fill(target.url("/admin-view"))
+    await page.get_by_role("button", name="Create job").click()
+    await page.get_by_role("link", name="Edit").click()
+    await check_page(page, "edit-job")
+    await page.get_by_role("button", name="Sign out").click()
+
+    admin = await create_user(sessions, new_email(), PASSWORD, admin=True)
+    await page.goto(f"{site}/login")
+    await page.get_by_label("Email").fill(admin.email)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("link", name="Admin").click()
+    await expect(page.locator("#ready-h + p")).to_contain_text("Ready")
+    await expect(page.locator("table").last).to_contain_text("job.create")
+    await check_page(page, "admin")
+    first = page.locator(".user-form").first
+    await first.get_by_label("Max jobs").fill("7")
+    await first.get_by_role("button", name=re.compile("^Save")).click()
+    await expect(page.get_by_role("status").filter(has_text="User saved.")).to_be_visible()
+    await expect(page.locator(".user-form").first.get_by_label("Max jobs")).to_have_value("7")
+    await page.goto(f"{site}/jobs")
+    await expect(page.get_by_role("link", name="a user's job")).to_be_visible()  # admins see every job
+    await context.close()
