@@ -230,11 +230,6 @@ class IntervalSchedule(_Window):
     def _valid_zone(cls, value: str | None) -> str | None:
         return None if value is None else _zone(value)
 
-    @property
-    def zone(self) -> str:
-        """The zone whose local days `exclude` names."""
-        return self.timezone or "UTC"
-
     mode: IntervalMode = Field(
         default=IntervalMode.FIXED_RATE,
         description="`fixed_rate`: a run every `every_seconds` on the clock (epoch-aligned, plus "
@@ -250,7 +245,17 @@ class IntervalSchedule(_Window):
             error = PydanticCustomError("offset", "offset_seconds applies to mode fixed_rate only")
             details = InitErrorDetails(type=error, loc=("offset_seconds",), input=self.offset_seconds)
             raise ValidationError.from_exception_data(type(self).__name__, [details])
+        if self.exclude is not None and self.fixed_delay:
+            # Excluded days are skip calendars of a Temporal Schedule, which a fixed-delay job does not have.
+            error = PydanticCustomError("exclude", "exclude applies to mode fixed_rate only")
+            details = InitErrorDetails(type=error, loc=("exclude",), input=self.exclude)
+            raise ValidationError.from_exception_data(type(self).__name__, [details])
         return self
+
+    @property
+    def zone(self) -> str:
+        """The zone whose local days `exclude` names."""
+        return self.timezone or "UTC"
 
     @property
     def fixed_delay(self) -> bool:

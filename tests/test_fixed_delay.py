@@ -232,11 +232,14 @@ async def test_switching_modes_swaps_the_schedule_and_the_workflow(
     expect(await alice.delete(f"/jobs/{job['id']}"), 204)
 
 
-async def test_offset_is_refused_for_fixed_delay(api: ApiClient) -> None:
+async def test_offset_and_exclude_are_refused_for_fixed_delay(api: ApiClient) -> None:
     alice = await api.authed_user()
     body = delayed_job("http://example.org/x", every=60, offset_seconds=5)
     problem = expect(await alice.post("/jobs", json=body), 422)
     assert any(e["loc"][-1] == "offset_seconds" for e in problem["errors"]), problem
+    body = delayed_job("http://example.org/x", every=60, exclude={"holidays": "US"})
+    problem = expect(await alice.post("/jobs", json=body), 422)
+    assert any(e["loc"][-1] == "exclude" for e in problem["errors"]), problem
     preview = expect(
         await alice.post("/schedules/preview", json={"schedule": delayed_job("", 60)["schedule"]}), 200
     )
