@@ -3,11 +3,7 @@ Temporal links."""
 
 from __future__ import annotations
 
-import json
-import threading
 import uuid
-from collections import OrderedDict
-from collections.abc import Hashable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
@@ -64,11 +60,7 @@ class TypedJSON(TypeDecorator[Any]):
     """A JSON column that holds a pydantic type: written as its JSON, read back validated into the type.
 
     The one place where a stored definition is a dict; everywhere else it is the model. Writes accept the
-    model or its JSON (Core statements may pass either).
-
-    Validating costs 15 to 85 µs a value (a cron schedule is parsed, an action's URL and headers checked), so
-    a list page paid it for every row of every request: reads keep the latest `DECODED_CACHE` immutable
-    (frozen) values by their stored JSON and hand the same object out again."""
+    model or its JSON (Core statements may pass either)."""
 
     impl = JSON
     cache_ok = True
@@ -77,7 +69,6 @@ class TypedJSON(TypeDecorator[Any]):
         super().__init__()
         self.annotation = annotation
         self._adapter: TypeAdapter[Any] = TypeAdapter(annotation)
-        self._decoded = _Recent()
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
@@ -85,21 +76,7 @@ class TypedJSON(TypeDecorator[Any]):
         return self._adapter.dump_python(self._adapter.validate_python(value), mode="json")
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        key = self._key(json.dumps(value, separators=(",", ":")), dialect)
-        found = self._decoded.get(key)
-        if found is None:
-            found = self._decode(value, dialect)
-            if isinstance(found, BaseModel) and found.model_config.get("frozen"):
-                self._decoded.put(key, found)
-        return found
-
-    def _key(self, stored: str, dialect: Dialect) -> Hashable:
-        return stored
-
-    def _decode(self, value: Any, dialect: Dialect) -> Any:
-        return self._adapter.validate_python(value)
+        return None if value is None else self._adapter.validate_python(value)
 
 
 class SealedJSON(TypedJSON):
@@ -107,7 +84,7 @@ class SealedJSON(TypedJSON):
     sealed (`Keyring.seal_text`; a URL with userinfo is sealed whole) with the key ring its engine carries.
 
     Reads open them before validating; a value that is not sealed (a row written before sealing) reads
-    as it is. Decoded values are kept per key ring, so only a ring that opened a value gets it back."""
+    as it is."""
 
     cache_ok = True
 
@@ -122,39 +99,11 @@ class SealedJSON(TypedJSON):
             url=lambda url: keys.seal_text(url) if has_userinfo(url) else url,
         )
 
-    def _key(self, stored: str, dialect: Dialect) -> Hashable:
-        return (id(keyring_of(dialect)), stored)
-
-    def _decode(self, value: Any, dialect: Dialect) -> Any:
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
         keys = keyring_of(dialect)
-        return super()._decode(with_secrets(value, keys.open_text, keys.open_text), dialect)
-
-
-# Decoded values a typed JSON column keeps (each column its own): a page of any list of 10,000 jobs
-# read again is decoded once.
-DECODED_CACHE = 10_000
-
-
-class _Recent:
-    """The latest values put, by key, at most DECODED_CACHE of them (reads come from the event loop and
-    from worker threads: one lock)."""
-
-    def __init__(self) -> None:
-        self._values: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> Any:
-        with self._lock:
-            value = self._values.get(key)
-            if value is not None:
-                self._values.move_to_end(key)
-            return value
-
-    def put(self, key: Hashable, value: Any) -> None:
-        with self._lock:
-            self._values[key] = value
-            if len(self._values) > DECODED_CACHE:
-                self._values.popitem(last=False)
+        return super().process_result_value(with_secrets(value, keys.open_text, keys.open_text), dialect)
 
 
 # The attribute of an engine's dialect that holds its key ring: the dialect is what SQLAlchemy hands the
