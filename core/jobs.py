@@ -311,9 +311,10 @@ class JobService:
         if job.immediate or not job.paused or job.paused_at is None:
             return
         now = utcnow()
-        # A fire just before the pause may have been dropped by it (reconciliation leaves those to resume).
+        # A fire just before the pause may have been dropped by it (reconciliation leaves those to resume);
+        # those after the mark were not judged yet, and every fire of the pause is.
         since = job.paused_at - SCHEDULE_SETTLE
-        since = max(since, job.fires_checked_at or since)
+        since = min(max(since, job.fires_checked_at or since), job.paused_at)
         cap = self.settings.max_backfill_fires
         fires = [f for f in fire_times(job.timed, since, cap + 1) if f <= now]
         if len(fires) > cap:  # a long pause of a frequent job: the latest fires, within the window, count
