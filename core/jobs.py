@@ -30,6 +30,7 @@ from temporalio.client import Client, ScheduleAlreadyRunningError
 from core import audit
 from core.auth import Principal
 from core.config import Settings
+from core.cron import FIRST_YEAR
 from core.db import Sessions, paginate
 from core.errors import Conflict, Invalid, NotFound, PreconditionFailed, QuotaExceeded
 from core.job_schedules import (
@@ -344,6 +345,8 @@ class JobService:
         `backfill`). The range is recorded before Temporal hears of it, so the mirror knows the runs."""
         await self.limits.spend(user.id, Limit.JOB_WRITES)
         now = utcnow()
+        if body.start.astimezone(UTC).year < FIRST_YEAR:
+            raise Invalid(f"start must lie in {FIRST_YEAR} or later: no fire is earlier", ("body", "start"))
         if body.end <= body.start:
             raise Invalid("end must be after start", ("body", "end"))
         if body.end > now:
