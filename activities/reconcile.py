@@ -278,9 +278,8 @@ class ReconcileActivities:
             for fire in missing:
                 workflow_id = fire_workflow_id(job.id, fire)
                 if (span := await _started(client, workflow_id)) is not None:
-                    late[fire] = (
-                        f"missed: not started {grace.seconds} s after its time (waiting for a worker)"
-                    )
+                    how = "waiting for a worker" if span[1] is None else "its workflow ended unrecorded"
+                    late[fire] = f"missed: not started {grace.total_seconds():g} s after its time ({how})"
                     waiting.append((workflow_id, *span))
                 elif job.overlap_policy == OverlapPolicy.SKIP and (
                     running := _open_at(waiting, fire) or await _running_at(session, job.id, fire)
@@ -309,10 +308,12 @@ class ReconcileActivities:
             if not moved.rowcount:
                 await session.rollback()
                 return
+            # Made up before the commit: if Temporal refuses, nothing is recorded and the activity's retry
+            # (or the next pass) judges these fires again; a fire that ran keeps its run.
+            if verdict.backfill:
+                ranges = [(fire, fire) for fire in verdict.backfill]
+                await backfill_fires(client, job, ranges, OverlapPolicy.BUFFER_ALL)
             await session.commit()
-        if verdict.backfill:
-            ranges = [(fire, fire) for fire in verdict.backfill]
-            await backfill_fires(client, job, ranges, OverlapPolicy.BUFFER_ALL)
         for row in recorded:
             kind: FixKind = "fire_skipped" if row.status == RunStatus.SKIPPED else "fire_missed"
             if row.scheduled_at in made_up:

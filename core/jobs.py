@@ -32,6 +32,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from core import audit
 from core.auth import Principal
 from core.config import Settings
+from core.cron import FIRST_YEAR
 from core.db import Sessions, keyset, paginate, writing
 from core.errors import ChronosError, Conflict, Invalid, NotFound, PreconditionFailed, QuotaExceeded
 from core.job_schedules import (
@@ -405,9 +406,10 @@ class JobService:
         if job.immediate or is_fixed_delay(job.schedule) or not job.paused or job.paused_at is None:
             return  # a fixed-delay job has no fire times: its next run simply starts when due
         now = utcnow()
-        # A fire just before the pause may have been dropped by it (reconciliation leaves those to resume).
+        # A fire just before the pause may have been dropped by it (reconciliation leaves those to resume);
+        # those after the mark were not judged yet, and every fire of the pause is.
         since = job.paused_at - SCHEDULE_SETTLE
-        since = max(since, job.fires_checked_at or since)
+        since = min(max(since, job.fires_checked_at or since), job.paused_at)
         cap = self.settings.max_backfill_fires
         fires = [f for f in fire_times(job.timed, since, cap + 1) if f <= now]
         if len(fires) > cap:  # a long pause of a frequent job: the latest fires, within the window, count
@@ -437,6 +439,8 @@ class JobService:
         `backfill`). The range is recorded before Temporal hears of it, so the mirror knows the runs."""
         await self.limits.spend(user.id, Limit.JOB_WRITES)
         now = utcnow()
+        if body.start.astimezone(UTC).year < FIRST_YEAR:
+            raise Invalid(f"start must lie in {FIRST_YEAR} or later: no fire is earlier", ("body", "start"))
         if body.end <= body.start:
             raise Invalid("end must be after start", ("body", "end"))
         if body.end > now:

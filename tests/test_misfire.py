@@ -328,3 +328,69 @@ async def test_misfire_rule_sets_the_schedule_catchup_window(
     unknown = {"window_seconds": 60, "policy": "run_some"}
     problem = expect(await alice.post("/jobs", json=http_job(target.url("/x"), hourly, misfire=unknown)), 422)
     assert problem["errors"][0]["loc"][-2:] == ["misfire", "policy"]
+
+
+@pytest.mark.parametrize(("policy", "made_up"), [("run_all", "each"), ("run_latest", 1), ("skip", 0)])
+async def test_reconcile_makes_up_fires_temporal_dropped_by_the_misfire_rule(
+    without_worker: tuple[ApiClient, Sessions],
+    temporal_client: Client,
+    target: HttpTarget,
+    policy: str,
+    made_up: Any,
+):
+    """The schedule is gone for a few seconds (deleted by hand): Temporal drops those fires, and the reconcile
+    pass that recreates the schedule makes them up by the job's rule."""
+    api, sessions = without_worker
+    alice = await api.authed_user()
+    every_second = {"type": "interval", "every_seconds": 1}
+    misfire = {"window_seconds": 3600, "policy": policy}
+    settings = api.settings.model_copy(update={"missed_grace_seconds": 1})
+    queue = f"reconcile-{uuid.uuid4().hex[:8]}"
+    async with (
+        build_worker(temporal_client, sessions, api.settings.task_queue, settings=api.settings) as worker,
+        worker,
+        build_worker(temporal_client, sessions, queue, settings=settings) as reconciler,
+        reconciler,
+    ):
+        job = await create(
+            alice, http_job(target.url(f"/{uuid.uuid4().hex[:8]}"), every_second, misfire=misfire)
+        )
+        await settled_runs(alice, job["id"], 1)
+        await temporal_client.get_schedule_handle(schedule_id(job["id"])).delete()
+        gone = datetime.now(UTC)
+        await eventually(lambda: datetime.now(UTC) > gone + timedelta(seconds=4.5), "fires to be dropped")
+        fixes: dict[str, int] = await temporal_client.execute_workflow(
+            ReconcileWorkflow.run, ReconcileInput(), id=f"reconcile-{queue}", task_queue=queue
+        )
+        assert fixes["schedule_recreated"] == 1
+        dropped = fixes.get("fire_made_up", 0) + fixes.get("fire_missed", 0)
+        assert dropped >= 3
+        expected = dropped if made_up == "each" else made_up
+        assert fixes.get("fire_made_up", 0) == expected
+        # The fires of the gap: after the delete, before the schedule was back (its own fires run after).
+        back = (await temporal_client.get_schedule_handle(schedule_id(job["id"])).describe()).info.created_at
+
+        async def judged() -> list[dict[str, Any]] | None:
+            runs = [r for r in await runs_of(alice, job["id"]) if r["scheduled_at"]]
+            times = [datetime.fromisoformat(r["scheduled_at"]) for r in runs]
+            assert len(times) == len(set(times)), "a fire has two runs"
+            rows = [r for r in runs if datetime.fromisoformat(r["scheduled_at"]) > gone]
+            rows = [r for r in rows if datetime.fromisoformat(r["scheduled_at"]) < back]
+            # A made-up fire's row says so until its run starts.
+            done = all(
+                r["status"] == "succeeded" or (r["status"] == "missed" and "made up" not in r["error"])
+                for r in rows
+            )
+            return rows if done else None
+
+        rows = await eventually(judged, "the dropped fires to be made up or missed")
+        made = [r for r in rows if r["status"] == "succeeded"]
+        missed = [r for r in rows if r["status"] == "missed"]
+        assert len(rows) >= 3 and len(made) + len(missed) == len(rows)
+        if policy == "run_all":
+            assert missed == []
+        elif policy == "run_latest":  # the latest of the gap only
+            assert len(made) == 1 and all(m["scheduled_at"] < made[0]["scheduled_at"] for m in missed)
+        else:
+            assert made == []
+        expect(await alice.post(f"/jobs/{job['id']}/cancel"), 200)
