@@ -573,9 +573,10 @@ class CronExpression:
     def fire_times(
         self, tz: str, after: datetime, count: int, dst: DstRule = CRON_CONVENTION
     ) -> list[datetime]:
-        """The next `count` fire instants (UTC) after `after` under the cron DST convention, computed
-        here so a schedule can be previewed without creating it in Temporal. None before FIRST_YEAR or
-        after LAST_YEAR, the span Temporal schedules, so any instant is a valid `after`.
+        """The next `count` fire instants (UTC) after `after` under the DST rule (the cron convention by
+        default), computed here so a schedule can be previewed without creating it in Temporal. None
+        before FIRST_YEAR or after LAST_YEAR, the span Temporal schedules, so any instant is a valid
+        `after`.
 
         Fixed times follow `dst`, as Temporal fires them with the extras and filter below: a gap time at
         the first instant after the gap (or not), a repeated time at the occurrences the rule keeps of

@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from datetime import date
 from functools import lru_cache
 
-import holidays
 from temporalio.client import ScheduleCalendarSpec, ScheduleRange
 
 # The years after the current one whose holidays a spec lists: a spec made on 2027-12-31 still covers 2029.
@@ -28,6 +27,8 @@ _WHOLE_DAY = {
 
 @lru_cache(maxsize=1)
 def _regions() -> dict[str, frozenset[str]]:
+    import holidays  # a second to import under load: only processes that meet an `exclude` pay it
+
     return {country: frozenset(subdivs) for country, subdivs in holidays.list_supported_countries().items()}
 
 
@@ -47,6 +48,8 @@ def region_error(code: str) -> str | None:
 @lru_cache(maxsize=512)
 def holidays_of(code: str, year: int) -> dict[date, str]:
     """The public holidays of region `code` in `year`, each with its name(s): "Christmas Day"."""
+    import holidays  # as in _regions
+
     country, _, subdivision = code.partition("-")
     found = holidays.country_holidays(country, subdiv=subdivision or None, years=year, language="en_US")
     return {day: "; ".join(found.get_list(day)) for day in sorted(found)}
