@@ -157,8 +157,8 @@ async def with_live(
         url = s.target.url(f"/held?delay_ms={HOLD_MS}")
         held = {"type": "http", "method": "POST", "url": url, "timeout_seconds": HOLD_MS / 1000 + 60}
         now = {"type": "immediate"}
-        await with_clients(  # gently: 4 clients, the server is busy enough
-            in_flight, 4, lambda i: submit({"name": f"held-{i}", "schedule": now, "action": held})
+        await with_clients(
+            in_flight, CLIENTS, lambda i: submit({"name": f"held-{i}", "schedule": now, "action": held})
         )
         running = 'ExecutionStatus = "Running" AND ChronosTrigger = "immediate"'
         deadline = time.monotonic() + 120

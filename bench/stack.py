@@ -115,6 +115,8 @@ class Stack:
             "CHRONOS_MAX_JOBS_PER_USER": "1000000",
             "CHRONOS_JOB_WRITES_PER_MINUTE": "1000000",
             "CHRONOS_RUNS_PER_MINUTE": "1000000",
+            # One login serves a whole benchmark, which may take longer than an access token lives.
+            "CHRONOS_ACCESS_TOKEN_TTL_SECONDS": "86400",
         }
         if self.database_url:
             env["CHRONOS_DATABASE_URL"] = self.database_url

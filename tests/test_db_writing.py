@@ -1,0 +1,54 @@
+"""`core/db.py` `writing`: on SQLite the writers of one process take turns, each until its commit or
+rollback, instead of polling SQLite's write lock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from core.db import Sessions, writing
+
+
+async def yield_a_while() -> None:
+    """Let every ready task run (no timer: a blocked writer stays blocked however long this takes)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_a_writer_waits_for_the_commit_of_the_one_before(sessions: Sessions) -> None:
+    async with sessions() as first, sessions() as second:
+        if first.bind is None or first.bind.dialect.name != "sqlite":
+            pytest.skip("PostgreSQL's row locks queue writers themselves: writing() is a no-op there")
+        entered = asyncio.Event()
+
+        async def after() -> None:
+            async with writing(second):
+                entered.set()
+
+        async with writing(first):
+            waiting = asyncio.create_task(after())
+            await yield_a_while()
+            assert not entered.is_set()
+            await first.commit()  # the turn ends here, not at the end of the block
+            await asyncio.wait_for(entered.wait(), 30)
+        await waiting
+
+
+async def test_a_rollback_or_an_error_ends_the_turn(sessions: Sessions) -> None:
+    async with sessions() as session:
+        if session.bind is None or session.bind.dialect.name != "sqlite":
+            pytest.skip("PostgreSQL's row locks queue writers themselves: writing() is a no-op there")
+        async with writing(session):
+            await session.rollback()
+        with pytest.raises(RuntimeError):
+            async with writing(session):
+                raise RuntimeError("refused")
+        # Each turn ended once: a third one starts at once.
+        await asyncio.wait_for(_one_turn(session), 30)
+
+
+async def _one_turn(session: AsyncSession) -> None:
+    async with writing(session):
+        pass
