@@ -101,7 +101,13 @@ async def overview(sessions: Sessions, user: Principal, hours: int = 24) -> Over
                 bucket.other += count
         durations_query = (
             select(Run.duration_ms)
-            .where(col(Run.finished_at) >= start, col(Run.duration_ms).is_not(None), seen)
+            # Also by created_at: the (owner_id, created_at) index then bounds a user's scan to the window.
+            .where(
+                col(Run.created_at) >= start,
+                col(Run.finished_at) >= start,
+                col(Run.duration_ms).is_not(None),
+                seen,
+            )
             .order_by(col(Run.duration_ms))
         )
         durations = [d for d in (await session.exec(durations_query)).all() if d is not None]

@@ -29,7 +29,9 @@ router = APIRouter()
 
 def _next(target: str | None) -> str:
     """Only a path of this site, so a crafted link cannot send a signed-in user elsewhere."""
-    return target if target and target.startswith("/") and not target.startswith("//") else "/"
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
 
 
 def _form(request: Request, mode: str, next_: str, **context: object) -> HTMLResponse:

@@ -95,6 +95,17 @@
       var msg = e.target.getAttribute && e.target.getAttribute("data-confirm");
       if (msg && !window.confirm(msg)) { e.preventDefault(); }
     });
+    var kind = document.getElementById("schedule_type");
+    if (kind) {
+      // Only the fields of the chosen kind of schedule are shown (the others are not used).
+      var showKind = function () {
+        document.querySelectorAll("[data-kinds]").forEach(function (el) {
+          el.hidden = el.dataset.kinds.split(" ").indexOf(kind.value) < 0;
+        });
+      };
+      kind.addEventListener("change", showKind);
+      showKind();
+    }
     document.body.addEventListener("htmx:afterSwap", function (e) { showTimes(e.target); });
     showTimes();
     liveStream();
