@@ -14,6 +14,7 @@ from tests.api_client import PASSWORD, ApiClient, AuthedClient, expect
 from tests.dashboard_client import Browser
 from tests.http_target import HttpTarget
 from tests.test_codec import run_input_payload, wire
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -195,3 +196,28 @@ async def test_an_admin_disables_a_user_and_their_session_ends(api: ApiClient, a
     refused = await alice.submit("/login", {"email": alice.email, "password": PASSWORD}, via="/login")
     assert "disabled" in refused.text
     await admin.close()
+
+
+async def test_a_finished_runs_stream_sends_its_log_and_ends(
+    api: ApiClient, alice: Browser, target: HttpTarget
+) -> None:
+    user = await api_user(api, alice)
+    body = {**job_body(target, "streamed"), "schedule": {"type": "immediate"}}
+    job = expect(await user.post("/jobs", json=body), 201)
+
+    async def finished() -> dict[str, Any] | None:
+        runs = expect(await user.get(f"/jobs/{job['id']}/runs"), 200)["items"]
+        return runs[0] if runs and runs[0]["status"] == "succeeded" else None
+
+    run = await eventually(finished, "the run to succeed")
+    stream = await alice.get(f"/runs/{run['id']}/events")
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    events = [line.removeprefix("event: ") for line in stream.text.splitlines() if line.startswith("event:")]
+    assert events[0] == "log" and events[-2:] == ["status", "end"]
+    assert "HTTP 200" in stream.text
+    later = await alice.get(f"/runs/{run['id']}/events", params={"after": events.count("log")})
+    assert "event: log" not in later.text  # a reopened stream sends only the lines after those shown
+
+    bob = await Browser.registered(api)
+    assert (await bob.get(f"/runs/{run['id']}/events")).status_code == 404
+    await bob.close()
