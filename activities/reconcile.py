@@ -33,8 +33,10 @@ from core.db import Sessions
 from core.job_schedules import (
     backfill_fires,
     create_schedule,
+    fire_started,
     fire_workflow_id,
     start_fixed_delay,
+    started_fires,
     update_schedule,
 )
 from core.misfire import SCHEDULE_SETTLE, judge
@@ -275,9 +277,12 @@ class ReconcileActivities:
             dropped: list[datetime] = []
             # Runs Temporal started that may not be in the mirror yet (waiting for a worker).
             waiting = await _schedule_running(client, job) if missing else []
+            started = await started_fires(client, job.id, missing[0], missing[-1]) if missing else {}
             for fire in missing:
                 workflow_id = fire_workflow_id(job.id, fire)
-                if (span := await _started(client, workflow_id)) is not None:
+                # The listing may lag behind a start: a fire it lacks is asked about by its id.
+                span = started.get(workflow_id) or await fire_started(client, job.id, fire)
+                if span is not None:
                     how = "waiting for a worker" if span[1] is None else "its workflow ended unrecorded"
                     late[fire] = f"missed: not started {grace.total_seconds():g} s after its time ({how})"
                     waiting.append((workflow_id, *span))
@@ -392,18 +397,6 @@ def _fixed(fixes: Counter[str], kind: FixKind, message: str) -> None:
 
 # Overlap policies under which a fire waits in the schedule's buffer while a run of the job is open.
 BUFFERED = (OverlapPolicy.BUFFER_ONE, OverlapPolicy.BUFFER_ALL)
-
-
-async def _started(client: Client, workflow_id: str) -> tuple[datetime, datetime | None] | None:
-    """When Temporal started the fire's workflow and when it closed (None: open, maybe waiting for a
-    worker); None if Temporal dropped the fire."""
-    try:
-        described = await client.get_workflow_handle(workflow_id).describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
-    return described.start_time, described.close_time
 
 
 async def _schedule_running(client: Client, job: Job) -> list[tuple[str, datetime, datetime | None]]:

@@ -61,6 +61,37 @@ def fire_workflow_id(job_id: str, at: datetime) -> str:
     return f"{schedule_id(job_id)}-{at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
+async def started_fires(
+    client: Client, job_id: str, first: datetime, last: datetime
+) -> dict[str, tuple[datetime, datetime | None]]:
+    """The fires from `first` to `last` whose workflow Temporal started (it may wait for a worker), by
+    workflow id, with when it started and closed (None: open); one visibility query for all of them."""
+    query = (
+        f'ChronosJobId = "{job_id}" AND TemporalScheduledStartTime >= "{rfc3339(first)}" '
+        f'AND TemporalScheduledStartTime <= "{rfc3339(last)}"'
+    )
+    return {
+        execution.id: (execution.start_time, execution.close_time)
+        async for execution in client.list_workflows(query)
+    }
+
+
+async def fire_started(client: Client, job_id: str, at: datetime) -> tuple[datetime, datetime | None] | None:
+    """When Temporal started the fire's workflow and when it closed (None: open), or None if it never
+    started it; read at once, unlike the visibility listing of `started_fires`."""
+    try:
+        described = await client.get_workflow_handle(fire_workflow_id(job_id, at)).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return described.start_time, described.close_time
+
+
+def rfc3339(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def run_input(job: Job, trigger: Trigger) -> RunInput:
     """What every run of the job carries, so a run never reads its definition from the mirror."""
     return RunInput(

@@ -20,6 +20,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, update
@@ -42,6 +43,7 @@ from core.job_schedules import (
     create_schedule,
     described_next_runs,
     drop_schedule,
+    fire_started,
     fixed_delay_next,
     jittered,
     run_workflow_id,
@@ -417,7 +419,12 @@ class JobService:
             since = max(since, now - timedelta(seconds=window))
             fires = [f for f in fire_times(job.timed, since, cap) if f <= now]
         ran = await fires_with_runs(session, job.id, since, now)
-        verdict = judge(job.misfire, [f for f in fires if f not in ran], now, "the job was paused")
+        unrecorded = [f for f in fires if f not in ran]
+        before = [f for f in unrecorded if f <= job.paused_at]  # ran before the pause, maybe not recorded
+        for fire in before:
+            if await self.temporal.call(partial(fire_started, job_id=job.id, at=fire)) is not None:
+                unrecorded.remove(fire)
+        verdict = judge(job.misfire, unrecorded, now, "the job was paused")
         await record_not_run(session, job, verdict.missed, RunStatus.MISSED, now)
         job.fires_checked_at = now
         if verdict.backfill:

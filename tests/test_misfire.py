@@ -241,7 +241,7 @@ async def test_fire_not_started_in_time_is_recorded_missed_and_notified(
     # The first fire's workflow waits for a worker and the overlap policy skip drops the next ones.
     skip_job = await create(alice, http_job(target.url("/skip"), every_second, notify=notify))
     created = datetime.fromisoformat(skip_job["created_at"])
-    await eventually(lambda: datetime.now(UTC) > created + timedelta(seconds=5.5), "fires to pass")
+    await eventually(lambda: datetime.now(UTC) > created + timedelta(seconds=7.5), "fires to pass")
     for job in (late_job, skip_job):  # the fires to judge stop at the pause
         expect(await alice.post(f"/jobs/{job['id']}/pause"), 200)
     reconcile_settings = api.settings.model_copy(
