@@ -30,6 +30,7 @@ from rich.table import Table
 
 from core.client import (
     EXIT_ERROR,
+    MAX_PAGE,
     Client,
     ClientError,
     CredentialStore,
@@ -579,7 +580,7 @@ def schedule_text(schedule: dict[str, Any]) -> str:
 
 def job_rows(jobs: list[dict[str, Any]]) -> None:
     table(
-        ["ID", "NAME", "STATE", "SCHEDULE", "NEXT RUN", "LAST RUN"],
+        ["ID", "NAME", "STATE", "SCHEDULE", "NEXT RUN", "LAST RUN", "LABELS"],
         [
             [
                 job["id"],
@@ -588,6 +589,7 @@ def job_rows(jobs: list[dict[str, Any]]) -> None:
                 schedule_text(job["schedule"]),
                 when(job.get("next_run_at")),
                 (job.get("last_run") or {}).get("status"),
+                labels_text(job.get("labels")),
             ]
             for job in jobs
         ],
@@ -603,6 +605,7 @@ def job_details(job: dict[str, Any]) -> None:
             ("state", job["state"] + (f" ({job['pause_note']})" if job.get("pause_note") else "")),
             ("schedule", schedule_text(job["schedule"])),
             ("action", action_text(job["action"])),
+            ("labels", labels_text(job.get("labels")) or None),
             ("next runs", ", ".join(when(t) for t in job.get("next_runs") or [])),
             ("last run", _run_text(job.get("last_run"))),
             ("version", job.get("version")),
@@ -610,6 +613,11 @@ def job_details(job: dict[str, Any]) -> None:
             *(("warning", w) for w in job.get("warnings") or []),
         ]
     )
+
+
+def labels_text(labels: dict[str, str] | None) -> str:
+    """Labels as `--label` takes them: `team:ops env:prod`."""
+    return " ".join(f"{key}:{value}" for key, value in (labels or {}).items())
 
 
 def action_text(action: dict[str, Any]) -> str:
@@ -647,8 +655,10 @@ def log_line(line: dict[str, Any]) -> None:
     out.print(f"{when(line['ts'])} {line['level'].upper():<7} {escape(line['message'])}", highlight=False)
 
 
-def listing(client: Client, path: str, params: dict[str, Any], limit: int) -> list[dict[str, Any]]:
-    return list(pages(client, path, params, limit or None))
+def listing(
+    client: Client, path: str, params: dict[str, Any], limit: int, size: int = MAX_PAGE
+) -> list[dict[str, Any]]:
+    return list(pages(client, path, params, limit or None, size))
 
 
 Limit = Annotated[int, typer.Option(help="at most this many (0: all)")]
@@ -667,14 +677,17 @@ def jobs_list(
         str | None, typer.Option("--type", help="schedule type: cron, interval, once, immediate")
     ] = None,
     q: Annotated[str | None, typer.Option("-q", help="part of the name")] = None,
-    label: Annotated[list[str] | None, typer.Option(help="k:v, repeatable")] = None,
+    label: Annotated[list[str] | None, typer.Option(help="k:v, repeatable (all must hold)")] = None,
     limit: Limit = 100,
+    page_size: Annotated[
+        int, typer.Option(min=1, max=MAX_PAGE, help="jobs per request; the next page by its cursor")
+    ] = MAX_PAGE,
     as_json: Json = False,
 ) -> None:
-    """Your jobs, newest first."""
+    """Your jobs, newest first, page after page (by cursor) up to --limit."""
     with signed_in(ctx) as client:
         params = {"state": state, "type": kind, "q": q, "label": label or []}
-        jobs = listing(client, "/jobs", params, limit)
+        jobs = listing(client, "/jobs", params, limit, page_size)
     if as_json:
         emit({"items": jobs})
     else:
@@ -845,28 +858,28 @@ def bulk(
     verb: str,
     ids: list[str],
     label: list[str] | None,
-    state: str | None,
-    q: str | None,
+    conditions: dict[str, str | None],
     note: str | None,
+    as_json: bool,
 ) -> None:
-    """One job by its id, or many at once through the bulk endpoint (ids, or a filter)."""
-    if len(ids) == 1 and not (label or state or q):
-        body = {"note": note} if note and verb == "pause" else None
-        job = client.json("POST", f"/jobs/{ids[0]}/{verb}", json=body)
-        err.print(f"{job['name']} ({job['id']}): {job['state']}")
+    """One job by its id, or many at once through the bulk endpoint (ids, or a filter), which answers how
+    many it changed. A note on a single resume goes by the bulk endpoint: the job's own takes none."""
+    filtered = bool(label) or any(conditions.values())
+    if len(ids) == 1 and not filtered and not (note and verb == "resume"):
+        job = client.json("POST", f"/jobs/{ids[0]}/{verb}", json={"note": note} if note else None)
+        emit(job) if as_json else err.print(f"{job['name']} ({job['id']}): {job['state']}")
         return
-    if ids and (label or state or q):
-        raise invalid("Invalid arguments", "give job ids or a filter (--label, --state, -q), not both")
-    if not ids and not (label or state or q):
-        raise invalid("Nothing to do", "give job ids or a filter (--label, --state, -q)")
+    if ids and filtered:
+        raise invalid(
+            "Invalid arguments", "give job ids or a filter (--label, --state, --type, -q), not both"
+        )
+    if not ids and not filtered:
+        raise invalid("Nothing to do", "give job ids or a filter (--label, --state, --type, -q)")
     labels = dict(_label(text) for text in label or [])
-    selector = (
-        {"ids": ids}
-        if ids
-        else {"filter": {k: v for k, v in (("labels", labels), ("state", state), ("q", q)) if v}}
-    )
+    match = {k: v for k, v in conditions.items() if v} | ({"labels": labels} if labels else {})
+    selector: dict[str, Any] = {"ids": ids} if ids else {"filter": match}
     answer = client.json("POST", f"/jobs/{verb}", json=selector | ({"note": note} if note else {}))
-    err.print(f"{verb}d {answer['count']} job(s)")
+    emit(answer) if as_json else err.print(f"{verb}d {answer['count']} job(s)")
 
 
 def _label(text: str) -> tuple[str, str]:
@@ -879,6 +892,7 @@ def _label(text: str) -> tuple[str, str]:
 Ids = Annotated[list[str] | None, typer.Argument(help="job ids; or none, with a filter")]
 Label = Annotated[list[str] | None, typer.Option(help="jobs with this label, k:v, repeatable")]
 State = Annotated[str | None, typer.Option(help="jobs in this state")]
+Kind = Annotated[str | None, typer.Option("--type", help="jobs with this schedule type")]
 Query = Annotated[str | None, typer.Option("-q", help="jobs whose name has this")]
 
 
@@ -888,21 +902,31 @@ def jobs_pause(
     ids: Ids = None,
     label: Label = None,
     state: State = None,
+    kind: Kind = None,
     q: Query = None,
-    note: Annotated[str | None, typer.Option(help="why, shown with the job")] = None,
+    note: Annotated[str | None, typer.Option(help="why, shown with the job and in the audit trail")] = None,
+    as_json: Json = False,
 ) -> None:
-    """Pause jobs: no run starts, runs in flight wait before their next attempt."""
+    """Pause jobs: no run starts, runs in flight wait before their next attempt. Prints how many were
+    paused (those already paused, finished or cancelled are not counted)."""
     with signed_in(ctx) as client:
-        bulk(client, "pause", ids or [], label, state, q, note)
+        bulk(client, "pause", ids or [], label, {"state": state, "type": kind, "q": q}, note, as_json)
 
 
 @jobs_app.command("resume")
 def jobs_resume(
-    ctx: typer.Context, ids: Ids = None, label: Label = None, state: State = None, q: Query = None
+    ctx: typer.Context,
+    ids: Ids = None,
+    label: Label = None,
+    state: State = None,
+    kind: Kind = None,
+    q: Query = None,
+    note: Annotated[str | None, typer.Option(help="why, in the audit trail")] = None,
+    as_json: Json = False,
 ) -> None:
-    """Resume jobs; fires missed while paused are not made up."""
+    """Resume paused jobs; fires missed while paused are not made up. Prints how many were resumed."""
     with signed_in(ctx) as client:
-        bulk(client, "resume", ids or [], label, state, q, None)
+        bulk(client, "resume", ids or [], label, {"state": state, "type": kind, "q": q}, note, as_json)
 
 
 @jobs_app.command("trigger")
@@ -955,10 +979,13 @@ def jobs_backfill(
     job_id: str,
     start: Annotated[str, typer.Option(help="ISO-8601, with an offset")],
     end: Annotated[str, typer.Option(help="ISO-8601, with an offset")],
-    overlap_policy: Annotated[str | None, typer.Option(help="for these runs (default: the job's)")] = None,
+    overlap_policy: Annotated[
+        str | None, typer.Option(help="for these runs (default buffer_all: one after another)")
+    ] = None,
     as_json: Json = False,
 ) -> None:
-    """Start the runs the schedule would have started between --start and --end."""
+    """Start the runs the schedule would have started from --start to --end (both included, in the
+    past); prints how many."""
     body = {"start": start, "end": end} | ({"overlap_policy": overlap_policy} if overlap_policy else {})
     with signed_in(ctx) as client:
         answer = client.json("POST", f"/jobs/{job_id}/backfill", json=body)

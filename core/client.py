@@ -24,6 +24,8 @@ EXIT_UNAVAILABLE = 5  # no answer (refused, timed out), 503, 429: try again late
 EXIT_AUTH = 6  # not signed in, 401, 403, a refresh token the server no longer takes
 
 API_PREFIX = "/api/v1"
+# The most items a listing answers per page (its `limit`).
+MAX_PAGE = 100
 # An access token this close to its expiry is refreshed before it is used.
 EXPIRY_MARGIN = 30.0
 
@@ -330,11 +332,13 @@ def unreachable(url: str, exc: Exception) -> ClientError:
     )
 
 
-def pages(client: Client, path: str, params: Mapping[str, Any], limit: int | None = None) -> Iterator[Any]:
-    """Every item of a listing, page after page: by `next_cursor` where the answer has one, else by
-    `page` until `total` is reached; at most `limit` items (all when None)."""
+def pages(
+    client: Client, path: str, params: Mapping[str, Any], limit: int | None = None, size: int = MAX_PAGE
+) -> Iterator[Any]:
+    """Every item of a listing, page after page of at most `size`: by `next_cursor` where the answer has
+    one, else by `page` until `total` is reached; at most `limit` items (all when None)."""
     query = {k: v for k, v in params.items() if v not in (None, [], "")}
-    query["limit"] = min(limit or 100, 100)
+    query["limit"] = min(limit or size, size)
     seen, page = 0, 1
     while True:
         body = client.json("GET", path, params=query)

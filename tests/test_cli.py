@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -492,6 +493,107 @@ async def test_job_run_and_admin_commands(tmp_path: Path) -> None:
 
         ok(chronos(config, "--profile", "admin", "jobs", "delete", job["id"], "--yes"))
         assert chronos(config, "--profile", "admin", "jobs", "get", job["id"]).returncode == 3
+    finally:
+        stop(proc, port, ui_port, api_port)
+        target.close()
+
+
+@pytest.mark.timeout(300)
+async def test_labels_filters_pages_bulk_and_backfill_against_the_api(tmp_path: Path) -> None:
+    """apply with labels (twice: no change; a label change in the dry run), jobs list by label and page by
+    page, bulk pause by label and resume by ids with notes, and a backfill, against `chronos dev`."""
+    port, ui_port, api_port = free_port(), free_port(), free_port()
+    target = start_target()
+    config = tmp_path / "config"
+    url = f"http://127.0.0.1:{api_port}"
+    proc = start_dev(tmp_path / "data", port, ui_port, api_port)
+    try:
+        async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=30) as http:
+            user = {"email": "labels@example.org", "password": "correct horse battery"}
+            expect(await http.post("/auth/register", json=user), 201)
+        ok(chronos(config, "login", url, "-e", user["email"], "--password-stdin", input=user["password"]))
+
+        def labeled(name: str, team: str, schedule: dict[str, object]) -> dict[str, object]:
+            action = {"type": "http", "url": target.url(f"/{name}")}
+            return {
+                "name": name,
+                "schedule": schedule,
+                "action": action,
+                "labels": {"team": team, "env": "t"},
+            }
+
+        def write(c_team: str) -> Path:
+            jobs = [
+                labeled("quarterly", "x", {"type": "cron", "cron": "*/15 * * * *"}),
+                labeled("hourly", "x", {"type": "interval", "every_seconds": 3600}),
+                labeled("yearly", c_team, {"type": "cron", "cron": "0 3 1 1 *"}),
+            ]
+            file = tmp_path / "jobs.yaml"
+            file.write_text(yaml.safe_dump({"jobs": jobs}))
+            return file
+
+        file = write("y")
+        created = ok(chronos(config, "apply", "-f", str(file)))
+        assert created.count("+ create") == 3
+        again = chronos(config, "apply", "-f", str(file))
+        assert ok(again) == "" and "no changes: 3 job(s) match the file" in again.stderr
+
+        def listed(*args: str) -> list[dict[str, object]]:
+            items: list[dict[str, object]] = json.loads(ok(chronos(config, "jobs", "list", *args, "--json")))[
+                "items"
+            ]
+            return items
+
+        team_x = listed("--label", "team:x")
+        assert sorted(str(j["name"]) for j in team_x) == ["hourly", "quarterly"]
+        assert all(j["labels"] == {"team": "x", "env": "t"} for j in team_x)
+        assert [j["name"] for j in listed("--label", "team:x", "--label", "env:t", "--type", "cron")] == [
+            "quarterly"
+        ]
+        assert [j["name"] for j in listed("-q", "YEAR")] == ["yearly"]
+        everyone = listed()
+        paged = listed("--page-size", "1", "--limit", "0")  # three requests, each after the last cursor
+        assert [j["id"] for j in paged] == [j["id"] for j in everyone] and len({j["id"] for j in paged}) == 3
+        assert len(listed("--page-size", "2", "--limit", "2")) == 2
+        ids = {str(j["name"]): str(j["id"]) for j in everyone}
+
+        paused = chronos(config, "jobs", "pause", "--label", "team:x", "--note", "freeze")
+        assert "paused 2 job(s)" in paused.stderr, paused.stdout + paused.stderr
+        assert {(j["name"], j["paused"], j["pause_note"]) for j in listed("--state", "paused")} == {
+            ("quarterly", True, "freeze"),
+            ("hourly", True, "freeze"),
+        }
+        again_paused = json.loads(ok(chronos(config, "jobs", "pause", "--label", "team:x", "--json")))
+        assert again_paused == {"count": 0}  # already paused: not counted
+        resumed = chronos(config, "jobs", "resume", ids["quarterly"], ids["hourly"], "--note", "thaw")
+        assert "resumed 2 job(s)" in resumed.stderr, resumed.stdout + resumed.stderr
+        assert listed("--state", "paused") == []
+
+        hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+        backfill = chronos(
+            config,
+            *("jobs", "backfill", ids["quarterly"]),
+            *("--start", hour.isoformat(), "--end", (hour + timedelta(minutes=59)).isoformat()),
+        )
+        assert "4 run(s) started" in backfill.stderr, backfill.stdout + backfill.stderr
+
+        def backfilled() -> list[object] | None:
+            runs = json.loads(ok(chronos(config, "jobs", "runs", ids["quarterly"], "--json")))["items"]
+            done = [r for r in runs if r["trigger"] == "backfill" and r["status"] == "succeeded"]
+            return done if len(done) == 4 else None
+
+        await eventually(backfilled, "the four backfilled runs to succeed", within=60)
+
+        # A label changed in the file: the dry run shows it, apply sends it, and then nothing differs.
+        changed = write("z")
+        dry = chronos(config, "apply", "-f", str(changed), "--dry-run")
+        assert f"~ update yearly ({ids['yearly']})" in ok(dry)
+        assert '- labels.team: "y"' in dry.stdout and '+ labels.team: "z"' in dry.stdout
+        assert "would make 1 change(s); 2 job(s) unchanged" in dry.stderr
+        ok(chronos(config, "apply", "-f", str(changed)))
+        assert [j["name"] for j in listed("--label", "team:z")] == ["yearly"]
+        again = chronos(config, "apply", "-f", str(changed))
+        assert ok(again) == "" and "no changes: 3 job(s) match the file" in again.stderr
     finally:
         stop(proc, port, ui_port, api_port)
         target.close()

@@ -187,6 +187,18 @@ def test_create_prune_pause_and_replace() -> None:
     assert [s.kind for s in plan([job()], server).steps] == []  # no prune, no change: the others stay
 
 
+def test_labels_are_compared_and_sent_whole_like_any_field() -> None:
+    labeled = job() | {"labels": {"team": "x", "example.com/tier": "gold"}}
+    assert plan([labeled], [answer(labeled)]).unchanged == ["nightly"]
+    (step,) = plan([labeled | {"labels": {"team": "y"}}], [answer(labeled)]).steps
+    assert step.kind == "update" and step.changes == {"labels": {"team": "y"}}  # PATCH replaces the set
+    assert step.diff == [("labels.team", "x", "y"), ("labels.example.com/tier", "gold", None)]
+    (cleared,) = plan([job()], [answer(labeled)]).steps  # a file without labels: the job has none
+    assert cleared.changes == {"labels": {}}
+    (added,) = plan([labeled], [answer(job())]).steps
+    assert added.diff == [("labels.team", None, "x"), ("labels.example.com/tier", None, "gold")]
+
+
 def test_a_time_given_with_another_offset_is_the_same_time() -> None:
     once = {
         "name": "once",
@@ -273,6 +285,10 @@ def test_bulk_backfill_and_keyset_pages_are_sent_as_the_contract_says(tmp_path: 
         assert json.loads(request.body) == {"filter": {"labels": {"team": "ops"}}, "note": "deploy"}
         assert request.headers["Authorization"] == "Bearer t"
         assert chronos("jobs", "resume", "a", "--label", "team:ops").returncode == EXIT_INVALID
+        target.script("/api/v1/jobs/resume", [Answer(body=b'{"count": 1}')])
+        resumed = chronos("jobs", "resume", "a", "--note", "done", "--json")  # the job's own takes no note
+        assert resumed.returncode == 0 and json.loads(resumed.stdout) == {"count": 1}, resumed.stderr
+        assert json.loads(target.requests["/api/v1/jobs/resume"][0].body) == {"ids": ["a"], "note": "done"}
 
         target.script("/api/v1/jobs/j1/backfill", [Answer(202, body=b'{"count": 24}')])
         backfill = chronos(
@@ -294,5 +310,12 @@ def test_bulk_backfill_and_keyset_pages_are_sent_as_the_contract_says(tmp_path: 
         )
         listed = chronos("jobs", "list", "--label", "team:ops", "--label", "env:prod", "--json")
         assert [job["id"] for job in json.loads(listed.stdout)["items"]] == ["j1", "j2"], listed.stderr
+        small = "/api/v1/jobs?limit=1"
+        target.script(
+            small, [Answer(body=json.dumps({"items": [{"id": "j1"}], "next_cursor": "c"}).encode())]
+        )
+        target.script(f"{small}&cursor=c", [Answer(body=b'{"items": [{"id": "j2"}], "next_cursor": null}')])
+        paged = chronos("jobs", "list", "--page-size", "1", "--json")
+        assert [job["id"] for job in json.loads(paged.stdout)["items"]] == ["j1", "j2"], paged.stderr
     finally:
         target.close()
