@@ -118,7 +118,8 @@
     }
     document.addEventListener("change", function (e) {
       var form = e.target.form;
-      if (form && form.id === "bulk") { bulkCount(form); }
+      // (not `form.id`: the row checkboxes named "id" shadow it)
+      if (form && form.getAttribute("id") === "bulk") { bulkCount(form); }
     });
     document.body.addEventListener("htmx:afterSwap", function (e) { showTimes(e.target); });
     showTimes();
