@@ -262,6 +262,12 @@ async def test_the_jobs_list_filters_by_the_address_and_pages_by_cursor(
         assert refused.status_code == 422, (params, refused.text)
         assert reason in refused.text and "These filters cannot be used" in refused.text
 
+    job_id = re.search(r'href="/jobs/([^"/]+)">ops one', by_name)
+    assert job_id
+    for path in (f"/jobs/{job_id.group(1)}", "/dead-letters"):
+        assert (await alice.get(path)).status_code == 200
+        assert "not a cursor" in (await alice.get(path, params={"cursor": "x"})).text
+
     monkeypatch.setattr(job_pages, "PAGE_SIZE", 2)
     first = (await alice.get("/jobs")).text
     assert "ops one" in first and "bill two" in first and "bill one" not in first

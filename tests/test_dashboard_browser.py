@@ -279,6 +279,9 @@ async def test_bulk_pause_by_label_in_the_browser(site: str, browser: Any, targe
         await expect(page.get_by_role("status").filter(has_text="Job created.")).to_be_visible()
 
     await page.goto(f"{site}/jobs")
+    await page.get_by_label("Label", exact=True).fill("team")
+    await page.get_by_label("Label", exact=True).press("Enter")
+    await expect(page.get_by_role("alert")).to_contain_text("'team' is not key:value")
     await page.get_by_label("Label", exact=True).fill("team:billing")
     await page.get_by_label("Label", exact=True).press("Enter")
     await expect(page.get_by_role("status").filter(has_text="2 jobs")).to_be_visible()

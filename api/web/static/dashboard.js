@@ -121,6 +121,10 @@
       // (not `form.id`: the row checkboxes named "id" shadow it)
       if (form && form.getAttribute("id") === "bulk") { bulkCount(form); }
     });
+    // A refused filter (422) still replaces the list: its answer says what is wrong with the filter.
+    document.body.addEventListener("htmx:beforeSwap", function (e) {
+      if (e.detail.xhr.status === 422) { e.detail.shouldSwap = true; e.detail.isError = false; }
+    });
     document.body.addEventListener("htmx:afterSwap", function (e) { showTimes(e.target); });
     showTimes();
     liveStream();
