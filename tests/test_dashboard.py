@@ -193,6 +193,7 @@ async def test_an_admin_disables_a_user_and_their_session_ends(api: ApiClient, a
     me = expect(await (await api_user(api, alice)).get("/auth/me"), 200)
     page = await admin.get("/admin", params={"q": alice.email})
     assert alice.email in page.text
+    assert "not a cursor" in (await admin.get("/admin", params={"users_cursor": "x"})).text
     saved = await admin.submit(f"/admin/users/{me['id']}", {"role": "user", "disabled": "on"})
     assert saved.status_code == 303
     assert (await alice.get("/jobs")).status_code == 303  # back to the sign-in page
