@@ -27,6 +27,7 @@ from sqlalchemy import ColumnElement, delete, func, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 from temporalio.client import Client, ScheduleAlreadyRunningError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
@@ -130,6 +131,23 @@ def matching(match: JobFilter) -> list[ColumnElement[bool]]:
         having = select(JobLabel.job_id).where(col(JobLabel.key) == key, col(JobLabel.value) == value)
         conditions.append(col(Job.id).in_(having))
     return conditions
+
+
+def _own_selected(user: Principal, selector: JobFilter | Sequence[str]) -> list[ColumnElement[bool]]:
+    """A bulk call's jobs: the caller's own (admins' too), named by id or matching a filter."""
+    chosen = matching(selector) if isinstance(selector, JobFilter) else [col(Job.id).in_(selector)]
+    return [col(Job.owner_id) == user.id, *chosen]
+
+
+def _moving(where: Sequence[ColumnElement[bool]], paused: bool) -> SelectOfScalar[Job]:
+    """The jobs that match and that a pause (or resume) moves: live, not cancelled, and unpaused and
+    waiting or running (or paused)."""
+    moves = (
+        [col(Job.paused).is_(False), col(Job.state).in_([JobState.SCHEDULED, JobState.RUNNING])]
+        if paused
+        else [col(Job.paused).is_(True), col(Job.state) != JobState.CANCELLED]
+    )
+    return select(Job).where(col(Job.deleted_at).is_(None), *moves, *where)
 
 
 async def _index_labels(session: AsyncSession, job: Job) -> None:
@@ -322,22 +340,25 @@ class JobService:
         user's job) named by id or matching a filter; ids of jobs the caller does not own are ignored.
         One job write for the call; how many jobs it changed."""
         await self.limits.spend(user.id, Limit.JOB_WRITES)
-        chosen = matching(selector) if isinstance(selector, JobFilter) else [col(Job.id).in_(selector)]
-        return await self._set_paused_where([col(Job.owner_id) == user.id, *chosen], paused, note, user)
+        return await self._set_paused_where(_own_selected(user, selector), paused, note, user)
+
+    async def count_paused_matching(
+        self, user: Principal, selector: JobFilter | Sequence[str], paused: bool
+    ) -> int:
+        """How many jobs `set_paused_matching` with the same selector would change now (the dashboard
+        asks "Pause N jobs?" before it does); spends no job write."""
+        query = _moving(_own_selected(user, selector), paused)
+        async with self.sessions() as session:
+            return (await session.exec(select(func.count()).select_from(query.subquery()))).one()
 
     async def _set_paused_where(
         self, where: Sequence[ColumnElement[bool]], paused: bool, note: str | None, actor: Principal
     ) -> int:
-        """Pause (or resume) each job that matches and that the change moves: live, not cancelled, and
-        unpaused and waiting or running (or paused), each as the single route does, with its own version
-        and audit entry and commit. Jobs are read a batch at a time; if Temporal fails part way, the
-        error says how many were changed, and the same call again changes the rest."""
-        moves = (
-            [col(Job.paused).is_(False), col(Job.state).in_([JobState.SCHEDULED, JobState.RUNNING])]
-            if paused
-            else [col(Job.paused).is_(True), col(Job.state) != JobState.CANCELLED]
-        )
-        query = select(Job).where(col(Job.deleted_at).is_(None), *moves, *where)
+        """Pause (or resume) each job that matches and that the change moves (`_moving`), each as the
+        single route does, with its own version and audit entry and commit. Jobs are read a batch at a
+        time; if Temporal fails part way, the error says how many were changed, and the same call again
+        changes the rest."""
+        query = _moving(where, paused)
         done, cursor = 0, None
         while True:
             async with self.sessions() as session:

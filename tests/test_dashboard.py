@@ -4,12 +4,14 @@ stale edits refused and logout ending the session. The browser scenario is tests
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from temporalio.client import Client
 
+from api.web import jobs as job_pages
 from tests.api_client import PASSWORD, ApiClient, AuthedClient, expect
 from tests.dashboard_client import Browser
 from tests.http_target import HttpTarget
@@ -30,11 +32,12 @@ async def api_user(api: ApiClient, browser: Browser) -> AuthedClient:
     return AuthedClient(api.with_token(tokens["access_token"]), me, tokens)
 
 
-def job_body(target: HttpTarget, name: str = "nightly") -> dict[str, Any]:
+def job_body(target: HttpTarget, name: str = "nightly", **labels: str) -> dict[str, Any]:
     return {
         "name": name,
         "schedule": {"type": "cron", "cron": "0 3 * * *", "timezone": "UTC"},
         "action": {"type": "http", "url": target.url("/dash")},
+        "labels": labels,
     }
 
 
@@ -190,6 +193,7 @@ async def test_an_admin_disables_a_user_and_their_session_ends(api: ApiClient, a
     me = expect(await (await api_user(api, alice)).get("/auth/me"), 200)
     page = await admin.get("/admin", params={"q": alice.email})
     assert alice.email in page.text
+    assert "not a cursor" in (await admin.get("/admin", params={"users_cursor": "x"})).text
     saved = await admin.submit(f"/admin/users/{me['id']}", {"role": "user", "disabled": "on"})
     assert saved.status_code == 303
     assert (await alice.get("/jobs")).status_code == 303  # back to the sign-in page
@@ -221,3 +225,134 @@ async def test_a_finished_runs_stream_sends_its_log_and_ends(
     bob = await Browser.registered(api)
     assert (await bob.get(f"/runs/{run['id']}/events")).status_code == 404
     await bob.close()
+
+
+def next_link(html: str) -> str:
+    found = re.search(r'<a href="(/jobs\?[^"]*cursor=[^"]+)">Next</a>', html)
+    assert found, html
+    return found.group(1).replace("&amp;", "&")
+
+
+async def test_the_jobs_list_filters_by_the_address_and_pages_by_cursor(
+    api: ApiClient, alice: Browser, target: HttpTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = await api_user(api, alice)
+    expect(await user.post("/jobs", json=job_body(target, "bill one", team="billing")), 201)
+    interval = {
+        **job_body(target, "bill two", team="billing"),
+        "schedule": {"type": "interval", "every_seconds": 600},
+    }
+    expect(await user.post("/jobs", json=interval), 201)
+    expect(await user.post("/jobs", json=job_body(target, "ops one", team="ops")), 201)
+
+    billing = (await alice.get("/jobs", params={"label": "team:billing"})).text
+    assert "bill one" in billing and "bill two" in billing and "ops one" not in billing
+    assert "<code>team:billing</code>" in billing  # each row shows its labels
+    typed = (await alice.get("/jobs", params={"type": "interval", "label": "team:billing"})).text
+    assert "bill two" in typed and "bill one" not in typed
+    by_name = (await alice.get("/jobs", params=[("q", "one"), ("label", "team:ops")])).text
+    assert "ops one" in by_name and "bill one" not in by_name
+
+    for params, reason in (
+        ({"label": "team billing"}, "is not key:value"),
+        ({"state": "sleeping"}, "state:"),
+        ({"type": "weekly"}, "type:"),
+        ({"cursor": "not-a-cursor"}, "cursor:"),
+    ):
+        refused = await alice.get("/jobs", params=params)
+        assert refused.status_code == 422, (params, refused.text)
+        assert reason in refused.text and "These filters cannot be used" in refused.text
+
+    job_id = re.search(r'href="/jobs/([^"/]+)">ops one', by_name)
+    assert job_id
+    for path in (f"/jobs/{job_id.group(1)}", "/dead-letters"):
+        assert (await alice.get(path)).status_code == 200
+        assert "not a cursor" in (await alice.get(path, params={"cursor": "x"})).text
+
+    monkeypatch.setattr(job_pages, "PAGE_SIZE", 2)
+    first = (await alice.get("/jobs")).text
+    assert "ops one" in first and "bill two" in first and "bill one" not in first
+    assert "First page" not in first
+    second = (await alice.get(next_link(first))).text
+    assert "bill one" in second and "ops one" not in second
+    assert 'href="/jobs?">First page' in second and ">Next<" not in second
+
+    monkeypatch.setattr(job_pages, "PAGE_SIZE", 1)
+    filtered = (await alice.get("/jobs", params={"label": "team:billing", "type": ""})).text
+    assert "bill two" in filtered and "bill one" not in filtered
+    link = next_link(filtered)
+    assert "label=team%3Abilling" in link  # the filter rides along with the cursor
+    assert "bill one" in (await alice.get(link)).text
+
+
+async def test_bulk_pause_by_label_changes_only_the_callers_matching_jobs(
+    api: ApiClient, alice: Browser, target: HttpTarget
+) -> None:
+    user = await api_user(api, alice)
+    ids = [
+        expect(await user.post("/jobs", json=job_body(target, name, team=team)), 201)["id"]
+        for name, team in (("b1", "billing"), ("b2", "billing"), ("o1", "ops"))
+    ]
+    bob = await Browser.registered(api)
+    bob_user = await api_user(api, bob)
+    bobs = expect(await bob_user.post("/jobs", json=job_body(target, "bob b", team="billing")), 201)["id"]
+
+    confirm = await alice.get("/jobs/bulk", params={"action": "pause", "all": "on", "label": "team:billing"})
+    assert confirm.status_code == 200, confirm.text
+    assert "Pause 2 jobs?" in confirm.text
+    form = {"action": "pause", "all": "on", "label": "team:billing", "note": "billing freeze"}
+    assert (
+        await alice.http.post("/jobs/bulk", data=form, headers={"Origin": "http://chronos.test"})
+    ).status_code == 403
+    assert (await alice.submit("/jobs/bulk", {**form, "csrf_token": "forged"})).status_code == 403
+    assert (await alice.submit("/jobs/bulk", form, Origin="https://evil.example")).status_code == 403
+    assert not any([expect(await user.get(f"/jobs/{i}"), 200)["paused"] for i in ids])
+
+    done = await alice.submit("/jobs/bulk", form)
+    assert done.status_code == 303
+    assert done.headers["location"] == "/jobs?label=team%3Abilling&done=bulk-paused&count=2"
+    assert "Paused 2 jobs." in (await alice.get(done.headers["location"])).text
+    states = [expect(await user.get(f"/jobs/{i}"), 200) for i in ids]
+    assert [(j["paused"], j["pause_note"]) for j in states] == [
+        (True, "billing freeze"),
+        (True, "billing freeze"),
+        (False, None),
+    ]
+    assert expect(await bob_user.get(f"/jobs/{bobs}"), 200)["paused"] is False
+
+    # Rows ticked by id: another user's id is not counted nor touched.
+    picked = await alice.get("/jobs/bulk", params=[("action", "resume"), ("id", ids[0]), ("id", bobs)])
+    assert "Resume 1 job?" in picked.text
+    resumed = await alice.submit("/jobs/bulk", {"action": "resume", "id": ids[0]})
+    assert resumed.headers["location"].endswith("done=bulk-resumed&count=1")
+    assert expect(await user.get(f"/jobs/{ids[0]}"), 200)["paused"] is False
+    assert expect(await user.get(f"/jobs/{ids[1]}"), 200)["paused"] is True
+    nothing = await alice.get("/jobs/bulk", params={"action": "pause"})
+    assert nothing.status_code == 422 and "select some jobs" in nothing.text
+    await bob.close()
+
+
+async def test_labels_in_the_job_forms(api: ApiClient, alice: Browser, target: HttpTarget) -> None:
+    form = {
+        "name": "labelled",
+        "schedule_type": "cron",
+        "cron": "0 3 * * *",
+        "timezone": "UTC",
+        "url": target.url("/labels"),
+        "labels": "team=billing\nbad key=x",
+    }
+    refused = await alice.submit("/jobs", form, via="/jobs/new")
+    assert refused.status_code == 422
+    assert 'id="labels-error"' in refused.text and "label key" in refused.text
+    missing = await alice.submit("/jobs", {**form, "labels": "team"})
+    assert "is not key=value" in missing.text
+    created = await alice.submit("/jobs", {**form, "labels": "team=billing\nenv=prod"})
+    assert created.status_code == 303
+    job_url = created.headers["location"].split("?")[0]
+    assert "<code>env:prod</code>" in (await alice.get(job_url)).text
+    edit = await alice.get(f"{job_url}/edit")
+    assert "team=billing\nenv=prod" in edit.text
+    saved = await alice.submit(f"{job_url}/edit", {**form, "labels": "team=ops", "version": "1"})
+    assert saved.status_code == 303
+    user = await api_user(api, alice)
+    assert expect(await user.get(f"/jobs/{job_url.rsplit('/', 1)[1]}"), 200)["labels"] == {"team": "ops"}

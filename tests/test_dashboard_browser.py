@@ -260,3 +260,51 @@ async def test_the_admin_page_in_the_browser(
     await page.goto(f"{site}/jobs")
     await expect(page.get_by_role("link", name="a user's job")).to_be_visible()  # admins see every job
     await context.close()
+
+
+async def test_bulk_pause_by_label_in_the_browser(site: str, browser: Any, target: HttpTarget) -> None:
+    """Two jobs labelled team=billing and one not: filtered by the label, all matching are paused with a
+    note after a confirmation that counts them, from the keyboard."""
+    expect = playwright_api.expect
+    context = await browser.new_context()
+    page = await context.new_page()
+    await register(page, site, new_email())
+    for name, labels in (("bill a", "team=billing"), ("bill b", "team=billing\nenv=prod"), ("other", "")):
+        await page.goto(f"{site}/jobs/new")
+        await page.get_by_label("Name", exact=True).fill(name)
+        await page.get_by_label("Cron expression").fill("0 3 * * *")
+        await page.get_by_label("Labels").fill(labels)
+        await page.get_by_label("URL", exact=True).fill(target.url("/bulk"))
+        await page.get_by_role("button", name="Create job").click()
+        await expect(page.get_by_role("status").filter(has_text="Job created.")).to_be_visible()
+
+    await page.goto(f"{site}/jobs")
+    await page.get_by_label("Label", exact=True).fill("team")
+    await page.get_by_label("Label", exact=True).press("Enter")
+    await expect(page.get_by_role("alert")).to_contain_text("'team' is not key:value")
+    await page.get_by_label("Label", exact=True).fill("team:billing")
+    await page.get_by_label("Label", exact=True).press("Enter")
+    await expect(page.get_by_role("status").filter(has_text="2 jobs")).to_be_visible()
+    await expect(page).to_have_url(re.compile(r"label=team%3Abilling"))
+    await expect(page.get_by_role("link", name="other")).to_have_count(0)
+    await page.get_by_label("All my jobs matching the filter").focus()
+    await page.keyboard.press("Space")
+    await expect(page.locator("#bulk-count")).to_have_text("All jobs matching the filter selected")
+    await page.get_by_label("Note", exact=True).fill("billing freeze")
+    await check_page(page, "jobs-filtered")
+    await page.get_by_role("button", name="Pause selected…").click()
+
+    await expect(page).to_have_url(re.compile(r"/jobs/bulk\?"))
+    await expect(page.get_by_role("heading", name="Pause 2 jobs?")).to_be_visible()
+    await expect(page.get_by_label(re.compile("^Note"))).to_have_value("billing freeze")
+    await check_page(page, "bulk-confirm")
+    await page.get_by_role("button", name="Pause 2 jobs").click()
+    await expect(page.get_by_role("status").filter(has_text="Paused 2 jobs.")).to_be_visible()
+    rows = page.locator("#results tbody tr")
+    await expect(rows).to_have_count(2)
+    for i in range(2):
+        await expect(rows.nth(i)).to_contain_text("paused")
+        await expect(rows.nth(i)).to_contain_text("billing freeze")
+    await page.goto(f"{site}/jobs?q=other")
+    await expect(page.locator("#results tbody tr")).not_to_contain_text("paused")
+    await context.close()

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from api.deps import AuditServiceDep, Cursor, PageNo, SessionsDep, SettingsDep, TemporalDep, UserServiceDep
+from api.deps import AuditServiceDep, Cursor, SessionsDep, SettingsDep, TemporalDep, UserServiceDep
 from api.web.render import page
 from api.web.session import AdminViewer
 from core.errors import Invalid
@@ -31,14 +31,14 @@ async def admin_page(
     sessions: SessionsDep,
     temporal: TemporalDep,
     q: Annotated[str | None, Query(max_length=320)] = None,
-    page_no: Annotated[PageNo, Query(alias="page")] = 1,
+    users_cursor: Annotated[str | None, Query(max_length=500)] = None,
     cursor: Cursor = None,
     done: str | None = None,
 ) -> Response:
     context = {
         "viewer": viewer,
         "nav": "admin",
-        "users": await users.find(q or None, 20, page=page_no),
+        "users": await users.find(q or None, 20, cursor=users_cursor or None),
         "audit": await trail.find(None, None, None, cursor, 20),
         "not_ready": await readiness(settings, sessions, temporal),
         "q": q or "",

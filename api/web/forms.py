@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import ValidationError
 
 from api.errors import user_loc
+from core.errors import Invalid
 from core.models import JobPublic
 from core.payloads import HttpAction
 from core.schedules import CronSchedule, IntervalSchedule, OnceSchedule
@@ -70,6 +71,25 @@ def _emails(value: str) -> list[str]:
     return [part.strip() for part in value.replace("\n", ",").split(",") if part.strip()]
 
 
+def labels_of(value: str) -> dict[str, str]:
+    """The labels textarea, `key=value` a line; the keys and values are checked by the job models."""
+    labels: dict[str, str] = {}
+    for line in value.splitlines():
+        if not line.strip():
+            continue
+        key, equals, val = line.partition("=")
+        if not equals:
+            raise Invalid(f"'{line.strip()}' is not key=value", ("labels",))
+        if key.strip() in labels:
+            raise Invalid(f"the key '{key.strip()}' is given twice", ("labels",))
+        labels[key.strip()] = val.strip()
+    return labels
+
+
+def labels_text(labels: Mapping[str, str]) -> str:
+    return "\n".join(f"{key}={value}" for key, value in labels.items())
+
+
 def _retry(form: Form) -> dict[str, Any]:
     return {
         "max_attempts": _text(form, "max_attempts") or 3,
@@ -98,16 +118,18 @@ def create_body(form: Form) -> dict[str, Any]:
             "on_success": _emails(form.get("on_success", "")),
             "webhook_url": _text(form, "webhook_url") or None,
         },
+        "labels": labels_of(form.get("labels", "")),
         "paused": form.get("paused") == "on",
     }
 
 
 def update_body(form: Form) -> dict[str, Any]:
-    """The PATCH body of the edit form: name, description, schedule and retry policy (the action and
-    notifications hold secrets that answers mask, so they are changed through the API)."""
+    """The PATCH body of the edit form: name, description, labels, schedule and retry policy (the action
+    and notifications hold secrets that answers mask, so they are changed through the API)."""
     return {
         "name": _text(form, "name"),
         "description": _text(form, "description") or None,
+        "labels": labels_of(form.get("labels", "")),
         "schedule": schedule_of(form),
         "retry_policy": _retry(form),
     }
@@ -130,6 +152,7 @@ def values_of(job: JobPublic) -> dict[str, str]:
     values = {
         "name": job.name,
         "description": job.description or "",
+        "labels": labels_text(job.labels),
         "schedule_type": schedule.type,
         "max_attempts": str(job.retry_policy.max_attempts),
         "backoff": job.retry_policy.backoff,

@@ -3,18 +3,21 @@ controls; each calls the service method the matching API route calls."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, Protocol
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from api.deps import AuditServiceDep, JobServiceDep, PageNo, RunServiceDep
+from api.deps import AuditServiceDep, Cursor, JobServiceDep, RunServiceDep, job_filter
 from api.web import forms
 from api.web.render import page
 from api.web.session import Viewer
 from core.errors import Invalid, PreconditionFailed
-from core.models import JobCreate, JobFilter, JobState, JobUpdate, PreviewRequest
+from core.models import JobCreate, JobFilter, JobSelection, JobState, JobUpdate, PreviewRequest
 
 router = APIRouter()
 
@@ -26,8 +29,58 @@ DONE = {
     "resumed": "Job resumed.",
     "triggered": "Run started.",
     "cancelled": "Job cancelled: no further runs.",
+    "deleted": "Job deleted.",
 }
 RECENT_RUNS = 10
+PAGE_SIZE = 20
+SCHEDULE_TYPES = ("cron", "interval", "once", "immediate")
+BULK_VERBS = {"pause": "Pause", "resume": "Resume"}
+
+
+class Params(Protocol):
+    """The query string or a posted form: both repeat a name for several values."""
+
+    def getlist(self, key: Any) -> Sequence[object]: ...
+
+
+def _one(params: Params, name: str) -> str:
+    values = params.getlist(name)
+    return values[0].strip() if values and isinstance(values[0], str) else ""
+
+
+def _label_pairs(params: Params) -> list[str]:
+    """`label=k:v`, repeated, or several in one field (`team:billing env:prod`)."""
+    values = [v for v in params.getlist("label") if isinstance(v, str)]
+    return [pair for value in values for pair in re.split(r"[\s,]+", value) if pair]
+
+
+def _filter_of(params: Params) -> JobFilter:
+    """The list filter of the address or form, by the API's rules; a bad value is an `Invalid` that says
+    which filter and why."""
+    labels = job_filter(label=_label_pairs(params)).labels
+    fields = {"state": _one(params, "state"), "type": _one(params, "type"), "q": _one(params, "q")}
+    try:
+        return JobFilter.model_validate({**{k: v or None for k, v in fields.items()}, "labels": labels})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise Invalid(f"{error['loc'][0]}: {error['msg']}", ("query", str(error["loc"][0]))) from None
+
+
+def _filter_pairs(match: JobFilter) -> list[tuple[str, str]]:
+    """The filter as the list's query fields, so links, forms and redirects keep it."""
+    pairs = [(name, str(value)) for name, value in (("state", match.state), ("type", match.type)) if value]
+    pairs += [("q", match.q)] if match.q else []
+    return pairs + [("label", f"{key}:{value}") for key, value in match.labels.items()]
+
+
+def _filter_fields(params: Params) -> dict[str, str]:
+    """The filter form's fields as typed, to show them again (also when they are refused)."""
+    return {
+        "state": _one(params, "state"),
+        "type": _one(params, "type"),
+        "q": _one(params, "q"),
+        "label": " ".join(_label_pairs(params)),
+    }
 
 
 async def _form_data(request: Request) -> dict[str, str]:
@@ -40,22 +93,100 @@ async def jobs_list(
     viewer: Viewer,
     jobs: JobServiceDep,
     runs: RunServiceDep,
-    state: JobState | None = None,
-    q: Annotated[str | None, Query(max_length=200)] = None,
-    page_no: Annotated[PageNo, Query(alias="page")] = 1,
+    cursor: Cursor = None,
+    done: str | None = None,
+    count: Annotated[int | None, Query(ge=0)] = None,
 ) -> Response:
-    found = await jobs.find(viewer, JobFilter(state=state, q=q or None), 20, page=page_no)
-    recent = await runs.recent(viewer, [job.id for job in found.items], RECENT_RUNS)
+    """Newest first, a keyset page at a time (`cursor`); the filters live in the address. A filter or
+    cursor the API would refuse shows its reason on the page (a 422), not a list."""
+    params = request.query_params
     context = {
         "viewer": viewer,
         "nav": "jobs",
-        "jobs": found,
-        "recent": recent,
         "states": list(JobState),
-        "filters": {"state": state or "", "q": q or ""},
+        "types": SCHEDULE_TYPES,
+        "filters": _filter_fields(params),
+        "flash": _done(done, count),
     }
+    try:
+        match = _filter_of(params)
+        found = await jobs.find(viewer, match, PAGE_SIZE, cursor=cursor or None)
+    except Invalid as exc:
+        context.update(jobs=None, recent={}, error=exc.detail, query="", filter_pairs=[])
+        status = 422
+    else:
+        recent = await runs.recent(viewer, [job.id for job in found.items], RECENT_RUNS)
+        pairs = _filter_pairs(match)
+        context.update(jobs=found, recent=recent, query=urlencode(pairs), filter_pairs=pairs, error=None)
+        status = 200
     block = "results" if request.headers.get("HX-Request") else None
-    return page(request, "jobs.html", context, block=block)
+    return page(request, "jobs.html", context, block=block, status=status)
+
+
+def _done(done: str | None, count: int | None) -> str | None:
+    if done in ("bulk-paused", "bulk-resumed") and count is not None:
+        verb = "Paused" if done == "bulk-paused" else "Resumed"
+        return f"{verb} {count} job{'' if count == 1 else 's'}."
+    return DONE.get(done or "")
+
+
+def _selection(params: Params) -> JobSelection:
+    """The jobs a bulk pause or resume acts on: the rows ticked (`id`), or all of the caller's jobs that
+    match the filter (`all`), as the API's JobSelection with its rules."""
+    ids = [value for value in params.getlist("id") if isinstance(value, str) and value]
+    note = _one(params, "note") or None
+    if _one(params, "all") == "on":
+        body: dict[str, object] = {"filter": _filter_of(params), "note": note}
+    elif ids:
+        body = {"ids": ids, "note": note}
+    else:
+        raise Invalid("select some jobs, or all jobs matching the filter", ("query", "id"))
+    try:
+        return JobSelection.model_validate(body)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise Invalid(f"{error['loc'][0]}: {error['msg']}", ("query", str(error["loc"][0]))) from None
+
+
+@router.get("/jobs/bulk", response_class=HTMLResponse)
+async def bulk_confirm(
+    request: Request, viewer: Viewer, jobs: JobServiceDep, action: Literal["pause", "resume"]
+) -> Response:
+    """The confirmation step: how many jobs the bulk change would move, counted by the service that
+    makes it, with the same selection; nothing changes yet."""
+    params = request.query_params
+    selection = _selection(params)
+    count = await jobs.count_paused_matching(viewer, selection.selector, action == "pause")
+    listed = _filter_pairs(_filter_of(params))
+    chosen = [("all", "on")] if selection.filter else [("id", job_id) for job_id in selection.ids or []]
+    context = {
+        "viewer": viewer,
+        "nav": "jobs",
+        "action": action,
+        "verb": BULK_VERBS[action],
+        "count": count,
+        "selection": selection,
+        "hidden": listed + chosen,
+        "note": selection.note or "",
+        "back": f"/jobs?{urlencode(listed)}",
+    }
+    return page(request, "jobs_bulk.html", context)
+
+
+@router.post("/jobs/bulk")
+async def bulk_pause(
+    request: Request,
+    viewer: Viewer,
+    jobs: JobServiceDep,
+    action: Annotated[Literal["pause", "resume"], Form()],
+) -> Response:
+    """The confirmed bulk change (the same selection the confirmation counted); back to the filtered
+    list, which says how many jobs changed."""
+    form = await request.form()
+    selection = _selection(form)
+    count = await jobs.set_paused_matching(viewer, selection.selector, action == "pause", selection.note)
+    done = [("done", f"bulk-{action}d"), ("count", str(count))]
+    return RedirectResponse(f"/jobs?{urlencode(_filter_pairs(_filter_of(form)) + done)}", status_code=303)
 
 
 @router.get("/jobs/new", response_class=HTMLResponse)
@@ -102,14 +233,14 @@ async def job_page(
     runs: RunServiceDep,
     trail: AuditServiceDep,
     done: str | None = None,
-    page_no: Annotated[PageNo, Query(alias="page")] = 1,
+    cursor: Cursor = None,
 ) -> Response:
     job = await jobs.get(viewer, job_id)
     context = {
         "viewer": viewer,
         "nav": "jobs",
         "job": job,
-        "runs": await runs.for_job(viewer, job_id, None, 20, page=page_no),
+        "runs": await runs.for_job(viewer, job_id, None, 20, cursor=cursor or None),
         "audit": await trail.for_job(viewer, job_id, None, 20),
         "flash": DONE.get(done or ""),
     }

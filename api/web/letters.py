@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from api.deps import DeadLetterServiceDep, PageNo
+from api.deps import Cursor, DeadLetterServiceDep
 from api.web.render import page
 from api.web.session import Viewer
 
@@ -23,10 +23,10 @@ async def dead_letters(
     viewer: Viewer,
     letters: DeadLetterServiceDep,
     job_id: Annotated[str | None, Query(max_length=200)] = None,
-    page_no: Annotated[PageNo, Query(alias="page")] = 1,
+    cursor: Cursor = None,
     done: str | None = None,
 ) -> Response:
-    found = await letters.find(viewer, job_id or None, 20, page=page_no)
+    found = await letters.find(viewer, job_id or None, 20, cursor=cursor or None)
     context = {
         "viewer": viewer,
         "nav": "letters",

@@ -78,6 +78,16 @@
     open();
   }
 
+  // The jobs list's bulk form says how many rows are ticked (or "all matching") as they change.
+  function bulkCount(form) {
+    var region = form.querySelector("#bulk-count");
+    if (!region) { return; }
+    var all = form.querySelector("#all");
+    var n = form.querySelectorAll("input[name=id]:checked").length;
+    region.textContent = all && all.checked ? "All jobs matching the filter selected"
+      : n ? n + " selected" : "None selected";
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var theme = document.getElementById("theme");
     var time = document.getElementById("time-mode");
@@ -106,6 +116,15 @@
       kind.addEventListener("change", showKind);
       showKind();
     }
+    document.addEventListener("change", function (e) {
+      var form = e.target.form;
+      // (not `form.id`: the row checkboxes named "id" shadow it)
+      if (form && form.getAttribute("id") === "bulk") { bulkCount(form); }
+    });
+    // A refused filter (422) still replaces the list: its answer says what is wrong with the filter.
+    document.body.addEventListener("htmx:beforeSwap", function (e) {
+      if (e.detail.xhr.status === 422) { e.detail.shouldSwap = true; e.detail.isError = false; }
+    });
     document.body.addEventListener("htmx:afterSwap", function (e) { showTimes(e.target); });
     showTimes();
     liveStream();
