@@ -1,6 +1,6 @@
 """misfire: job.misfire, job.paused_at, job.fires_checked_at, and the backfill table
 
-Revision ID: 0004_misfire
+Revision ID: 0005_misfire
 Revises: 0004_lists
 Create Date: 2026-12-03 19:00:00
 """
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004_misfire"
+revision: str = "0005_misfire"
 down_revision: str | Sequence[str] | None = "0004_lists"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
