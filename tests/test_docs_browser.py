@@ -64,7 +64,9 @@ class Offline:
             self.blocked.append(route.request.url)
             await route.abort()
 
-    def check(self) -> None:
+    async def check(self) -> None:
+        """After the page's late requests too (ReDoc asks for its logo once mounted)."""
+        await self.page.wait_for_load_state("networkidle")
         assert not self.blocked, f"{self.page.url} tried the network: {self.blocked}"
         assert not self.errors, f"{self.page.url} logged errors: {self.errors}"
 
@@ -76,7 +78,7 @@ async def test_swagger_ui_renders_offline(site: str, browser: Any) -> None:
     create = page.locator(".opblock-post").filter(has=page.locator('[data-path="/api/v1/jobs"]'))
     await playwright_api.expect(create).to_be_visible()
     await playwright_api.expect(page.locator(".info .title")).to_contain_text("Chronos 0.1.0")
-    offline.check()
+    await offline.check()
 
 
 async def test_redoc_renders_offline(site: str, browser: Any) -> None:
@@ -86,7 +88,7 @@ async def test_redoc_renders_offline(site: str, browser: Any) -> None:
     await playwright_api.expect(page.get_by_role("heading", level=1)).to_contain_text("Chronos (0.1.0)")
     create = page.get_by_role("heading", level=2, name=re.compile(r"\bCreate Job$"))
     await playwright_api.expect(create).to_be_visible()
-    offline.check()
+    await offline.check()
 
 
 async def test_a_page_that_uses_a_cdn_is_caught(site: str, browser: Any) -> None:
@@ -100,4 +102,4 @@ async def test_a_page_that_uses_a_cdn_is_caught(site: str, browser: Any) -> None
     )
     await eventually(lambda: offline.blocked == [cdn], "the CDN request to be aborted")
     with pytest.raises(AssertionError, match="tried the network"):
-        offline.check()
+        await offline.check()
