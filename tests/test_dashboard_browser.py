@@ -7,88 +7,45 @@ Skipped with the reason when Chromium or Playwright is missing (`make test` inst
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from api.main import create_app, server_config
 from core.auth import create_user
 from core.db import Sessions
-from core.temporal import TemporalGateway
-from tests.api_client import PASSWORD, app_settings, new_email
+from tests.api_client import PASSWORD, new_email
+from tests.browser import launched, needs_chromium, served
 from tests.http_target import Answer, HttpTarget
 from tests.waiting import eventually
-from worker import build_worker
 
-CHROMIUM = os.environ.get("CHRONOS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
 axe_api = pytest.importorskip(
     "axe_playwright_python.async_playwright", reason="axe-playwright-python is missing"
 )
-pytestmark = [
-    pytest.mark.skipif(
-        shutil.which(CHROMIUM) is None, reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-    ),
-    pytest.mark.timeout(300),
-]
+pytestmark = [needs_chromium, pytest.mark.timeout(300)]
 Page = Any  # playwright.async_api.Page, imported only when installed
-
-
-@asynccontextmanager
-async def served(
-    engine: AsyncEngine, sessions: Sessions, client: Client, data_dir: Path
-) -> AsyncIterator[str]:
-    """The app and a worker as `chronos dev` runs them, over TCP on a free port: the site's base URL."""
-    queue = f"web-{uuid.uuid4().hex[:8]}"
-    settings = app_settings(engine, data_dir, task_queue=queue)
-    app = create_app(settings, TemporalGateway.of(client))
-    server = uvicorn.Server(server_config(app, "127.0.0.1", 0, log_level="warning"))
-    async with build_worker(client, sessions, queue, settings=settings) as worker, worker:
-        task = asyncio.create_task(server.serve())
-        try:
-            await eventually(lambda: server.started, "uvicorn to start")
-            yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-        finally:
-            server.should_exit = True
-            await task
 
 
 @pytest.fixture
 async def site(
     db_engine: AsyncEngine, sessions: Sessions, temporal_client: Client, tmp_path: Path
 ) -> AsyncIterator[str]:
-    if db_engine.dialect.name != "sqlite":
-        pytest.skip("the browser tier runs once, on SQLite")
     async with served(db_engine, sessions, temporal_client, tmp_path) as base:
         yield base
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as p:
-        chromium = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    async with launched() as chromium:
         yield chromium
-        await chromium.close()
 
 
 async def check_page(page: Page, name: str) -> None:

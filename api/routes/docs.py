@@ -1,4 +1,7 @@
-"""/docs and /redoc from assets vendored in the package (api/static), so they work with no network."""
+"""/docs and /redoc from assets vendored in the package (api/static), so they work with no network.
+
+The vendored redoc.standalone.js has one edit: its sidebar's Redocly logo, fetched from cdn.redoc.ly,
+is an empty inline SVG instead (tests/test_docs_browser.py fails on any request to another host)."""
 
 from __future__ import annotations
 
