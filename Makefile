@@ -34,7 +34,7 @@ chromium:
 test: lint chromium
 	$(BIN)/pytest -n 2 --dist loadfile
 
-# Every target of issue 7, Chronos beside bare Temporal on one dev server each; about 11 minutes on 2 cores.
+# Every speed target, Chronos beside bare Temporal on one dev server each; about 11 minutes on 2 cores.
 bench: $(STAMP)
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.lateness --live 2000 --in-flight 1000
