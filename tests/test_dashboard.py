@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from temporalio.client import Client
@@ -356,3 +358,53 @@ async def test_labels_in_the_job_forms(api: ApiClient, alice: Browser, target: H
     assert saved.status_code == 303
     user = await api_user(api, alice)
     assert expect(await user.get(f"/jobs/{job_url.rsplit('/', 1)[1]}"), 200)["labels"] == {"team": "ops"}
+
+
+async def test_a_backfill_from_the_job_page_runs_the_past_fires(
+    api: ApiClient, alice: Browser, target: HttpTarget
+) -> None:
+    """The form's times are read on the clock of its time zone; refusals stay beside the form."""
+    user = await api_user(api, alice)
+    body = {**job_body(target, "quarterly"), "schedule": {"type": "cron", "cron": "*/15 * * * *"}}
+    job = expect(await user.post("/jobs", json={**body, "paused": True}), 201)
+    page = f"/jobs/{job['id']}"
+    assert f'action="{page}/backfill"' in (await alice.get(page)).text
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    berlin = ZoneInfo("Europe/Berlin")
+    form = {
+        "start": start.astimezone(berlin).strftime("%Y-%m-%dT%H:%M"),
+        "end": (start + timedelta(hours=1)).astimezone(berlin).strftime("%Y-%m-%dT%H:%M"),
+        "timezone": "Europe/Berlin",
+        "overlap_policy": "allow_all",
+    }
+    url = f"{page}/backfill"
+
+    assert (await alice.submit(url, {**form, "csrf_token": "forged"})).status_code == 403
+    assert (await alice.submit(url, form, Origin="https://evil.example")).status_code == 403
+    backwards = await alice.submit(url, {**form, "end": form["start"]})
+    assert backwards.status_code == 422
+    assert re.search(r'id="backfill-end-error">end must be after start<', backwards.text), backwards.text
+    zone = await alice.submit(url, {**form, "timezone": "Mars/Olympus"})
+    assert zone.status_code == 422 and 'id="backfill-timezone-error"' in zone.text
+    assert expect(await user.get(f"/jobs/{job['id']}/runs"), 200)["items"] == []
+
+    done = await alice.submit(url, form)
+    assert done.status_code == 303 and done.headers["location"] == f"{page}?done=backfilled&count=5"
+    shown = await alice.get(done.headers["location"])
+    assert '<p class="flash" role="status">Backfilled 5 fires.</p>' in shown.text
+
+    async def backfilled() -> list[dict[str, Any]] | None:
+        runs = expect(await user.get(f"/jobs/{job['id']}/runs"), 200)["items"]
+        return runs if len(runs) == 5 and all(r["trigger"] == "backfill" for r in runs) else None
+
+    runs = await eventually(backfilled, "the five backfilled runs")
+    fired = sorted(datetime.fromisoformat(r["scheduled_at"]) for r in runs)
+    assert fired == [start + timedelta(minutes=15 * i) for i in range(5)]
+    listed = (await alice.get(page)).text
+    assert listed.count("</td><td>backfill</td>") == 5
+
+    immediate = {**job_body(target, "once now"), "schedule": {"type": "immediate"}}
+    now_job = expect(await user.post("/jobs", json=immediate), 201)
+    assert "no fire times to backfill" in (await alice.get(f"/jobs/{now_job['id']}")).text
+    refused = await alice.submit(f"/jobs/{now_job['id']}/backfill", form)
+    assert refused.status_code == 409 and 'id="backfill-error" role="alert"' in refused.text

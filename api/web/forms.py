@@ -38,11 +38,19 @@ def schedule_of(form: Form) -> dict[str, Any]:
     if kind == "interval":
         return {"type": "interval", "every_seconds": _text(form, "every_seconds") or None}
     if kind == "once":
-        return {"type": "once", "run_at": _local_time(_text(form, "run_at"), timezone)}
+        return {"type": "once", "run_at": local_time(_text(form, "run_at"), timezone)}
     return {"type": "immediate"}
 
 
-def _local_time(value: str, timezone: str) -> str:
+def known_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError):
+        return False
+    return True
+
+
+def local_time(value: str, timezone: str) -> str:
     """A `datetime-local` value read on the clock of the form's time zone (validation reports the rest)."""
     try:
         moment = datetime.fromisoformat(value)

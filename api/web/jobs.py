@@ -16,8 +16,19 @@ from api.deps import AuditServiceDep, Cursor, JobServiceDep, RunServiceDep, job_
 from api.web import forms
 from api.web.render import page
 from api.web.session import Viewer
-from core.errors import Invalid, PreconditionFailed
-from core.models import JobCreate, JobFilter, JobSelection, JobState, JobUpdate, PreviewRequest
+from core.errors import Conflict, Invalid, PreconditionFailed
+from core.models import (
+    BackfillRequest,
+    JobCreate,
+    JobFilter,
+    JobPublic,
+    JobSelection,
+    JobState,
+    JobUpdate,
+    OverlapPolicy,
+    PreviewRequest,
+)
+from core.schedules import is_fixed_delay
 
 router = APIRouter()
 
@@ -124,6 +135,8 @@ async def jobs_list(
 
 
 def _done(done: str | None, count: int | None) -> str | None:
+    if done == "backfilled" and count is not None:
+        return f"Backfilled {count} fire{'' if count == 1 else 's'}."
     if done in ("bulk-paused", "bulk-resumed") and count is not None:
         verb = "Paused" if done == "bulk-paused" else "Resumed"
         return f"{verb} {count} job{'' if count == 1 else 's'}."
@@ -224,6 +237,34 @@ async def create_job(request: Request, viewer: Viewer, jobs: JobServiceDep) -> R
     return page(request, "job_form.html", context, status=422)
 
 
+def _backfillable(job: JobPublic) -> bool:
+    """Immediate and fixed-delay jobs have no fire times: the service refuses their backfills."""
+    return job.schedule.type != "immediate" and not is_fixed_delay(job.schedule)
+
+
+async def _job_context(
+    viewer: Viewer,
+    job_id: str,
+    jobs: JobServiceDep,
+    runs: RunServiceDep,
+    trail: AuditServiceDep,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    job = await jobs.get(viewer, job_id)
+    zone = job.schedule.timezone if job.schedule.type == "cron" else "UTC"
+    return {
+        "viewer": viewer,
+        "nav": "jobs",
+        "job": job,
+        "runs": await runs.for_job(viewer, job_id, None, 20, cursor=cursor or None),
+        "audit": await trail.for_job(viewer, job_id, None, 20),
+        "backfillable": _backfillable(job),
+        "overlap_policies": list(OverlapPolicy),
+        "backfill": {"timezone": zone, "overlap_policy": OverlapPolicy.BUFFER_ALL.value},
+        "backfill_errors": {},
+    }
+
+
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 async def job_page(
     request: Request,
@@ -233,18 +274,48 @@ async def job_page(
     runs: RunServiceDep,
     trail: AuditServiceDep,
     done: str | None = None,
+    count: Annotated[int | None, Query(ge=0)] = None,
     cursor: Cursor = None,
 ) -> Response:
-    job = await jobs.get(viewer, job_id)
-    context = {
-        "viewer": viewer,
-        "nav": "jobs",
-        "job": job,
-        "runs": await runs.for_job(viewer, job_id, None, 20, cursor=cursor or None),
-        "audit": await trail.for_job(viewer, job_id, None, 20),
-        "flash": DONE.get(done or ""),
-    }
-    return page(request, "job.html", context)
+    context = await _job_context(viewer, job_id, jobs, runs, trail, cursor)
+    return page(request, "job.html", {**context, "flash": _done(done, count)})
+
+
+@router.post("/jobs/{job_id}/backfill", response_class=HTMLResponse)
+async def backfill_job(
+    request: Request,
+    job_id: str,
+    viewer: Viewer,
+    jobs: JobServiceDep,
+    runs: RunServiceDep,
+    trail: AuditServiceDep,
+) -> Response:
+    """The past fires from start to end, as POST /api/v1/jobs/{id}/backfill runs them; the times are read
+    on the clock of the form's time zone. A refusal is shown beside the form (422, or 409 for a job with
+    no fire times), never as an error page."""
+    form = await _form_data(request)
+    zone = form.get("timezone", "").strip() or "UTC"
+    errors: dict[str, str]
+    try:
+        if not forms.known_zone(zone):
+            raise Invalid(f"unknown time zone {zone!r}", ("body", "timezone"))
+        body = {
+            "start": forms.local_time(form.get("start", "").strip(), zone),
+            "end": forms.local_time(form.get("end", "").strip(), zone),
+            "overlap_policy": form.get("overlap_policy") or OverlapPolicy.BUFFER_ALL,
+        }
+        fired = await jobs.backfill(viewer, job_id, BackfillRequest.model_validate(body))
+    except ValidationError as exc:
+        errors, status = forms.field_errors(exc), 422
+    except Invalid as exc:
+        errors, status = {str(exc.loc[-1]) if exc.loc else "backfill": exc.detail}, 422
+    except Conflict as exc:
+        errors, status = {"backfill": exc.detail}, 409
+    else:
+        return RedirectResponse(f"/jobs/{job_id}?done=backfilled&count={fired.count}", status_code=303)
+    context = await _job_context(viewer, job_id, jobs, runs, trail)
+    context.update(backfill={**context["backfill"], **form}, backfill_errors=errors)
+    return page(request, "job.html", context, status=status)
 
 
 @router.get("/jobs/{job_id}/edit", response_class=HTMLResponse)
