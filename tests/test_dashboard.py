@@ -14,6 +14,8 @@ import pytest
 from temporalio.client import Client
 
 from api.web import jobs as job_pages
+from core.models import Run, RunStatus
+from core.payloads import Trigger
 from tests.api_client import PASSWORD, ApiClient, AuthedClient, expect
 from tests.dashboard_client import Browser
 from tests.http_target import HttpTarget
@@ -408,3 +410,41 @@ async def test_a_backfill_from_the_job_page_runs_the_past_fires(
     assert "no fire times to backfill" in (await alice.get(f"/jobs/{now_job['id']}")).text
     refused = await alice.submit(f"/jobs/{now_job['id']}/backfill", form)
     assert refused.status_code == 409 and 'id="backfill-error" role="alert"' in refused.text
+
+
+async def test_missed_and_skipped_fires_show_their_status_and_reason(
+    api: ApiClient, alice: Browser, target: HttpTarget
+) -> None:
+    user = await api_user(api, alice)
+    job = expect(await user.post("/jobs", json={**job_body(target), "paused": True}), 201)
+    at = datetime(2026, 1, 1, 3, tzinfo=UTC)
+    reasons = {
+        RunStatus.MISSED: "missed: the job was paused at the fire time",
+        RunStatus.SKIPPED: "skipped: the previous run was still running (overlap policy skip)",
+    }
+    async with api.app.state.sessions() as session:
+        for status, reason in reasons.items():
+            run_id = f"job-{job['id']}-{status}"
+            session.add(
+                Run(
+                    id=run_id,
+                    job_id=job["id"],
+                    owner_id=user.user["id"],
+                    status=status,
+                    trigger=Trigger.SCHEDULE,
+                    scheduled_at=at,
+                    finished_at=at,
+                    error=reason,
+                )
+            )
+        await session.commit()
+
+    listed = (await alice.get(f"/jobs/{job['id']}")).text
+    for status, reason in reasons.items():
+        assert re.search(
+            rf'status-{status}"><span class="icon" aria-hidden="true">[^<]+</span> {status}<', listed
+        )
+        assert reason in listed
+        run = (await alice.get(f"/runs/job-{job['id']}-{status}")).text
+        assert f"<strong>Why it did not run:</strong> {reason}" in run
+        assert "None: this fire did not run." in run and "Error:" not in run
