@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -27,6 +28,7 @@ from core.config import Settings
 from core.db import Sessions, create_schema, make_engine, make_sessions
 from core.temporal import SEARCH_ATTRIBUTES, TemporalGateway, temporal_binary
 from tests.api_client import ENCRYPTION_KEYS, ApiClient, app_settings, serve, session_converter
+from tests.browser import launched, served
 from tests.http_target import HttpTarget, start_target
 from worker import build_worker
 
@@ -148,3 +150,18 @@ async def api(
         serve(app) as client,
     ):
         yield client
+
+
+# The browser tier's app over TCP and its Chromium (tests/browser.py), for the browser test modules.
+@pytest.fixture
+async def site(
+    db_engine: AsyncEngine, sessions: Sessions, temporal_client: Client, tmp_path: Path
+) -> AsyncIterator[str]:
+    async with served(db_engine, sessions, temporal_client, tmp_path) as base:
+        yield base
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    async with launched() as chromium:
+        yield chromium

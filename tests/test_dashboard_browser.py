@@ -9,18 +9,15 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.client import Client
 
 from core.auth import create_user
 from core.db import Sessions
 from tests.api_client import PASSWORD, new_email
-from tests.browser import launched, needs_chromium, served
+from tests.browser import needs_chromium
 from tests.http_target import Answer, HttpTarget
 from tests.waiting import eventually
 
@@ -32,20 +29,6 @@ axe_api = pytest.importorskip(
 )
 pytestmark = [needs_chromium, pytest.mark.timeout(300)]
 Page = Any  # playwright.async_api.Page, imported only when installed
-
-
-@pytest.fixture
-async def site(
-    db_engine: AsyncEngine, sessions: Sessions, temporal_client: Client, tmp_path: Path
-) -> AsyncIterator[str]:
-    async with served(db_engine, sessions, temporal_client, tmp_path) as base:
-        yield base
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    async with launched() as chromium:
-        yield chromium
 
 
 async def check_page(page: Page, name: str) -> None:

@@ -6,36 +6,17 @@ Skipped with the reason when Chromium or Playwright is missing (tests/browser.py
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.client import Client
 
-from core.db import Sessions
-from tests.browser import launched, needs_chromium, served
+from tests.browser import needs_chromium
 from tests.waiting import eventually
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
 pytestmark = [needs_chromium, pytest.mark.timeout(60)]
 Page = Any  # playwright.async_api.Page, imported only when installed
-
-
-@pytest.fixture
-async def site(
-    db_engine: AsyncEngine, sessions: Sessions, temporal_client: Client, tmp_path: Path
-) -> AsyncIterator[str]:
-    async with served(db_engine, sessions, temporal_client, tmp_path) as base:
-        yield base
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    async with launched() as chromium:
-        yield chromium
 
 
 class Offline:
