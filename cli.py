@@ -924,7 +924,9 @@ def jobs_resume(
     note: Annotated[str | None, typer.Option(help="why, in the audit trail")] = None,
     as_json: Json = False,
 ) -> None:
-    """Resume paused jobs; fires missed while paused are not made up. Prints how many were resumed."""
+    """Resume paused jobs; prints how many were resumed.
+
+    Fires missed while paused are made up by each job's misfire rule (none without one)."""
     with signed_in(ctx) as client:
         bulk(client, "resume", ids or [], label, {"state": state, "type": kind, "q": q}, note, as_json)
 

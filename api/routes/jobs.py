@@ -97,7 +97,8 @@ async def pause_job(
 
 @router.post("/jobs/{job_id}/resume", response_model=JobPublic, responses=responses(409, 429))
 async def resume_job(job_id: str, user: Writer, jobs: JobServiceDep, response: Response) -> JobPublic:
-    """Paused runs continue; fires missed while paused are not made up."""
+    """Paused runs continue; fires missed while paused are made up by the job's misfire rule (none
+    without one)."""
     return tagged(response, await jobs.resume(user, job_id))
 
 
