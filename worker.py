@@ -26,11 +26,11 @@ from core.reconcile import ensure_reconcile_schedule
 from core.targets import TargetGuard
 from core.temporal import connect, data_converter
 from workflows.reconcile import RECONCILE_WORKFLOWS
-from workflows.run_job import JobRunWorkflow
+from workflows.run_job import JobRunWorkflow, RecordRunWorkflow
 
 logger = logging.getLogger(__name__)
 
-WORKFLOWS = [JobRunWorkflow, *RECONCILE_WORKFLOWS]
+WORKFLOWS = [JobRunWorkflow, RecordRunWorkflow, *RECONCILE_WORKFLOWS]
 # On SIGTERM, attempts in progress get this long to finish before their tasks go back to the queue.
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
 
@@ -60,6 +60,8 @@ async def build_worker(
                 HttpActivities(http, recorder).call,
                 EmailActivities(mailer, recorder).send,
                 mirror.run_started,
+                mirror.skip_reason,
+                mirror.record,
                 mirror.attempts_made,
                 mirror.attempt_started,
                 mirror.attempt_finished,
