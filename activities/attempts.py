@@ -55,11 +55,13 @@ from core.schedules import Schedule
 logger = logging.getLogger("chronos.attempts")
 T = TypeVar("T")
 
-# An attempt shows its run as running only if its call lasts this long: a quick call's one write says all.
-OPEN_AFTER = timedelta(seconds=0.25)
-# How long an attempt waits for the mirror after its call; past it the run writes the record later, so a
-# database that is away or slow never holds up a run (nor, through the overlap policy, the next fires).
-RECORD_WAIT = timedelta(seconds=3)
+# An attempt shows its run as running only if its call lasts this long: a quick call's one write says all
+# (under load a second write per run was what filled the worker's connection pool, docs/bench.md).
+OPEN_AFTER = timedelta(seconds=1)
+# How long an attempt waits for the mirror after its call. A database that is away fails at once (refused
+# connection) and the run writes the record later; one that is busy (SQLite's writer lock) is waited for,
+# up to SQLite's own busy timeout, so a loaded worker does not turn every write into a deferred one.
+RECORD_WAIT = timedelta(seconds=30)
 
 ATTEMPT: Table = Attempt.__table__  # type: ignore[attr-defined]
 LOG: Table = RunLog.__table__  # type: ignore[attr-defined]
@@ -576,7 +578,9 @@ class ActionAttempt:
         final = error is None or next_retry(self.info, error) is None
         record = self._record(AttemptStatus.FAILED if error else AttemptStatus.SUCCEEDED, error, final)
         try:
-            await heartbeating(asyncio.wait_for(self.recorder.record(record), RECORD_WAIT.total_seconds()))
+            # Shielded: a write past the wait goes on (and lands, or not) rather than being cut mid-way.
+            write = asyncio.shield(self.recorder.record(record))
+            await heartbeating(asyncio.wait_for(write, RECORD_WAIT.total_seconds()))
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             logger.warning(
                 "attempt %s of %s not recorded yet (%s): its run records it when the database is back",
