@@ -513,6 +513,7 @@ class ActionAttempt:
         self.unrecorded: RunRecord | None = None
         self._began = utcnow()
         self._opening: asyncio.Task[None] | None = None
+        self._writing_open = False
         self._carried = carried_attempts(self.info) if started is not None else []
 
     def line(self, suffix: str, message: str) -> LogLine:
@@ -573,8 +574,10 @@ class ActionAttempt:
 
     async def _settle(self, error: ApplicationError | None) -> None:
         """Write the outcome (and the run's end after its last attempt) without holding the run up."""
-        if self._opening is not None and not self._opening.done():
-            self._opening.cancel()  # still waiting out OPEN_AFTER: the outcome's write says it all
+        if self._opening is not None and not self._writing_open:
+            # Still waiting out OPEN_AFTER: the outcome's write says it all. A write under way is never
+            # cancelled: cut mid-transaction, it could leave SQLite's write lock held.
+            self._opening.cancel()
         final = error is None or next_retry(self.info, error) is None
         record = self._record(AttemptStatus.FAILED if error else AttemptStatus.SUCCEEDED, error, final)
         try:
@@ -632,6 +635,7 @@ class ActionAttempt:
     async def _open_later(self, record: RunRecord) -> None:
         """The run and this attempt shown as running, for a call that lasts; a failure here only logs."""
         await asyncio.sleep(OPEN_AFTER.total_seconds())
+        self._writing_open = True
         try:
             await self.recorder.record(record)
         except (SQLAlchemyError, OSError) as exc:
