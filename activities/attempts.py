@@ -398,7 +398,9 @@ class RunRecorder:
             "duration_ms": run.duration_ms,
         }
         if run.started_at is not None:
-            values["duration_ms"] = int((event.finished_at - run.started_at).total_seconds() * 1000)
+            # Never negative: the start is the workflow's clock, the end the worker's (a time-skipping test
+            # server's clock runs ahead; a negative value also overflows PostgreSQL's integer column).
+            values["duration_ms"] = max(0, int((event.finished_at - run.started_at).total_seconds() * 1000))
         conn.execute(FINISH_RUN, values)
         if run.job_state is not None and run.last_run_id == event.run_id:
             # A newer run of the job speaks for it now, unless this is its last run.
