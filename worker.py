@@ -27,11 +27,11 @@ from core.targets import TargetGuard
 from core.temporal import connect, data_converter
 from workflows.fixed_delay import FIXED_DELAY_WORKFLOWS
 from workflows.reconcile import RECONCILE_WORKFLOWS
-from workflows.run_job import JobRunWorkflow
+from workflows.run_job import JobRunWorkflow, RecordRunWorkflow
 
 logger = logging.getLogger(__name__)
 
-WORKFLOWS = [JobRunWorkflow, *FIXED_DELAY_WORKFLOWS, *RECONCILE_WORKFLOWS]
+WORKFLOWS = [JobRunWorkflow, RecordRunWorkflow, *FIXED_DELAY_WORKFLOWS, *RECONCILE_WORKFLOWS]
 # On SIGTERM, attempts in progress get this long to finish before their tasks go back to the queue.
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
 
@@ -61,6 +61,8 @@ async def build_worker(
                 HttpActivities(http, recorder).call,
                 EmailActivities(mailer, recorder).send,
                 mirror.run_started,
+                mirror.skip_reason,
+                mirror.record,
                 mirror.attempts_made,
                 mirror.attempt_started,
                 mirror.attempt_finished,

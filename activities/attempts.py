@@ -16,22 +16,61 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Table, bindparam, update
+from sqlalchemy import Connection, Table, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from core.db import Sessions
-from core.models import Attempt, AttemptStatus, Run, RunLog, utcnow
-from core.payloads import job_of_workflow, retry_delay
+from core.models import (
+    NOT_RUN,
+    Attempt,
+    AttemptStatus,
+    Backfill,
+    DeadLetter,
+    Job,
+    JobState,
+    Run,
+    RunLog,
+    RunStatus,
+    new_id,
+    utcnow,
+)
+from core.payloads import (
+    Action,
+    AttemptRecord,
+    CarriedAttempts,
+    RecordLine,
+    RunFinished,
+    RunOutcome,
+    RunRecord,
+    RunResult,
+    RunStarted,
+    Trigger,
+    job_of_workflow,
+    masked_action,
+    retry_delay,
+)
+from core.schedules import Schedule
 
 logger = logging.getLogger("chronos.attempts")
 T = TypeVar("T")
 
+# An attempt shows its run as running only if its call lasts this long: a quick call's one write says all
+# (under load a second write per run was what filled the worker's connection pool, docs/bench.md).
+OPEN_AFTER = timedelta(seconds=1)
+# How long an attempt waits for the mirror after its call. A database that is away fails at once (refused
+# connection) and the run writes the record later; one that is busy (SQLite's writer lock) is waited for,
+# up to SQLite's own busy timeout, so a loaded worker does not turn every write into a deferred one.
+RECORD_WAIT = timedelta(seconds=30)
+
 ATTEMPT: Table = Attempt.__table__  # type: ignore[attr-defined]
 LOG: Table = RunLog.__table__  # type: ignore[attr-defined]
 RUN: Table = Run.__table__  # type: ignore[attr-defined]
+
+ATTEMPT_COLUMNS = {"number", "status", "started_at", "finished_at", "duration_ms", "http_status", "error"}
 
 # The statements of every attempt, built once (SQLAlchemy then finds them compiled in its cache).
 LOSE_EARLIER_ATTEMPTS = (
@@ -62,6 +101,68 @@ FINISH_ATTEMPT = (
 )
 
 
+JOB: Table = Job.__table__  # type: ignore[attr-defined]
+DEAD: Table = DeadLetter.__table__  # type: ignore[attr-defined]
+BACKFILL: Table = Backfill.__table__  # type: ignore[attr-defined]
+
+# The statements of every run, built once (SQLAlchemy then finds them compiled in its cache).
+JOB_STATE = select(JOB.c.state, JOB.c.schedule, JOB.c.last_run_id).where(JOB.c.id == bindparam("job"))
+SET_JOB_STATE = (
+    update(JOB)
+    .where(JOB.c.id == bindparam("job"))
+    .values(state=bindparam("state"), last_run_id=bindparam("last_run_id"))
+)
+# A scheduled run is a user's backfill when its fire time lies in a range they asked for before it started
+# (the schedule starts both with the same input; a range is in the past when asked for).
+BACKFILLED = (
+    select(BACKFILL.c.id)
+    .where(
+        BACKFILL.c.job_id == bindparam("job"),
+        BACKFILL.c.start_at <= bindparam("at"),
+        BACKFILL.c.end_at >= bindparam("at"),
+        BACKFILL.c.requested_at <= bindparam("started"),
+    )
+    .limit(1)
+)
+ATTEMPTS_MADE = select(func.count()).select_from(ATTEMPT).where(ATTEMPT.c.run_id == bindparam("run"))
+CLOSE_OPEN_ATTEMPTS = (
+    update(ATTEMPT)
+    .where(ATTEMPT.c.run_id == bindparam("run"), ATTEMPT.c.status == AttemptStatus.RUNNING)
+    .values(status=bindparam("status"), error=bindparam("error"), finished_at=bindparam("finished_at"))
+)
+RUN_AND_JOB = (
+    select(
+        RUN.c.job_id,
+        RUN.c.owner_id,
+        RUN.c.started_at,
+        RUN.c.duration_ms,
+        select(func.count())
+        .select_from(ATTEMPT)
+        .where(ATTEMPT.c.run_id == RUN.c.id)
+        .scalar_subquery()
+        .label("made"),
+        JOB.c.state.label("job_state"),
+        JOB.c.schedule,
+        JOB.c.last_run_id,
+        JOB.c.deleted_at,
+    )
+    .select_from(RUN.outerjoin(JOB, JOB.c.id == RUN.c.job_id))
+    .where(RUN.c.id == bindparam("run"))
+)
+FINISH_RUN = (
+    update(RUN)
+    .where(RUN.c.id == bindparam("run"))
+    .values(
+        status=bindparam("status"),
+        attempts=bindparam("attempts"),
+        error=bindparam("error"),
+        result=bindparam("result"),
+        finished_at=bindparam("finished_at"),
+        duration_ms=bindparam("duration_ms"),
+    )
+)
+
+
 def dialect_insert(sessions: Sessions) -> Any:
     """The INSERT of the mirror's dialect, whose ON CONFLICT clauses make keyed writes idempotent."""
     return postgresql.insert if sessions.kw["bind"].dialect.name == "postgresql" else sqlite.insert
@@ -73,6 +174,22 @@ class LogLine:
     level: str
     message: str
     ts: datetime = field(default_factory=utcnow)
+
+
+def end_line(result: RunResult) -> str:
+    if result.status == RunOutcome.SUCCEEDED:
+        return f"run succeeded after {result.attempts} attempt(s)"
+    if result.status == RunOutcome.CANCELLED:
+        return "run cancelled"
+    return f"run failed after {result.attempts} attempt(s): {result.error}"
+
+
+def detached_job(job_id: str, state: JobState, schedule: Schedule, last_run_id: str | None) -> Job:
+    """A Job outside any session with just the columns its run rules (`run_started`, `run_ended`) read
+    and write: the rules stay in one place, and the mirror writes what they decide with one UPDATE.
+    The Core select reads `state` and `schedule` through their column types, so they come typed."""
+    columns: dict[str, Any] = {"id": job_id, "state": state, "schedule": schedule, "last_run_id": last_run_id}
+    return Job(**columns)
 
 
 def next_retry(info: activity.Info, error: ApplicationError) -> timedelta | None:
@@ -118,10 +235,11 @@ async def heartbeating(work: Awaitable[T]) -> T:
 
 
 class RunRecorder:
-    """Writes attempts and log lines of runs into the mirror; every write is idempotent.
+    """Writes runs, attempts and log lines into the mirror; every write is idempotent.
 
     Each write is one short transaction of Core statements built once, run in one call into the
-    database's thread (`run_sync`): no ORM session, as this runs twice for every attempt."""
+    database's thread (`run_sync`): no ORM session, as this runs for every attempt. The job's state
+    still follows the one rule in `Job.run_started` / `Job.run_ended`, applied to the columns it reads."""
 
     def __init__(self, sessions: Sessions) -> None:
         self.sessions = sessions
@@ -137,7 +255,179 @@ class RunRecorder:
             index_elements=["run_id", "number"],
             set_={"status": opened.excluded.status, "started_at": opened.excluded.started_at},
         )
+        # An attempt with what is known of it; a row that already has its outcome keeps it (the write of
+        # an attempt's start may land after the write of its end).
+        attempt = self.insert(ATTEMPT).values(
+            run_id=bindparam("run_id"),
+            number=bindparam("number"),
+            status=bindparam("status"),
+            started_at=bindparam("started_at"),
+            finished_at=bindparam("finished_at"),
+            duration_ms=bindparam("duration_ms"),
+            http_status=bindparam("http_status"),
+            error=bindparam("error"),
+        )
+        self._attempt = attempt.on_conflict_do_update(
+            index_elements=["run_id", "number"],
+            set_={
+                name: case((ATTEMPT.c.finished_at.is_(None), attempt.excluded[name]), else_=ATTEMPT.c[name])
+                for name in ("status", "started_at", "finished_at", "duration_ms", "http_status", "error")
+            },
+        )
+        run = self.insert(RUN).values(
+            id=bindparam("id"),
+            job_id=bindparam("job_id"),
+            owner_id=bindparam("owner_id"),
+            status=RunStatus.RUNNING,
+            trigger=bindparam("trigger"),
+            temporal_run_id=bindparam("temporal_run_id"),
+            scheduled_at=bindparam("scheduled_at"),
+            started_at=bindparam("started_at"),
+            attempts=0,
+            created_at=bindparam("created_at"),
+        )
+        # The API may have written the row already, for runs it starts itself: a finished run stays so. A
+        # fire recorded as missed (reconciliation) that starts after all is running now.
+        not_run = RUN.c.status.in_([status.value for status in NOT_RUN])
+        self._upsert_run = run.on_conflict_do_update(
+            index_elements=["id"],
+            set_={
+                "status": case(
+                    (RUN.c.finished_at.is_(None) | not_run, RunStatus.RUNNING.value), else_=RUN.c.status
+                ),
+                "finished_at": case((not_run, None), else_=RUN.c.finished_at),
+                "error": case((not_run, None), else_=RUN.c.error),
+                "trigger": run.excluded.trigger,
+                "temporal_run_id": run.excluded.temporal_run_id,
+                "scheduled_at": run.excluded.scheduled_at,
+                "started_at": run.excluded.started_at,
+            },
+        ).returning(RUN.c.finished_at)
         self._log_lines = self.insert(LOG).on_conflict_do_nothing(index_elements=["key"])
+        self._dead_letter = self.insert(DEAD).on_conflict_do_nothing(index_elements=["run_id"])
+
+    async def record(self, record: RunRecord) -> None:
+        """A run's start, attempts and end, as far as the record has them, in one transaction."""
+        async with self.engine.connect() as conn:
+            await conn.run_sync(self._record, record)
+
+    def _record(self, conn: Connection, record: RunRecord) -> None:
+        run_id = record.run_id()
+        with conn.begin():
+            if record.started is not None:
+                self.start_run(conn, record.started)
+            for attempt in sorted(record.attempts, key=lambda a: a.number):
+                self._write_attempt(conn, run_id, attempt)
+            if record.finished is not None:
+                self.finish_run(conn, record.finished)
+
+    def _write_attempt(self, conn: Connection, run_id: str, attempt: AttemptRecord) -> None:
+        conn.execute(
+            self._attempt,
+            {"run_id": run_id, **attempt.model_dump(include=ATTEMPT_COLUMNS)},
+        )
+        conn.execute(COUNT_ATTEMPT, {"run": run_id, "number": attempt.number})
+        if attempt.number > 1:
+            conn.execute(LOSE_EARLIER_ATTEMPTS, {"run": run_id, "below": attempt.number})
+        self._log(
+            conn, run_id, [LogLine(line.key, line.level, line.message, line.ts) for line in attempt.lines]
+        )
+
+    def start_run(self, conn: Connection, event: RunStarted) -> None:
+        """The run's row says running (unless it already ended) and its job names it as its last run; a
+        scheduled fire inside a backfill range the user asked for is recorded as a backfill."""
+        trigger = event.trigger
+        if (
+            trigger == Trigger.SCHEDULE
+            and conn.execute(
+                BACKFILLED, {"job": event.job_id, "at": event.scheduled_at, "started": event.started_at}
+            ).first()
+        ):
+            trigger = Trigger.BACKFILL
+        params = {
+            "id": event.run_id,
+            "job_id": event.job_id,
+            "owner_id": event.owner_id,
+            "trigger": trigger,
+            "temporal_run_id": event.temporal_run_id,
+            "scheduled_at": event.scheduled_at,
+            "started_at": event.started_at,
+            "created_at": utcnow(),
+        }
+        finished_at = conn.execute(self._upsert_run, params).scalar_one()
+        if finished_at is not None:
+            return
+        row = conn.execute(JOB_STATE, {"job": event.job_id}).first()
+        if row is not None:
+            job = detached_job(event.job_id, row.state, row.schedule, row.last_run_id)
+            job.run_started(event.run_id)
+            conn.execute(SET_JOB_STATE, {"job": job.id, "state": job.state, "last_run_id": job.last_run_id})
+
+    def finish_run(self, conn: Connection, event: RunFinished) -> None:
+        """Close the run, its attempts left open, and for a failed run write its dead letter (once)."""
+        result = event.result
+        open_status, open_error = (
+            (AttemptStatus.CANCELLED, "run cancelled")
+            if result.status == RunOutcome.CANCELLED
+            else (AttemptStatus.UNKNOWN, "outcome unknown: no result from the worker")
+        )
+        # A write first, so that on SQLite what follows reads under the write lock.
+        conn.execute(
+            CLOSE_OPEN_ATTEMPTS,
+            {
+                "run": event.run_id,
+                "status": open_status,
+                "error": open_error,
+                "finished_at": event.finished_at,
+            },
+        )
+        run = conn.execute(RUN_AND_JOB, {"run": event.run_id}).first()
+        if run is None:
+            raise RuntimeError(f"run {event.run_id} has no started record yet")  # retried by Temporal
+        attempts = max(result.attempts, int(run.made or 0))
+        values: dict[str, Any] = {
+            "run": event.run_id,
+            "status": result.status,
+            "attempts": attempts,
+            "error": result.error,
+            # Runs of the other actions keep the result's JSON as before: no `output` key.
+            "result": result.model_dump(
+                mode="json", exclude={"error", *(["output"] if result.output is None else [])}
+            ),
+            "finished_at": event.finished_at,
+            "duration_ms": run.duration_ms,
+        }
+        if run.started_at is not None:
+            # Never negative: the start is the workflow's clock, the end the worker's (a time-skipping test
+            # server's clock runs ahead; a negative value also overflows PostgreSQL's integer column).
+            values["duration_ms"] = max(0, int((event.finished_at - run.started_at).total_seconds() * 1000))
+        conn.execute(FINISH_RUN, values)
+        if run.job_state is not None and run.last_run_id == event.run_id:
+            # A newer run of the job speaks for it now, unless this is its last run.
+            job = detached_job(run.job_id, run.job_state, run.schedule, run.last_run_id)
+            job.run_ended(result.status, event.finished_at)
+            if job.state != run.job_state:
+                conn.execute(
+                    SET_JOB_STATE, {"job": job.id, "state": job.state, "last_run_id": job.last_run_id}
+                )
+        level = {RunOutcome.SUCCEEDED: "info", RunOutcome.FAILED: "error"}.get(result.status, "warning")
+        line = LogLine(f"{event.run_id}:run:finished", level, end_line(result), event.finished_at)
+        self._log(conn, event.run_id, [line])
+        if result.status == RunOutcome.FAILED and run.deleted_at is None:  # a deleted job's go with it
+            request = masked_action(event.action) if event.action is not None else None
+            conn.execute(
+                self._dead_letter,
+                {
+                    "id": new_id(),
+                    "job_id": run.job_id,
+                    "run_id": event.run_id,
+                    "owner_id": run.owner_id,
+                    "error": result.error,
+                    "attempts": attempts,
+                    "request": request,
+                    "created_at": utcnow(),
+                },
+            )
 
     async def attempt_started(self, run_id: str, number: int, line: LogLine) -> None:
         """Open attempt `number`; earlier attempts still open lost their worker or timed out."""
@@ -221,19 +511,43 @@ class ActionAttempt:
     pause interrupted) and records its start; `perform` awaits the action, heartbeating and timed; leaving
     records the outcome, failed with its log line when the body raised an ApplicationError, else succeeded.
     Any other exception (a cancelled or lost attempt) records nothing: the attempt stays open until a later
-    attempt or the run's end closes it as unknown."""
+    attempt or the run's end closes it as unknown.
 
-    def __init__(self, recorder: RunRecorder, run_id: str, kind: str, attempts_made: int, what: str) -> None:
+    An attempt given its run's start (`started`, runs since the workflow's RUN_RECORDS patch) never waits
+    for the mirror before its call: it writes the run's start and its own beside the call (only if the call
+    lasts OPEN_AFTER), then after the call one transaction with its outcome and, for the run's last attempt,
+    the run's end. When that write does not land within RECORD_WAIT (the database is away), the record is
+    handed on with its true times: in `unrecorded` to the workflow, which writes it durably, and for an
+    attempt that Temporal retries in its heartbeat details, which the next attempt writes with its own."""
+
+    def __init__(
+        self,
+        recorder: RunRecorder,
+        run_id: str,
+        kind: str,
+        attempts_made: int,
+        what: str,
+        started: RunStarted | None = None,
+        action: Action | None = None,
+    ) -> None:
         self.recorder = recorder
         self.run_id = run_id
         self.info = activity.info()
         self.number = attempts_made + self.info.attempt
         self.prefix = f"{run_id}:{kind}"
         self.what = what
+        self.started = started
+        self.action = action
         # What the body learnt, recorded with the outcome.
         self.lines: list[LogLine] = []
         self.http_status: int | None = None
         self.duration_ms = 0
+        # What this attempt could not write (the run writes it later); None when it wrote all it knew.
+        self.unrecorded: RunRecord | None = None
+        self._began = utcnow()
+        self._opening: asyncio.Task[None] | None = None
+        self._writing_open = False
+        self._carried = carried_attempts(self.info) if started is not None else []
 
     def line(self, suffix: str, message: str) -> LogLine:
         """An info line of this attempt, keyed `<run>:<kind>:<number>:<suffix>`."""
@@ -241,7 +555,12 @@ class ActionAttempt:
 
     async def __aenter__(self) -> ActionAttempt:
         started = self.line("started", f"attempt {self.number} started: {self.what}")
-        await heartbeating(self.recorder.attempt_started(self.run_id, self.number, started))
+        if self.started is None:
+            await heartbeating(self.recorder.attempt_started(self.run_id, self.number, started))
+            return self
+        self.lines.append(started)
+        opening = self._record(AttemptStatus.RUNNING, None)
+        self._opening = asyncio.create_task(self._open_later(opening))
         return self
 
     async def perform(self, work: Awaitable[T]) -> T:
@@ -271,14 +590,95 @@ class ActionAttempt:
                     "error_type": error.type,
                 },
             )
-        await heartbeating(
-            self.recorder.attempt_finished(
-                self.run_id,
-                self.number,
-                status=AttemptStatus.FAILED if error else AttemptStatus.SUCCEEDED,
-                duration_ms=self.duration_ms,
-                lines=self.lines,
-                http_status=self.http_status,
-                error=error.message if error else None,
+        if self.started is None:
+            await heartbeating(
+                self.recorder.attempt_finished(
+                    self.run_id,
+                    self.number,
+                    status=AttemptStatus.FAILED if error else AttemptStatus.SUCCEEDED,
+                    duration_ms=self.duration_ms,
+                    lines=self.lines,
+                    http_status=self.http_status,
+                    error=error.message if error else None,
+                )
             )
+            return
+        await self._settle(error)
+
+    async def _settle(self, error: ApplicationError | None) -> None:
+        """Write the outcome (and the run's end after its last attempt) without holding the run up."""
+        if self._opening is not None and not self._writing_open:
+            # Still waiting out OPEN_AFTER: the outcome's write says it all. A write under way is never
+            # cancelled: cut mid-transaction, it could leave SQLite's write lock held.
+            self._opening.cancel()
+        final = error is None or next_retry(self.info, error) is None
+        record = self._record(AttemptStatus.FAILED if error else AttemptStatus.SUCCEEDED, error, final)
+        try:
+            # Shielded: a write past the wait goes on (and lands, or not) rather than being cut mid-way.
+            write = asyncio.shield(self.recorder.record(record))
+            await heartbeating(asyncio.wait_for(write, RECORD_WAIT.total_seconds()))
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            logger.warning(
+                "attempt %s of %s not recorded yet (%s): its run records it when the database is back",
+                self.number,
+                self.run_id,
+                exc.__class__.__name__,
+                extra={"job_id": job_of_workflow(self.run_id), "run_id": self.run_id},
+            )
+            self.unrecorded = record
+            if not final:  # Temporal retries this attempt: the next one writes this record with its own
+                activity.heartbeat(CarriedAttempts(attempts=record.attempts).model_dump(mode="json"))
+        if error is not None:
+            details = error.details[0] if error.details else {}
+            unrecorded = self.unrecorded.model_dump(mode="json") if self.unrecorded else None
+            raise ApplicationError(
+                error.message,
+                {**details, "recorded": self.unrecorded is None, "unrecorded": unrecorded},
+                type=error.type,
+                non_retryable=error.non_retryable,
+                next_retry_delay=error.next_retry_delay,
+            ) from None
+
+    def _record(self, status: str, error: ApplicationError | None, final: bool = False) -> RunRecord:
+        """This attempt (and those earlier attempts handed on to it) as the mirror keeps them."""
+        assert self.started is not None
+        now = utcnow()
+        ended = status != AttemptStatus.RUNNING
+        attempt = AttemptRecord(
+            number=self.number,
+            started_at=self._began,
+            status=status,
+            finished_at=now if ended else None,
+            duration_ms=self.duration_ms if ended else None,
+            http_status=self.http_status,
+            error=error.message if error else None,
+            lines=[RecordLine(key=x.key, level=x.level, message=x.message, ts=x.ts) for x in self.lines],
         )
+        finished = None
+        if final:
+            result = RunResult(
+                status=RunOutcome.FAILED if error else RunOutcome.SUCCEEDED,
+                attempts=self.number,
+                http_status=self.http_status,
+                error=str(error) if error else None,  # as the workflow reads the error: with its type
+            )
+            finished = RunFinished(run_id=self.run_id, finished_at=now, result=result, action=self.action)
+        return RunRecord(started=self.started, attempts=[*self._carried, attempt], finished=finished)
+
+    async def _open_later(self, record: RunRecord) -> None:
+        """The run and this attempt shown as running, for a call that lasts; a failure here only logs."""
+        await asyncio.sleep(OPEN_AFTER.total_seconds())
+        self._writing_open = True
+        try:
+            await self.recorder.record(record)
+        except (SQLAlchemyError, OSError) as exc:
+            logger.info("attempt %s of %s: start not recorded (%r)", self.number, self.run_id, exc)
+
+
+def carried_attempts(info: activity.Info) -> list[AttemptRecord]:
+    """Earlier attempts of this activity that could not write themselves (their heartbeat details)."""
+    carried: list[AttemptRecord] = []
+    for details in info.heartbeat_details:
+        if isinstance(details, dict) and "attempts" in details:
+            carried.extend(CarriedAttempts.model_validate(details).attempts)
+    return carried

@@ -149,7 +149,9 @@ class EmailActivities:
         action: EmailAction = req.action
         recipients = ", ".join([*action.to, *action.cc])
         what = f"email to {recipients}"
-        async with ActionAttempt(self.recorder, req.run_id, "email", req.attempts_made, what) as attempt:
+        async with ActionAttempt(
+            self.recorder, req.run_id, "email", req.attempts_made, what, req.started, action
+        ) as attempt:
             message = self.mailer.compose(
                 req.run_id, list(action.to), action.subject, action.body, action.html, list(action.cc)
             )
@@ -160,4 +162,6 @@ class EmailActivities:
             attempt.lines.append(
                 attempt.line("sent", f"email sent to {recipients} via {where} in {attempt.duration_ms} ms")
             )
-            return EmailOutcome(attempt=attempt.number, delivered_to=where)
+            outcome = EmailOutcome(attempt=attempt.number, delivered_to=where)
+        outcome.unrecorded = attempt.unrecorded
+        return outcome

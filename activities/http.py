@@ -50,7 +50,9 @@ class HttpActivities:
     async def call(self, req: HttpCall) -> HttpOutcome:
         action = req.action
         what = f"{action.method} {masked_url(action.url)}"
-        async with ActionAttempt(self.recorder, req.run_id, "http", req.attempts_made, what) as attempt:
+        async with ActionAttempt(
+            self.recorder, req.run_id, "http", req.attempts_made, what, req.started, action
+        ) as attempt:
             number = attempt.number
             # Every attempt of one run carries the same key, so targets can deduplicate retries.
             headers = {"Idempotency-Key": req.run_id, **action.headers}
@@ -78,9 +80,12 @@ class HttpActivities:
             error = self._check(response, excerpt, req, number)
             if error is not None:
                 raise error
-            return HttpOutcome(
+            outcome = HttpOutcome(
                 status_code=status, duration_ms=attempt.duration_ms, attempt=number, body_excerpt=excerpt
             )
+        # Known only once the attempt has written its outcome, when leaving its context.
+        outcome.unrecorded = attempt.unrecorded
+        return outcome
 
     async def _send(self, req: HttpCall, headers: dict[str, str]) -> tuple[httpx.Response, str]:
         """The answer and an excerpt of its body: never more than EXCERPT_BYTES of it are read."""

@@ -351,6 +351,9 @@ class HttpCall(BaseModel):
     action: HttpAction
     # Attempts made before a pause interrupted the retries: numbering in the mirror continues after them.
     attempts_made: int = 0
+    # Runs since the attempt records its run: the run's start as the workflow saw it (None: earlier runs,
+    # whose workflow writes the start and the end itself).
+    started: RunStarted | None = None
 
 
 class HttpOutcome(BaseModel):
@@ -358,17 +361,21 @@ class HttpOutcome(BaseModel):
     duration_ms: int
     attempt: int
     body_excerpt: str
+    # What the attempt could not write into the mirror (the database was away): the run writes it later.
+    unrecorded: RunRecord | None = None
 
 
 class EmailSend(BaseModel):
     run_id: str
     action: EmailAction
     attempts_made: int = 0
+    started: RunStarted | None = None
 
 
 class EmailOutcome(BaseModel):
     attempt: int
     delivered_to: str
+    unrecorded: RunRecord | None = None
 
 
 class RunNotice(BaseModel):
@@ -444,6 +451,51 @@ class RunFinished(BaseModel):
     result: RunResult
     # The action that ran: a failed run keeps it (secrets masked) in its dead letter.
     action: Action | None = None
+
+
+class RecordLine(BaseModel):
+    """A run log line carried in a payload until the mirror takes it, with the time it happened."""
+
+    key: str
+    level: str
+    message: str
+    ts: datetime
+
+
+class AttemptRecord(BaseModel):
+    """One attempt with its true times: written by the attempt itself, or later by its run when the
+    database was away (`finished_at` None: still running, or its outcome never came)."""
+
+    number: int
+    started_at: datetime
+    status: str
+    finished_at: datetime | None = None
+    duration_ms: int | None = None
+    http_status: int | None = None
+    error: str | None = None
+    lines: list[RecordLine] = []
+
+
+class CarriedAttempts(BaseModel):
+    """Attempts an activity could not record, handed to its next attempt in its heartbeat details."""
+
+    attempts: list[AttemptRecord]
+
+
+class RunRecord(BaseModel):
+    """What a run has to write into the mirror in one transaction: its start, its attempts, maybe its end.
+    Every part is idempotent, so a record written twice (a retried write, a late one) lands once."""
+
+    started: RunStarted | None = None
+    attempts: list[AttemptRecord] = []
+    finished: RunFinished | None = None
+
+    def run_id(self) -> str:
+        if self.started is not None:
+            return self.started.run_id
+        if self.finished is not None:
+            return self.finished.run_id
+        raise ValueError("a run record names its run in its start or its end")
 
 
 # Younger things may be mid-creation (a job's schedule exists before its row commits; a run's row before

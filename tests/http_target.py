@@ -7,6 +7,7 @@ import contextlib
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # How long a hanging answer holds its request open unless the test releases it earlier.
@@ -19,6 +20,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))  # when the request arrived
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -26,6 +26,7 @@ from core.payloads import (
     EmailOutcome,
     EmailSend,
     ErrorType,
+    FixedCron,
     Guarantee,
     HttpAction,
     HttpCall,
@@ -34,13 +35,14 @@ from core.payloads import (
     RetrySpec,
     RunFinished,
     RunInput,
+    RunRecord,
     RunResult,
     RunStarted,
     WebhookNotice,
     WorkflowAction,
 )
 from tests.waiting import eventually
-from workflows.run_job import NOTIFY_RETRY, JobRunWorkflow
+from workflows.run_job import NOTIFY_RETRY, JobRunWorkflow, RecordRunWorkflow
 
 # Minutes of backoff: only the skipped clock lets a test see them through.
 SLOW = RetrySpec(max_attempts=3, backoff="exponential", initial_interval_seconds=60, max_interval_seconds=600)
@@ -53,8 +55,10 @@ class Activities:
     """Every activity JobRunWorkflow calls, mocked under its real name, keeping what it was called with.
 
     http_call answers with the scripted statuses in turn (the last one repeats), numbering its attempts and
-    raising the error types of the real activity; mirror_run_started returns `skip`; notify_webhook fails
-    with `webhook_error` every time, or delivers when it is None."""
+    raising the error types of the real activity; mirror_run_started and run_skip_reason return `skip`;
+    notify_webhook fails with `webhook_error` every time, or delivers when it is None. As the real
+    activities do, the last attempt of a run that records itself writes the run's end (into `finished`),
+    unless `away` (the database is): then it hands its record back, for the run to write later."""
 
     def __init__(
         self,
@@ -62,8 +66,11 @@ class Activities:
         script: Sequence[int] = (200,),
         skip: str | None = None,
         webhook_error: ErrorType | None = None,
+        away: bool = False,
     ) -> None:
         self.env = env
+        self.away = away
+        self.records: list[RunRecord] = []
         self.script = script
         self.skip = skip
         self.webhook_error = webhook_error
@@ -88,7 +95,29 @@ class Activities:
             self.notify_webhook,
             self.attempt_started,
             self.attempt_finished,
+            self.skip_reason,
+            self.record,
         ]
+
+    @activity.defn(name="run_skip_reason")
+    async def skip_reason(self, event: RunStarted) -> str | None:
+        return self.skip
+
+    @activity.defn(name="mirror_record")
+    async def record(self, record: RunRecord) -> None:
+        self.records.append(record)
+        if record.finished is not None:
+            self.finished.append(record.finished.result)
+
+    def ended(self, req: HttpCall | EmailSend, result: RunResult) -> RunRecord | None:
+        """The run's end as the last attempt writes it; when `away`, the record the run must write."""
+        if req.started is None:
+            return None
+        finished = RunFinished(run_id=req.run_id, finished_at=datetime.now(UTC), result=result)
+        if self.away:
+            return RunRecord(started=req.started, finished=finished)
+        self.finished.append(result)
+        return None
 
     @activity.defn(name="mirror_attempt_started")
     async def attempt_started(self, event: ChildAttempt) -> None:
@@ -122,20 +151,29 @@ class Activities:
             assert info.heartbeat_timeout is not None
             await self.env.sleep(info.heartbeat_timeout * 2)
             await asyncio.Event().wait()
-        details = {"attempt": number, "http_status": status}
-        if status >= 500:
-            raise ApplicationError(f"HTTP {status}", details, type=ErrorType.HTTP_SERVER_ERROR)
+        details: dict[str, Any] = {"attempt": number, "http_status": status}
         if status >= 300:
-            raise ApplicationError(
-                f"HTTP {status}", details, type=ErrorType.HTTP_CLIENT_ERROR, non_retryable=True
-            )
-        return HttpOutcome(status_code=status, duration_ms=1, attempt=number, body_excerpt="")
+            server = status >= 500
+            kind = ErrorType.HTTP_SERVER_ERROR if server else ErrorType.HTTP_CLIENT_ERROR
+            last = not server or info.attempt == (info.retry_policy and info.retry_policy.maximum_attempts)
+            if last:
+                error = f"{kind}: HTTP {status}"
+                result = RunResult(status="failed", attempts=number, http_status=status, error=error)
+                left = self.ended(req, result)
+                details |= {"recorded": left is None, "unrecorded": left and left.model_dump(mode="json")}
+            raise ApplicationError(f"HTTP {status}", details, type=kind, non_retryable=not server)
+        result = RunResult(status="succeeded", attempts=number, http_status=status)
+        left = self.ended(req, result)
+        return HttpOutcome(
+            status_code=status, duration_ms=1, attempt=number, body_excerpt="", unrecorded=left
+        )
 
     @activity.defn(name="email_send")
     async def email_send(self, req: EmailSend) -> EmailOutcome:
         self.emails.append(req)
         self.attempts = req.attempts_made + activity.info().attempt
-        return EmailOutcome(attempt=self.attempts, delivered_to="outbox")
+        left = self.ended(req, RunResult(status="succeeded", attempts=self.attempts))
+        return EmailOutcome(attempt=self.attempts, delivered_to="outbox", unrecorded=left)
 
     @activity.defn(name="notify_webhook")
     async def notify_webhook(self, req: WebhookNotice) -> None:
@@ -167,7 +205,7 @@ def report(queue: str, succeed_on: int, retryable: bool = True) -> WorkflowActio
 async def worker(env: WorkflowEnvironment, mocks: Activities) -> AsyncIterator[str]:
     """A worker of JobRunWorkflow and the mocks, on a task queue of its own."""
     queue = f"fast-{uuid.uuid4().hex[:8]}"
-    workflows = [JobRunWorkflow, CountedReport]
+    workflows = [JobRunWorkflow, RecordRunWorkflow, CountedReport]
     async with Worker(env.client, task_queue=queue, workflows=workflows, activities=mocks.all()):
         yield queue
 
@@ -236,6 +274,20 @@ async def test_email_action_is_one_email_send(time_skipping_env):
     assert (len(mocks.emails), mocks.calls) == (1, [])
 
 
+async def test_an_attempt_that_could_not_record_leaves_it_to_a_record_workflow(temporal_env):
+    """The database was away when the attempt ended: the run ends on time all the same, and a workflow of
+    its own writes the record, with the attempt's times, once the mirror answers. (On the dev server: on
+    the time-skipping one, with this abandoned child, the next test's calls to the server timed out.)"""
+    mocks = Activities(temporal_env, away=True)
+    async with worker(temporal_env, mocks) as queue:
+        handle = await start(temporal_env, queue, spec())
+        result = await handle.result()
+        await temporal_env.client.get_workflow_handle(f"{handle.id}-record").result()
+    assert result == RunResult(status="succeeded", attempts=1, http_status=200)
+    assert mocks.finished == [result]
+    assert mocks.records[0].started == mocks.calls[0].started
+
+
 async def test_pause_in_backoff_holds_the_next_attempt_until_resume(time_skipping_env):
     """Paused while attempt 2 waits out its minute of backoff: ten minutes pass with no attempt; resumed,
     attempt 2 runs at once, numbered after the one made."""
@@ -278,7 +330,10 @@ async def test_at_most_once_without_an_answer_is_outcome_unknown(time_skipping_e
 
 async def test_repeated_fall_back_fire_is_cancelled_without_an_attempt(time_skipping_env):
     mocks = Activities(time_skipping_env, skip=SKIPPED)
-    result = await run(time_skipping_env, mocks, spec(notify=NotifySpec(webhook_url=WEBHOOK)))
+    rule = FixedCron(cron="30 1 * * *", timezone="Europe/Berlin")
+    result = await run(
+        time_skipping_env, mocks, spec(notify=NotifySpec(webhook_url=WEBHOOK), fixed_cron=rule)
+    )
     assert result == RunResult(status="cancelled", attempts=0, error=SKIPPED)
     assert (mocks.finished, mocks.calls, mocks.webhooks) == ([result], [], [])
 

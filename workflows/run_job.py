@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         ChildAttemptEnd,
         EmailAction,
         EmailNotice,
+        EmailOutcome,
         EmailSend,
         ErrorType,
         HttpCall,
@@ -46,8 +47,10 @@ with workflow.unsafe.imports_passed_through():
         RunInput,
         RunNotice,
         RunOutcome,
+        RunRecord,
         RunResult,
         RunStarted,
+        Trigger,
         WebhookNotice,
         WorkflowAction,
         retry_delay,
@@ -65,6 +68,11 @@ EMAIL_TIMEOUT = timedelta(seconds=60)
 # Mirror writes retry (Temporal's default policy, no attempt limit) until the database is back.
 MIRROR_TIMEOUT = timedelta(seconds=30)
 LOCAL_MIRROR = "local-mirror-writes"
+# Runs whose attempts record them after their call (the mirror off the way to the target, docs/bench.md).
+RUN_RECORDS = "attempts-record-runs"
+# A run's own try at writing what its attempts could not; past it, RecordRunWorkflow retries durably.
+RECORD_TRY = timedelta(seconds=5)
+RECORD_WORKFLOW = "ChronosRecordRun"
 # Runs of a workflow action: each attempt is a child workflow (`_children`). No earlier history has one.
 WORKFLOW_ACTION = "workflow-action"
 # Notifications retry on their own policy; when they give up the run keeps its outcome.
@@ -89,6 +97,8 @@ class JobRunWorkflow:
         self._child: workflow.ChildWorkflowHandle[Any, Any] | None = None
         # A pause cancelled the attempts in flight: they resume when the run does (even if it already has).
         self._paused_attempts = False
+        # How the last attempt ended: what it wrote into the mirror is in its outcome or error details.
+        self._last: HttpOutcome | EmailOutcome | BaseException | None = None
 
     @workflow.run
     async def run(self, spec: RunInput) -> RunResult:
@@ -103,6 +113,83 @@ class JobRunWorkflow:
             started_at=workflow.now(),
             fixed_cron=spec.fixed_cron,
         )
+        # A workflow action's attempts are the workflow's own to record: it writes its start first.
+        if isinstance(spec.action, WorkflowAction) or not workflow.patched(RUN_RECORDS):
+            return await self._run_mirrored(spec, started)
+        return await self._run_recorded(spec, started)
+
+    async def _run_recorded(self, spec: RunInput, started: RunStarted) -> RunResult:
+        """The action's attempts record the run (its start, themselves, its end) after their call, so the
+        mirror is never on the way to the target; what they could not write, the run writes here."""
+        if spec.fixed_cron is not None and spec.trigger == Trigger.SCHEDULE:
+            skip = await workflow.execute_local_activity_method(
+                MirrorActivities.skip_reason, started, start_to_close_timeout=MIRROR_TIMEOUT
+            )
+            if skip:  # a fall-back repeat of a fixed time: recorded, not run (no attempt, no notice)
+                result = RunResult(status=RunOutcome.CANCELLED, attempts=0, error=skip)
+                await self._record(RunRecord(started=started, finished=_finished(spec, result)))
+                return result
+        try:
+            result = await self._perform(spec, started.run_id, started)
+        except asyncio.CancelledError:
+            self._cancel_in_flight()
+            result = RunResult(status=RunOutcome.CANCELLED, attempts=0, error="cancelled")
+            await self._record(RunRecord(started=started, finished=_finished(spec, result)))
+            raise
+        left, tried = self._left_to_record(spec, started, result)
+        if left is not None:
+            await self._record(left, tried)
+        await self._notify(spec, result)
+        return result
+
+    def _left_to_record(
+        self, spec: RunInput, started: RunStarted, result: RunResult
+    ) -> tuple[RunRecord | None, bool]:
+        """What the last attempt left for the run to write, and whether it already tried: nothing when it
+        wrote the run's end; its record when the database was away; the run's end when it never reported
+        (timed out, its worker lost)."""
+        last = self._last
+        if isinstance(last, HttpOutcome | EmailOutcome):
+            return last.unrecorded, True
+        details = _details(last) if isinstance(last, ActivityError) else {}
+        if details.get("recorded"):
+            return None, True
+        if details.get("unrecorded"):
+            return RunRecord.model_validate(details["unrecorded"]), True
+        return RunRecord(started=started, finished=_finished(spec, result)), False
+
+    async def _record(self, record: RunRecord, tried: bool = False) -> None:
+        """Written at once when the database answers; else a child workflow writes it, retrying until the
+        database is back, and this run ends now: the schedule's next fire (its overlap policy) and the
+        notifications never wait for the mirror."""
+        if not tried:
+            try:
+                await workflow.execute_local_activity_method(
+                    MirrorActivities.record,
+                    record,
+                    start_to_close_timeout=RECORD_TRY,
+                    retry_policy=RetryPolicy(maximum_attempts=2),
+                )
+                return
+            except ActivityError:
+                pass
+        await workflow.start_child_workflow(
+            RecordRunWorkflow.run,
+            record,
+            id=f"{record.run_id()}-record",
+            parent_close_policy=ParentClosePolicy.ABANDON,
+        )
+
+    def _cancel_in_flight(self) -> None:
+        """The attempt in flight (if any) is asked to stop after its request."""
+        if self._attempts is not None and not self._attempts.done():
+            self._attempts.cancel()
+        if self._child is not None and not self._child.done():
+            self._child.cancel()
+
+    async def _run_mirrored(self, spec: RunInput, started: RunStarted) -> RunResult:
+        """Runs before RUN_RECORDS, and workflow actions: the workflow writes the start before the action
+        and the end after it."""
         recorded = False
         try:
             skip = await _mirror(MirrorActivities.run_started, started)
@@ -111,13 +198,10 @@ class JobRunWorkflow:
                 result = RunResult(status=RunOutcome.CANCELLED, attempts=0, error=skip)
                 await self._finish(spec, result)
                 return result
-            result = await self._perform(spec, info.workflow_id)
+            result = await self._perform(spec, started.run_id)
         except asyncio.CancelledError:
             # The attempt in flight (if any) is asked to stop after its request; the run ends cancelled.
-            if self._attempts is not None and not self._attempts.done():
-                self._attempts.cancel()
-            if self._child is not None and not self._child.done():
-                self._child.cancel()
+            self._cancel_in_flight()
             if not recorded:  # cancelled while the start was written: write it (again, idempotently)
                 await _mirror(MirrorActivities.run_started, started)
             await self._finish(spec, RunResult(status=RunOutcome.CANCELLED, attempts=0, error="cancelled"))
@@ -126,8 +210,9 @@ class JobRunWorkflow:
         await self._notify(spec, result)
         return result
 
-    async def _perform(self, spec: RunInput, run_id: str) -> RunResult:
-        """All attempts, retried by Temporal; a pause interrupts them between two attempts."""
+    async def _perform(self, spec: RunInput, run_id: str, started: RunStarted | None = None) -> RunResult:
+        """All attempts, retried by Temporal; a pause interrupts them between two attempts. Given the
+        run's start, the attempts record the run themselves."""
         if isinstance(spec.action, WorkflowAction):
             workflow.patched(WORKFLOW_ACTION)  # marks the branch in the history
             return await self._children(spec, spec.action, run_id)
@@ -135,12 +220,13 @@ class JobRunWorkflow:
         limit = spec.retry.attempt_limit(spec.guarantee)
         while True:
             await workflow.wait_condition(lambda: not self._paused)
-            handle = self._start_attempts(spec, run_id, made)
+            handle = self._start_attempts(spec, run_id, made, started)
             self._attempts = handle
             await workflow.wait([handle])
             try:
                 outcome = handle.result()
             except (ActivityError, asyncio.CancelledError) as exc:
+                self._last = exc
                 if self._paused_attempts and _interrupted(exc):
                     self._paused_attempts = False
                     made = await _mirror(MirrorActivities.attempts_made, run_id)
@@ -149,6 +235,7 @@ class JobRunWorkflow:
                 if isinstance(exc, ActivityError):
                     return _failure(exc, limit)
                 raise
+            self._last = outcome
             if isinstance(outcome, HttpOutcome):
                 return RunResult(
                     status=RunOutcome.SUCCEEDED, attempts=outcome.attempt, http_status=outcome.status_code
@@ -225,7 +312,9 @@ class JobRunWorkflow:
             await _mirror(MirrorActivities.attempt_finished, end)
             return RunResult(status=RunOutcome.SUCCEEDED, attempts=number, output=kept)
 
-    def _start_attempts(self, spec: RunInput, run_id: str, made: int) -> workflow.ActivityHandle[Any]:
+    def _start_attempts(
+        self, spec: RunInput, run_id: str, made: int, started: RunStarted | None
+    ) -> workflow.ActivityHandle[Any]:
         retry = spec.retry.to_temporal(spec.guarantee, attempts_made=made)
         # Cancelling (pause, cancel) waits until the attempt in progress has reported its outcome.
         options: dict[str, Any] = {
@@ -236,22 +325,19 @@ class JobRunWorkflow:
         if isinstance(spec.action, EmailAction):
             return workflow.start_activity_method(
                 EmailActivities.send,
-                EmailSend(run_id=run_id, action=spec.action, attempts_made=made),
+                EmailSend(run_id=run_id, action=spec.action, attempts_made=made, started=started),
                 start_to_close_timeout=EMAIL_TIMEOUT,
                 **options,
             )
         return workflow.start_activity_method(
             HttpActivities.call,
-            HttpCall(run_id=run_id, action=spec.action, attempts_made=made),
+            HttpCall(run_id=run_id, action=spec.action, attempts_made=made, started=started),
             start_to_close_timeout=timedelta(seconds=spec.action.timeout_seconds) + ATTEMPT_MARGIN,
             **options,
         )
 
     async def _finish(self, spec: RunInput, result: RunResult) -> None:
-        finished = RunFinished(
-            run_id=workflow.info().workflow_id, finished_at=workflow.now(), result=result, action=spec.action
-        )
-        await _mirror(MirrorActivities.run_finished, finished)
+        await _mirror(MirrorActivities.run_finished, _finished(spec, result))
 
     async def _notify(self, spec: RunInput, result: RunResult) -> None:
         """Emails and webhook go out side by side; one that gives up is logged, the run keeps its end."""
@@ -366,10 +452,23 @@ def _kept(output: Any) -> tuple[Any, str | None]:
     return None, f"its result of {size} bytes is over the {MAX_OUTPUT_BYTES} a run keeps"
 
 
+def _details(exc: ActivityError) -> dict[str, Any]:
+    """What the attempt put in its error: its number, the HTTP status, what it recorded."""
+    cause = exc.cause
+    details = cause.details[0] if isinstance(cause, ApplicationError) and cause.details else {}
+    return details if isinstance(details, dict) else {}
+
+
+def _finished(spec: RunInput, result: RunResult) -> RunFinished:
+    return RunFinished(
+        run_id=workflow.info().workflow_id, finished_at=workflow.now(), result=result, action=spec.action
+    )
+
+
 def _failure(exc: ActivityError, limit: int) -> RunResult:
     """The run's end from the last attempt's error; the activity puts its attempt number in the details."""
     cause = exc.cause
-    details = cause.details[0] if isinstance(cause, ApplicationError) and cause.details else {}
+    details = _details(exc)
     error = str(cause) if cause is not None else str(exc)
     # No details: the attempt timed out or its worker died, so the outcome of the call is unknown.
     if not details:
@@ -380,3 +479,18 @@ def _failure(exc: ActivityError, limit: int) -> RunResult:
         http_status=details.get("http_status"),
         error=error,
     )
+
+
+@workflow.defn(name=RECORD_WORKFLOW)
+class RecordRunWorkflow:
+    """Writes into the mirror what a run could not while the database was away, retrying until it is
+    back; the run it belongs to has ended meanwhile, on time."""
+
+    @workflow.run
+    async def run(self, record: RunRecord) -> None:
+        await workflow.execute_activity_method(
+            MirrorActivities.record,
+            record,
+            start_to_close_timeout=MIRROR_TIMEOUT,
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+        )

@@ -15,7 +15,9 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowHandle, WorkflowHistory
 
-from core.codec import ENCODING, Keyring
+from core.codec import ENCODING, Keyring, keyring
+from core.config import Settings
+from tests.api_client import ENCRYPTION_KEYS
 
 HERE = Path(__file__).parent
 WORKFLOW_ID = "chronosWorkflowId"
@@ -24,13 +26,12 @@ _ENCRYPTED = base64.b64encode(ENCODING).decode()
 
 async def keep(name: str, handle: WorkflowHandle, keys: Keyring | None = None) -> None:
     """Write the finished workflow's history as `<name>.json` when recording is switched on; with the
-    session's `keys` its payloads are written decrypted (the session's key is gone after it), as the
-    codec passes plain payloads through on replay."""
+    session's keys (`keys`, else those of tests/api_client) its payloads are written decrypted (the
+    session's key is gone after it), as the codec passes plain payloads through on replay."""
     if os.environ.get("CHRONOS_RECORD_HISTORIES") != "1":
         return
     history = json.loads((await handle.fetch_history()).to_json())
-    if keys is not None:
-        history = _decrypted(history, keys)
+    history = _decrypted(history, keys or keyring(Settings(encryption_keys=ENCRYPTION_KEYS)))
     # The run's id too: a run derives ids from it (its child workflows'), so it replays under it.
     (HERE / f"{name}.json").write_text(json.dumps({WORKFLOW_ID: handle.id, **history}))
 
