@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.notify import NotifyActivities
     from activities.reconcile import ReconcileActivities
     from core.payloads import RECONCILE_WORKFLOW, SHARDS, ReconcileInput, RunsPage
-    from workflows.run_job import NOTIFY_RETRY, NOTIFY_TIMEOUT
-
-NoticeT = TypeVar("NoticeT")
+    from workflows.run_job import send_notice
 
 # A slice that fails is retried a little, then left to the next pass a minute later.
 SLICE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
@@ -55,8 +50,8 @@ class ReconcileWorkflow:
                 )
                 fixes.update(found.fixes)
                 await asyncio.gather(
-                    *(_notify(NotifyActivities.email, notice) for notice in found.emails),
-                    *(_notify(NotifyActivities.webhook, notice) for notice in found.webhooks),
+                    *(send_notice(NotifyActivities.email, notice) for notice in found.emails),
+                    *(send_notice(NotifyActivities.webhook, notice) for notice in found.webhooks),
                 )
         page: RunsPage | None = RunsPage(grace_seconds=spec.grace_seconds)
         while page is not None:
@@ -70,20 +65,6 @@ class ReconcileWorkflow:
             fixes.update(done.fixes)
             page = done.next_page
         return dict(fixes)
-
-
-async def _notify(activity: Callable[[NotifyActivities, NoticeT], Awaitable[None]], notice: NoticeT) -> None:
-    """A `run.missed` notification on the notifications' retry policy; one that gives up is logged."""
-    try:
-        await workflow.execute_activity_method(
-            activity,
-            notice,
-            start_to_close_timeout=NOTIFY_TIMEOUT,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=NOTIFY_RETRY,
-        )
-    except ActivityError as exc:
-        workflow.logger.warning("%s gave up: %s", exc.activity_type, exc.cause or exc)
 
 
 RECONCILE_WORKFLOWS = [ReconcileWorkflow]

@@ -358,10 +358,10 @@ class JobRunWorkflow:
         sends = []
         to = spec.notify.on_success if result.status == RunOutcome.SUCCEEDED else spec.notify.on_failure
         if to:
-            sends.append(_send(NotifyActivities.email, EmailNotice(notice=notice, to=list(to))))
+            sends.append(send_notice(NotifyActivities.email, EmailNotice(notice=notice, to=list(to))))
         if spec.notify.webhook_url is not None:
             sends.append(
-                _send(
+                send_notice(
                     NotifyActivities.webhook, WebhookNotice(notice=notice, url=str(spec.notify.webhook_url))
                 )
             )
@@ -395,7 +395,7 @@ async def _mirror(activity: Callable[[MirrorActivities, ArgT], Awaitable[ResultT
     return await workflow.execute_activity_method(activity, arg, start_to_close_timeout=MIRROR_TIMEOUT)
 
 
-async def _send(activity: Callable[[NotifyActivities, ArgT], Awaitable[None]], notice: ArgT) -> None:
+async def send_notice(activity: Callable[[NotifyActivities, ArgT], Awaitable[None]], notice: ArgT) -> None:
     """One notification on its own retry policy; when it gives up that is logged, not raised."""
     try:
         await workflow.execute_activity_method(
