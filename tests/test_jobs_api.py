@@ -201,7 +201,8 @@ async def test_delete_stops_firing_and_hides_the_job(
     route = path()
     job = await create(alice, http_job(target.url(route), {"type": "cron", "cron": "* * * * * *"}))
     await eventually(lambda: calls(target, route) >= 1, "a first call")
-    [run, *_] = await runs_of(alice, job["id"])
+    # A run writes its row once its call is answered (docs/architecture.md): wait for it.
+    [run, *_] = await eventually(lambda: runs_of(alice, job["id"]), "the first run's row")
     expect(await alice.delete(f"/jobs/{job['id']}"), 204)
     expect(await alice.get(f"/jobs/{job['id']}"), 404)
     schedules = [s.id async for s in await temporal_client.list_schedules()]
