@@ -16,6 +16,7 @@ from temporalio.client import (
     Schedule,
     ScheduleActionStartWorkflow,
     ScheduleBackfill,
+    ScheduleHandle,
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleState,
@@ -189,10 +190,21 @@ def overdue(job: Job) -> list[ScheduleBackfill]:
     ]
 
 
+async def patched(handle: ScheduleHandle, patch: Awaitable[None]) -> None:
+    """Send one patch to a schedule (pause, unpause, backfill) and return once its scheduler has taken it
+    in. Temporal's scheduler workflow keeps only the last patch of those that reach it in one workflow task,
+    so a patch sent right after another (a resume's backfill, then its unpause) silently drops the first.
+    Describing the schedule is a query, which Temporal answers only after that task: a patch sent after
+    it lands in a later one."""
+    await patch
+    await handle.describe()
+
+
 async def backfill_overdue(client: Client, job: Job) -> None:
     """After a PATCH gave a one-time job a run_at that has just passed: run it now, as on creation."""
     if backfills := overdue(job):
-        await client.get_schedule_handle(schedule_id(job.id)).backfill(*backfills)
+        handle = client.get_schedule_handle(schedule_id(job.id))
+        await patched(handle, handle.backfill(*backfills))
 
 
 async def backfill_fires(
@@ -204,7 +216,8 @@ async def backfill_fires(
     policy = ScheduleOverlapPolicy[overlap.upper()]
     backfills = [ScheduleBackfill(start_at=start, end_at=end, overlap=policy) for start, end in ranges]
     if backfills:
-        await client.get_schedule_handle(schedule_id(job.id)).backfill(*backfills)
+        handle = client.get_schedule_handle(schedule_id(job.id))
+        await patched(handle, handle.backfill(*backfills))
 
 
 async def update_schedule(
@@ -265,7 +278,8 @@ async def set_paused(client: Client, job: Job, note: str | None) -> None:
         await _ignore_gone(client.get_workflow_handle(schedule_id(job.id)).signal(signal))
     elif not job.immediate:
         handle = client.get_schedule_handle(schedule_id(job.id))
-        await (handle.pause(note=note or "paused") if job.paused else handle.unpause(note="resumed"))
+        patch = handle.pause(note=note or "paused") if job.paused else handle.unpause(note="resumed")
+        await patched(handle, patch)
     # The run holds before its next attempt; the attempt in progress finishes (JobRunWorkflow).
     async for execution in client.list_workflows(_running_query(job.id)):
         await _ignore_gone(client.get_workflow_handle(execution.id).signal(signal))

@@ -9,12 +9,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleBackfill,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    ScheduleSpec,
+    ScheduleState,
+)
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.main import create_app
 from core.codec import keyring
 from core.config import Settings
 from core.db import Sessions, create_schema, make_engine, make_sessions
+from core.job_schedules import patched
 from core.misfire import TEMPORAL_MIN_CATCHUP, Misfire, MisfirePolicy, judge
 from core.models import Job
 from core.payloads import ReconcileInput, schedule_id
@@ -145,14 +156,21 @@ async def fires_of_pause(
 ) -> dict[datetime, dict[str, Any]]:
     """The run row of each fire of the pause, once each has ended; a fire with two rows fails."""
 
+    seen: dict[datetime, dict[str, Any]] = {}
+
     async def settled() -> dict[datetime, dict[str, Any]] | None:
         runs = [r for r in await runs_of(alice, job_id) if r["scheduled_at"]]
         times = [datetime.fromisoformat(r["scheduled_at"]) for r in runs]
         assert len(times) == len(set(times)), f"a fire has two runs: {sorted(times)}"
-        rows = {t: r for t, r in zip(times, runs, strict=True) if t in pause and r["finished_at"]}
+        seen.update((t, r) for t, r in zip(times, runs, strict=True) if t in pause)
+        rows = {t: r for t, r in seen.items() if r["finished_at"]}
         return rows if len(rows) == len(pause) else None
 
-    return await eventually(settled, f"a settled run row for each of the {len(pause)} fires of the pause")
+    try:
+        return await eventually(settled, f"a settled run row for each of the {len(pause)} fires of the pause")
+    except AssertionError as failed:
+        rows = {t.isoformat(): (r["id"], r["status"], r["trigger"]) for t, r in seen.items()}
+        raise AssertionError(f"{failed}: pause {[t.isoformat() for t in pause]}, rows {rows}") from None
 
 
 @pytest.mark.parametrize("policy", ["run_all", "run_latest", "skip"])
@@ -177,6 +195,37 @@ async def test_resume_applies_the_misfire_policy_to_the_fires_of_the_pause(
     for row in missed.values():
         assert row["error"].startswith("missed: the job was paused") and row["attempts"] == 0
     expect(await alice.post(f"/jobs/{job['id']}/cancel"), 200)
+
+
+async def test_a_patch_right_after_a_backfill_keeps_the_backfill(temporal_client: Client):
+    """Temporal's scheduler keeps only the last patch signal of a workflow task: without `patched`
+    waiting for each, a resume's unpause sent right after its backfill dropped the backfill."""
+    sid = f"patched-{uuid.uuid4().hex[:8]}"
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    handle = await temporal_client.create_schedule(
+        sid,
+        Schedule(
+            action=ScheduleActionStartWorkflow("NoSuchWorkflow", id=sid, task_queue=f"{sid}-nowhere"),
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(hours=1))]),
+            state=ScheduleState(paused=True),
+        ),
+    )
+    fire = ScheduleBackfill(start_at=hour, end_at=hour, overlap=ScheduleOverlapPolicy.ALLOW_ALL)
+    await patched(handle, handle.backfill(fire))
+    await patched(handle, handle.unpause(note="resumed"))
+    run = temporal_client.get_workflow_handle(f"{sid}-{hour:%Y-%m-%dT%H:%M:%SZ}")
+
+    async def started() -> bool:
+        try:
+            await run.describe()
+        except RPCError as error:
+            assert error.status == RPCStatusCode.NOT_FOUND
+            return False
+        return True
+
+    await eventually(started, "the backfilled fire's workflow to start", within=10)
+    await run.terminate()
+    await handle.delete()
 
 
 T0 = datetime(2027, 1, 1, tzinfo=UTC)
