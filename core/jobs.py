@@ -85,7 +85,7 @@ from core.models import (
     new_id,
     utcnow,
 )
-from core.payloads import Action, HttpAction, NotifySpec, Trigger, WorkflowAction
+from core.payloads import Action, HttpAction, NotifySpec, Trigger, WorkflowAction, unmasked
 from core.runs import last_scheduled_runs
 from core.schedules import (
     ImmediateSchedule,
@@ -259,9 +259,17 @@ class JobService:
             return await self._public(session, await self._owned(session, user, job_id))
 
     async def update(
-        self, user: Principal, job_id: str, body: JobUpdate, expected: frozenset[int] | None = None
+        self,
+        user: Principal,
+        job_id: str,
+        body: JobUpdate,
+        expected: frozenset[int] | None = None,
+        *,
+        keep_masked: bool = False,
     ) -> JobPublic:
-        """`expected`: the versions If-Match accepts (None: no If-Match, the last write wins)."""
+        """`expected`: the versions If-Match accepts (None: no If-Match, the last write wins).
+        `keep_masked` (the dashboard's edit form, which shows the action and notify as answers mask them): a
+        secret sent back as its mask keeps the stored value (`payloads.unmasked`)."""
         changes = body.model_dump(exclude_unset=True)
         check_submitted(body.schedule, self.settings)
         await self.limits.spend(user.id, Limit.JOB_WRITES)
@@ -275,6 +283,13 @@ class JobService:
                     "schedule.type cannot change between immediate and a timed schedule; create a new job",
                     ("body", "schedule", "type"),
                 )
+            if keep_masked:
+                kept: dict[str, Any] = {}
+                if body.action is not None:
+                    kept["action"] = unmasked(body.action, job.action)
+                if body.notify is not None:
+                    kept["notify"] = unmasked(body.notify, job.notify)
+                body = body.model_copy(update=kept)
             if body.action is not None or body.notify is not None:
                 self._check_targets(body.action, body.notify)
                 await self._check_queue(session, job.owner_id, body.action)

@@ -14,8 +14,8 @@ import pytest
 from temporalio.client import Client
 
 from api.web import jobs as job_pages
-from core.models import Run, RunStatus
-from core.payloads import Trigger
+from core.models import Job, Run, RunStatus
+from core.payloads import HttpAction, Trigger
 from tests.api_client import PASSWORD, ApiClient, AuthedClient, expect
 from tests.dashboard_client import Browser
 from tests.http_target import HttpTarget
@@ -145,11 +145,55 @@ async def test_the_new_job_form_previews_and_creates(
     refused = await alice.submit("/jobs", {**form, "url": "not a url"}, via="/jobs/new")
     assert refused.status_code == 422
     assert 'id="url-error"' in refused.text
+    secret_url = target.url("/form").replace("http://", "http://hook:pa55word@")
+    form.update(headers="X-Token: s3cret\nAuthorization: Bearer 0123456789abcdef", url=secret_url)
     created = await alice.submit("/jobs", form)
     assert created.status_code == 303
-    page = await alice.get(created.headers["location"])
+    job_url = created.headers["location"].split("?")[0]
+    page = await alice.get(job_url)
     assert "from the form" in page.text
-    assert "s3cret" not in page.text
+    assert "s3cret" not in page.text and "pa55word" not in page.text
+
+    # The edit form shows the action and notifications masked; masks sent back keep the secrets.
+    edit = (await alice.get(f"{job_url}/edit")).text
+    masked_url = secret_url.replace("hook:pa55word", "****")
+    assert "s3cret" not in edit and "pa55word" not in edit and "0123456789" not in edit
+    assert "X-Token: ****\nAuthorization: ****cdef</textarea>" in edit
+    assert f'name="url" type="url" value="{masked_url}"' in edit
+    changed = {
+        **form,
+        "version": "1",
+        "url": masked_url.replace("/form", "/edited"),
+        "headers": "X-Token: ****\nAuthorization: ****cdef\nX-New: fresh",
+        "body": '{"b": 2}',
+        "timeout_seconds": "12",
+        "on_failure": "ops@example.org",
+        "webhook_url": "https://owner:w3bhook@hooks.example.org/chronos",
+        "on_missed": "on",
+    }
+    assert (await alice.submit(f"{job_url}/edit", changed)).status_code == 303
+    job_id = job_url.rsplit("/", 1)[1]
+    async with api.app.state.sessions() as session:
+        stored = await session.get(Job, job_id)
+        assert stored is not None
+        action, notify = stored.action, stored.notify
+    assert isinstance(action, HttpAction)
+    assert str(action.url) == secret_url.replace("/form", "/edited")
+    assert action.headers == {
+        "X-Token": "s3cret",
+        "Authorization": "Bearer 0123456789abcdef",
+        "X-New": "fresh",
+    }
+    assert (action.body, action.timeout_seconds) == ({"b": 2}, 12)
+    assert (notify.on_failure, notify.on_missed) == (["ops@example.org"], True)
+    edit = (await alice.get(f"{job_url}/edit")).text
+    assert 'value="https://****@hooks.example.org/chronos"' in edit and "w3bhook" not in edit
+    typed_over = {**changed, "version": "2", "headers": "X-Token: new-token", "webhook_url": ""}
+    assert (await alice.submit(f"{job_url}/edit", typed_over)).status_code == 303
+    async with api.app.state.sessions() as session:
+        stored = await session.get(Job, job_id)
+        assert stored is not None and isinstance(stored.action, HttpAction)
+        assert (stored.action.headers, stored.notify.webhook_url) == ({"X-Token": "new-token"}, None)
 
 
 async def test_logout_ends_the_session(api: ApiClient, alice: Browser) -> None:

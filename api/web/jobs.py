@@ -338,9 +338,8 @@ async def save_job(
     form = await _form_data(request)
     errors: dict[str, str]
     try:
-        await jobs.update(
-            viewer, job_id, JobUpdate.model_validate(forms.update_body(form)), frozenset({version})
-        )
+        body = JobUpdate.model_validate(forms.update_body(form))
+        await jobs.update(viewer, job_id, body, frozenset({version}), keep_masked=True)
     except ValidationError as exc:
         errors = forms.field_errors(exc)
     except Invalid as exc:
