@@ -11,11 +11,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from api.web import jobs as job_pages
-from core.models import Job, Run, RunStatus
+from core.auth import Principal
+from core.jobs import JobService
+from core.models import Job, Role, Run, RunStatus
 from core.payloads import HttpAction, Trigger
+from core.runs import RunService
 from tests.api_client import PASSWORD, ApiClient, AuthedClient, expect
 from tests.dashboard_client import Browser
 from tests.http_target import HttpTarget
@@ -492,3 +497,72 @@ async def test_missed_and_skipped_fires_show_their_status_and_reason(
         run = (await alice.get(f"/runs/job-{job['id']}-{status}")).text
         assert f"<strong>Why it did not run:</strong> {reason}" in run
         assert "None: this fire did not run." in run and "Error:" not in run
+
+
+class Tabs:
+    """A request to a stream whose page stays open for `ticks` looks (then its tab is closed)."""
+
+    def __init__(self, ticks: int) -> None:
+        self.ticks = ticks
+
+    async def is_disconnected(self) -> bool:
+        self.ticks -= 1
+        return self.ticks < 0
+
+
+async def test_the_jobs_list_streams_only_the_rows_that_changed(
+    api: ApiClient,
+    alice: Browser,
+    target: HttpTarget,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One read a tick while nothing changes; a paused job's row comes again, a deleted one goes, a
+    passed next fire redraws its row once; another user's rows are only ever gone."""
+    user = await api_user(api, alice)
+    kept, dropped = [
+        expect(await user.post("/jobs", json=job_body(target, name)), 201)["id"] for name in ("kept", "drop")
+    ]
+    listing = (await alice.get("/jobs")).text
+    keys = dict(re.findall(r'<tr id="job-([^"]+)" data-live="([^"]+)"', listing))
+    assert set(keys) == {kept, dropped} and 'id="live-toggle"' in listing
+    for params in ({}, {"row": "x"}, {"row": [keys[kept]] * 101}):
+        assert (await alice.get("/jobs/events", params=params)).status_code == 422
+
+    monkeypatch.setattr(job_pages, "LIVE_SECONDS", 0)
+    state = api.app.state
+    jobs = JobService(state.settings, state.sessions, state.temporal)
+    runs = RunService(state.settings, state.sessions, state.temporal)
+    viewer = Principal(id=user.id, email=alice.email, role=Role.USER, scopes=frozenset())
+    shown = dict(map(job_pages._shown, keys.values()))
+
+    async def ticks(count: int, who: Principal = viewer) -> list[tuple[str | None, str]]:
+        stream = job_pages._watch(Tabs(count), who, jobs, runs, shown)  # type: ignore[arg-type]
+        return [(event.event, str(event.data)) async for event in stream]
+
+    engine: AsyncEngine = state.sessions.kw["bind"]
+    reads: list[str] = []
+
+    def count(*args: Any) -> None:
+        reads.append(args[2])
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        assert await ticks(1) == []
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert len(reads) == 1, reads  # nothing changed: one read of the rows' versions
+
+    expect(await user.post(f"/jobs/{kept}/pause", json={"note": "live"}), 200)
+    sent = await ticks(1)
+    assert [name for name, _ in sent] == ["row"], sent
+    assert f'<tr id="job-{kept}"' in sent[0][1] and "status-paused" in sent[0][1]
+    assert shown[kept].digest != job_pages._shown(keys[kept])[1].digest
+    assert await ticks(2) == []  # drawn once
+
+    shown[kept] = job_pages._Shown(shown[kept].digest, 1.0)  # its next fire, as the page had it, passed
+    assert [name for name, _ in await ticks(2)] == ["row"]
+
+    expect(await user.delete(f"/jobs/{dropped}"), 204)
+    assert await ticks(1) == [("gone", dropped)]
+    bob = Principal(id="someone-else", email="bob@example.org", role=Role.USER, scopes=frozenset())
+    assert await ticks(1, bob) == [("gone", kept), ("end", "")]

@@ -3,20 +3,28 @@ controls; each calls the service method the matching API route calls."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Protocol
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2_fragments import render_block
 from pydantic import ValidationError
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import AuditServiceDep, Cursor, JobServiceDep, RunServiceDep, job_filter
 from api.web import forms
-from api.web.render import page
+from api.web.render import page, templates
 from api.web.session import Viewer
+from core.auth import Principal
 from core.errors import Conflict, Invalid, PreconditionFailed
+from core.jobs import JobService, RowVersion
 from core.models import (
     BackfillRequest,
     JobCreate,
@@ -28,6 +36,7 @@ from core.models import (
     OverlapPolicy,
     PreviewRequest,
 )
+from core.runs import RunService
 from core.schedules import is_fixed_delay
 
 router = APIRouter()
@@ -46,6 +55,10 @@ RECENT_RUNS = 10
 PAGE_SIZE = 20
 SCHEDULE_TYPES = ("cron", "interval", "once", "immediate")
 BULK_VERBS = {"pause": "Pause", "resume": "Resume"}
+# How often a live jobs list's stream reads its rows' versions, and the most rows one stream follows.
+LIVE_SECONDS = 2.0
+LIVE_ROWS = 100
+LIVE_KEY = re.compile(r"[\w-]{1,64}:[0-9a-f]{12}:[0-9]{0,12}")
 
 
 class Params(Protocol):
@@ -129,9 +142,81 @@ async def jobs_list(
         recent = await runs.recent(viewer, [job.id for job in found.items], RECENT_RUNS)
         pairs = _filter_pairs(match)
         context.update(jobs=found, recent=recent, query=urlencode(pairs), filter_pairs=pairs, error=None)
+        context["live_keys"] = {job.id: _live_key(job) for job in found.items}
         status = 200
     block = "results" if request.headers.get("HX-Request") else None
     return page(request, "jobs.html", context, block=block, status=status)
+
+
+def _digest(version: RowVersion) -> str:
+    return hashlib.blake2s("|".join(map(str, version)).encode(), digest_size=6).hexdigest()
+
+
+def _live_key(job: JobPublic) -> str:
+    """What a live list's row says it shows: `id:digest:next fire` (the digest of its RowVersion, the
+    next fire in Unix seconds), sent back by the page when it opens its stream."""
+    next_at = str(int(job.next_run_at.timestamp())) if job.next_run_at else ""
+    return f"{job.id}:{_digest(RowVersion.of(job))}:{next_at}"
+
+
+@dataclass
+class _Shown:
+    digest: str
+    next_at: float | None
+
+
+def _shown(key: str) -> tuple[str, _Shown]:
+    job_id, digest, next_at = key.split(":")
+    return job_id, _Shown(digest, float(next_at) if next_at else None)
+
+
+@router.get("/jobs/events")
+async def jobs_events(
+    request: Request,
+    viewer: Viewer,
+    jobs: JobServiceDep,
+    runs: RunServiceDep,
+    row: Annotated[list[str], Query(description="the rows the page shows (`_live_key`)")] = [],  # noqa: B006
+) -> EventSourceResponse:
+    """The listed jobs' rows again when what they show changes (`row`, to swap in), `gone` when one is
+    deleted, `end` when none is left. The page closes the stream while its tab is hidden or live
+    updates are paused, and reopens it with the rows as it shows them."""
+    if not 0 < len(row) <= LIVE_ROWS or not all(LIVE_KEY.fullmatch(key) for key in row):
+        raise Invalid(f"row: 1 to {LIVE_ROWS} values of the form id:digest:time", ("query", "row"))
+    return EventSourceResponse(_watch(request, viewer, jobs, runs, dict(map(_shown, row))), ping=15)
+
+
+async def _watch(
+    request: Request, viewer: Principal, jobs: JobService, runs: RunService, shown: dict[str, _Shown]
+) -> AsyncIterator[ServerSentEvent]:
+    """Each tick, one read of the shown rows' versions; a row whose version moved, or whose next fire
+    has passed, is read and drawn again (once: a next fire still past is not looked at again)."""
+    while shown and not await request.is_disconnected():
+        now = time.time()
+        versions = await jobs.row_versions(viewer, list(shown))
+        for job_id in [job_id for job_id in shown if job_id not in versions]:
+            del shown[job_id]
+            yield ServerSentEvent(data=job_id, event="gone")
+        changed = [
+            job_id
+            for job_id, seen in shown.items()
+            if seen.digest != _digest(versions[job_id]) or (seen.next_at is not None and seen.next_at <= now)
+        ]
+        if changed:
+            recent = await runs.recent(viewer, changed, RECENT_RUNS)
+            for job in await jobs.listed(viewer, changed):
+                key = _live_key(job)
+                job_id, seen = _shown(key)
+                shown[job_id] = _Shown(seen.digest, seen.next_at if (seen.next_at or 0) > now else None)
+                keys = {job.id: key}
+                html = render_block(
+                    templates.env, "jobs.html", "job_row", job=job, recent=recent, live_keys=keys
+                )
+                yield ServerSentEvent(data=html, event="row")
+        if not shown:
+            yield ServerSentEvent(data="", event="end")
+            return
+        await asyncio.sleep(LIVE_SECONDS)
 
 
 def _done(done: str | None, count: int | None) -> str | None:
