@@ -536,7 +536,8 @@ async def test_the_jobs_list_streams_only_the_rows_that_changed(
     shown = dict(map(job_pages._shown, keys.values()))
 
     async def ticks(count: int, who: Principal = viewer) -> list[tuple[str | None, str]]:
-        stream = job_pages._watch(Tabs(count), who, jobs, runs, shown)  # type: ignore[arg-type]
+        draw = job_pages._rows(who, jobs, runs)
+        stream = job_pages._watch(Tabs(count), who, jobs, shown, draw)  # type: ignore[arg-type]
         return [(event.event, str(event.data)) async for event in stream]
 
     engine: AsyncEngine = state.sessions.kw["bind"]
@@ -554,15 +555,29 @@ async def test_the_jobs_list_streams_only_the_rows_that_changed(
 
     expect(await user.post(f"/jobs/{kept}/pause", json={"note": "live"}), 200)
     sent = await ticks(1)
-    assert [name for name, _ in sent] == ["row"], sent
+    assert [name for name, _ in sent] == ["job_row"], sent
     assert f'<tr id="job-{kept}"' in sent[0][1] and "status-paused" in sent[0][1]
     assert shown[kept].digest != job_pages._shown(keys[kept])[1].digest
     assert await ticks(2) == []  # drawn once
 
     shown[kept] = job_pages._Shown(shown[kept].digest, 1.0)  # its next fire, as the page had it, passed
-    assert [name for name, _ in await ticks(2)] == ["row"]
+    assert [name for name, _ in await ticks(2)] == ["job_row"]
 
     expect(await user.delete(f"/jobs/{dropped}"), 204)
     assert await ticks(1) == [("gone", dropped)]
     bob = Principal(id="someone-else", email="bob@example.org", role=Role.USER, scopes=frozenset())
     assert await ticks(1, bob) == [("gone", kept), ("end", "")]
+
+    # The job page follows its own job: its state, next runs and newest runs come again on a change.
+    found = re.search(r'id="job-runs" data-live="([^"]+)"', (await alice.get(f"/jobs/{kept}")).text)
+    assert found and 'id="live-toggle"' in (await alice.get(f"/jobs/{kept}")).text
+    assert (await alice.get(f"/jobs/{kept}/events", params={"row": keys[dropped]})).status_code == 422
+    other = await Browser.registered(api)
+    assert (await other.get(f"/jobs/{kept}/events", params={"row": found.group(1)})).status_code == 404
+    await other.close()
+    expect(await user.post(f"/jobs/{kept}/resume"), 200)
+    parts = job_pages._job_parts(viewer, jobs, runs)
+    stream = job_pages._watch(Tabs(1), viewer, jobs, dict([job_pages._shown(found.group(1))]), parts)  # type: ignore[arg-type]
+    sent = [(str(event.event), str(event.data)) async for event in stream]
+    assert [name for name, _ in sent] == ["job_state", "job_next", "job_runs"]
+    assert 'data-state="scheduled"' in sent[0][1] and 'id="job-runs"' in sent[2][1]

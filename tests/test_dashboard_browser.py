@@ -103,9 +103,9 @@ async def test_a_whole_session_in_the_browser(site: str, browser: Any, target: H
     await expect(page.get_by_role("status").filter(has_text="Job created.")).to_be_visible()
     job_url = page.url
 
-    # It fires; the job page lists the run.
+    # It fires; the job page lists the run without a reload (it follows its job live).
     await target.wait_for(tick)
-    await reload_until(page, r"succeeded")
+    await expect(page.locator("#job-runs")).to_contain_text("succeeded", timeout=30_000)
     await check_page(page, "job")
 
     # A run in flight: its page tails the log and the attempts live, without a reload.

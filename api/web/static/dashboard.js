@@ -102,6 +102,33 @@
     });
   }
 
+  // The job page: its state, next runs and newest runs, each swapped in whole.
+  function jobLive() {
+    var runs = document.getElementById("job-runs");
+    var toggle = document.getElementById("live-toggle");
+    if (!runs || !toggle) { return; }
+    function swap(id) {
+      return function (e) {
+        var old = document.getElementById(id);
+        if (!old) { return; }
+        var before = old.dataset.state;
+        old.outerHTML = e.data;
+        var now = document.getElementById(id);
+        showTimes(now);
+        if (before && now.dataset.state !== before) { announce("Job state: " + now.dataset.state); }
+      };
+    }
+    liveStart(toggle, function () {
+      return toggle.dataset.stream + "?row=" + encodeURIComponent(document.getElementById("job-runs").dataset.live);
+    }, {
+      job_state: swap("job-state"),
+      job_next: swap("job-next"),
+      job_runs: swap("job-runs"),
+      gone: function () { liveEnd("job deleted"); announce("This job was deleted"); },
+      end: function () { liveEnd("job deleted"); }
+    });
+  }
+
   // The jobs list: a changed row comes whole; only the cells whose content differs are replaced, so a
   // ticked box and the focus stay where they are.
   function swapRow(e) {
@@ -131,7 +158,7 @@
         return "row=" + encodeURIComponent(row.dataset.live);
       }).join("&");
     }, {
-      row: swapRow,
+      job_row: swapRow,
       gone: function (e) {
         var row = document.getElementById("job-" + e.data);
         if (row) { announce(row.dataset.summary.split(":")[0] + " was deleted"); row.remove(); }
@@ -197,5 +224,6 @@
     showTimes();
     runLive();
     jobsLive();
+    jobLive();
   });
 })();
