@@ -128,6 +128,14 @@ async def test_a_stale_edit_is_refused(api: ApiClient, alice: Browser, target: H
     assert fresh.status_code == 303
     assert expect(await user.get(f"/jobs/{job['id']}"), 200)["name"] == "after"
 
+    # An email action is not in the form, so saving it leaves the action as it is.
+    email = {"type": "email", "to": ["ops@example.org"], "subject": "hi", "body": "there"}
+    mailer = expect(await user.post("/jobs", json={**job_body(target, "mailer"), "action": email}), 201)
+    form = (await alice.get(f"/jobs/{mailer['id']}/edit")).text
+    assert "email action is changed through the API" in form and 'name="url"' not in form
+    assert (await alice.submit(f"/jobs/{mailer['id']}/edit", {**fields, "version": "1"})).status_code == 303
+    assert expect(await user.get(f"/jobs/{mailer['id']}"), 200)["action"] == {**email, "cc": [], "html": None}
+
 
 async def test_the_new_job_form_previews_and_creates(
     api: ApiClient, alice: Browser, target: HttpTarget
