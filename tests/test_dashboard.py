@@ -131,8 +131,8 @@ async def test_a_stale_edit_is_refused(api: ApiClient, alice: Browser, target: H
     # An email action is not in the form, so saving it leaves the action as it is.
     email = {"type": "email", "to": ["ops@example.org"], "subject": "hi", "body": "there"}
     mailer = expect(await user.post("/jobs", json={**job_body(target, "mailer"), "action": email}), 201)
-    form = (await alice.get(f"/jobs/{mailer['id']}/edit")).text
-    assert "email action is changed through the API" in form and 'name="url"' not in form
+    mail_form = (await alice.get(f"/jobs/{mailer['id']}/edit")).text
+    assert "email action is changed through the API" in mail_form and 'name="url"' not in mail_form
     assert (await alice.submit(f"/jobs/{mailer['id']}/edit", {**fields, "version": "1"})).status_code == 303
     assert expect(await user.get(f"/jobs/{mailer['id']}"), 200)["action"] == {**email, "cc": [], "html": None}
 
