@@ -21,9 +21,10 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, delete, func, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -85,7 +86,7 @@ from core.models import (
     new_id,
     utcnow,
 )
-from core.payloads import Action, HttpAction, NotifySpec, Trigger, WorkflowAction
+from core.payloads import Action, HttpAction, NotifySpec, Trigger, WorkflowAction, unmasked
 from core.runs import last_scheduled_runs
 from core.schedules import (
     ImmediateSchedule,
@@ -154,6 +155,21 @@ async def _index_labels(session: AsyncSession, job: Job) -> None:
     """The job's `job_label` rows, made to hold its labels."""
     await session.exec(delete(JobLabel).where(col(JobLabel.job_id) == job.id))
     session.add_all(JobLabel(job_id=job.id, key=key, value=value) for key, value in job.labels.items())
+
+
+class RowVersion(NamedTuple):
+    """A job's version and state and its last run's id and status: any change to what a list row shows
+    moves one of them (but the next fire, which time moves)."""
+
+    version: int
+    state: JobState
+    last_run_id: str | None
+    last_run_status: RunStatus | None
+
+    @classmethod
+    def of(cls, job: JobPublic) -> RowVersion:
+        last = job.last_run
+        return cls(job.version, job.state, last.id if last else None, last.status if last else None)
 
 
 class JobService:
@@ -229,16 +245,46 @@ class JobService:
             query = select(Job).where(col(Job.deleted_at).is_(None), user.sees_rows(Job.owner_id))
             query = query.where(*matching(match))
             jobs = await paginate(session, query, col(Job.created_at), col(Job.id), limit, cursor, page)
-            last_ids = [job.last_run_id for job in jobs.items if job.last_run_id]
-            last_runs: dict[str, Run] = {}
-            if last_ids:
-                found = await session.exec(select(Run).where(col(Run.id).in_(last_ids)))
-                last_runs = {run.id: run for run in found}
-            scheduled = await last_scheduled_runs(session, jobs.items)
+            loaded = await self._loaded(session, jobs.items)
         # Fire times and answer models are CPU work: in a thread, so the event loop (and /health) is never
         # held for a whole page (the loaded rows need no session any more).
-        items = await asyncio.to_thread(self._page_items, jobs.items, last_runs, scheduled)
+        items = await asyncio.to_thread(self._page_items, jobs.items, *loaded)
         return jobs.with_items(items)
+
+    async def listed(self, user: Principal, job_ids: Sequence[str]) -> list[JobPublic]:
+        """These of the caller's live jobs, as `find` shows them (a live list's changed rows)."""
+        async with self.sessions() as session:
+            query = select(Job).where(
+                col(Job.id).in_(job_ids), col(Job.deleted_at).is_(None), user.sees_rows(Job.owner_id)
+            )
+            jobs = list(await session.exec(query))
+            loaded = await self._loaded(session, jobs)
+        return await asyncio.to_thread(self._page_items, jobs, *loaded)
+
+    async def row_versions(self, user: Principal, job_ids: Sequence[str]) -> dict[str, RowVersion]:
+        """What a listed job's row shows that runs and changes move, for these of the caller's live jobs,
+        in one read: a live list compares it to tell which rows changed."""
+        query = (
+            sa_select(col(Job.id), col(Job.version), col(Job.state), col(Run.id), col(Run.status))
+            .outerjoin(Run, col(Run.id) == col(Job.last_run_id))
+            .where(col(Job.id).in_(job_ids), col(Job.deleted_at).is_(None), user.sees_rows(Job.owner_id))
+        )
+        async with self.sessions() as session:
+            rows = await (await session.connection()).execute(query)
+            return {
+                job_id: RowVersion(version, state, run_id, status)
+                for job_id, version, state, run_id, status in rows
+            }
+
+    async def _loaded(self, session: AsyncSession, jobs: list[Job]) -> tuple[dict[str, Run], dict[str, Run]]:
+        """The jobs' last runs, and their last scheduled runs (a fixed-delay job's next fire counts from
+        it)."""
+        last_ids = [job.last_run_id for job in jobs if job.last_run_id]
+        last_runs: dict[str, Run] = {}
+        if last_ids:
+            found = await session.exec(select(Run).where(col(Run.id).in_(last_ids)))
+            last_runs = {run.id: run for run in found}
+        return last_runs, await last_scheduled_runs(session, jobs)
 
     def _page_items(
         self, jobs: list[Job], last_runs: dict[str, Run], scheduled: dict[str, Run]
@@ -259,9 +305,17 @@ class JobService:
             return await self._public(session, await self._owned(session, user, job_id))
 
     async def update(
-        self, user: Principal, job_id: str, body: JobUpdate, expected: frozenset[int] | None = None
+        self,
+        user: Principal,
+        job_id: str,
+        body: JobUpdate,
+        expected: frozenset[int] | None = None,
+        *,
+        keep_masked: bool = False,
     ) -> JobPublic:
-        """`expected`: the versions If-Match accepts (None: no If-Match, the last write wins)."""
+        """`expected`: the versions If-Match accepts (None: no If-Match, the last write wins).
+        `keep_masked` (the dashboard's edit form, which shows the action and notify as answers mask them): a
+        secret sent back as its mask keeps the stored value (`payloads.unmasked`)."""
         changes = body.model_dump(exclude_unset=True)
         check_submitted(body.schedule, self.settings)
         await self.limits.spend(user.id, Limit.JOB_WRITES)
@@ -275,6 +329,13 @@ class JobService:
                     "schedule.type cannot change between immediate and a timed schedule; create a new job",
                     ("body", "schedule", "type"),
                 )
+            if keep_masked:
+                kept: dict[str, Any] = {}
+                if body.action is not None:
+                    kept["action"] = unmasked(body.action, job.action)
+                if body.notify is not None:
+                    kept["notify"] = unmasked(body.notify, job.notify)
+                body = body.model_copy(update=kept)
             if body.action is not None or body.notify is not None:
                 self._check_targets(body.action, body.notify)
                 await self._check_queue(session, job.owner_id, body.action)

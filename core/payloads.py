@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -146,6 +146,9 @@ def masked_notify(notify: NotifySpec) -> dict[str, Any]:
     return with_secrets(notify.model_dump(mode="json"), header=_mask, url=masked_url)
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 def with_secrets(
     data: dict[str, Any], header: Callable[[str], str], url: Callable[[str], str]
 ) -> dict[str, Any]:
@@ -162,6 +165,36 @@ def with_secrets(
     if data.get("webhook_url") is not None:
         data["webhook_url"] = url(data["webhook_url"])
     return data
+
+
+def unmasked(sent: M, stored: M) -> M:
+    """`sent` (an action or a NotifySpec) with each secret that is still the mask answers show of the
+    `stored` one's set back to the stored secret: a header value left as its mask, a URL's userinfo left
+    as `****`. So a form that shows them masked, sent back as it is, keeps the secrets it could not show,
+    and a value typed over a mask replaces it."""
+    if type(sent) is not type(stored):
+        return sent
+    data, kept = sent.model_dump(mode="json"), stored.model_dump(mode="json")
+    shown = with_secrets(kept, header=_mask, url=masked_url)
+    for key in ("url", "webhook_url"):
+        if data.get(key) is not None and kept.get(key) is not None and has_userinfo(kept[key]):
+            data[key] = _kept_userinfo(data[key], kept[key])
+    if isinstance(data.get("headers"), dict):
+        data["headers"] = {
+            name: kept["headers"][name] if shown["headers"].get(name) == value else value
+            for name, value in data["headers"].items()
+        }
+    return type(sent).model_validate(data)
+
+
+def _kept_userinfo(sent: str, stored: str) -> str:
+    """`sent` with its userinfo, if still the mask, set back to the stored URL's (its host or path may
+    have changed)."""
+    parts = urlsplit(sent)
+    if not parts.netloc.startswith("****@"):
+        return sent
+    userinfo = urlsplit(stored).netloc.rpartition("@")[0]
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc.removeprefix('****@')}"))
 
 
 def has_userinfo(url: HttpUrl | str) -> bool:

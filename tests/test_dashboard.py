@@ -11,11 +11,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from api.web import jobs as job_pages
-from core.models import Run, RunStatus
-from core.payloads import Trigger
+from core.auth import Principal
+from core.jobs import JobService
+from core.models import Job, Role, Run, RunStatus
+from core.payloads import HttpAction, Trigger
+from core.runs import RunService
 from tests.api_client import PASSWORD, ApiClient, AuthedClient, expect
 from tests.dashboard_client import Browser
 from tests.http_target import HttpTarget
@@ -123,6 +128,14 @@ async def test_a_stale_edit_is_refused(api: ApiClient, alice: Browser, target: H
     assert fresh.status_code == 303
     assert expect(await user.get(f"/jobs/{job['id']}"), 200)["name"] == "after"
 
+    # An email action is not in the form, so saving it leaves the action as it is.
+    email = {"type": "email", "to": ["ops@example.org"], "subject": "hi", "body": "there"}
+    mailer = expect(await user.post("/jobs", json={**job_body(target, "mailer"), "action": email}), 201)
+    mail_form = (await alice.get(f"/jobs/{mailer['id']}/edit")).text
+    assert "email action is changed through the API" in mail_form and 'name="url"' not in mail_form
+    assert (await alice.submit(f"/jobs/{mailer['id']}/edit", {**fields, "version": "1"})).status_code == 303
+    assert expect(await user.get(f"/jobs/{mailer['id']}"), 200)["action"] == {**email, "cc": [], "html": None}
+
 
 async def test_the_new_job_form_previews_and_creates(
     api: ApiClient, alice: Browser, target: HttpTarget
@@ -145,11 +158,55 @@ async def test_the_new_job_form_previews_and_creates(
     refused = await alice.submit("/jobs", {**form, "url": "not a url"}, via="/jobs/new")
     assert refused.status_code == 422
     assert 'id="url-error"' in refused.text
+    secret_url = target.url("/form").replace("http://", "http://hook:pa55word@")
+    form.update(headers="X-Token: s3cret\nAuthorization: Bearer 0123456789abcdef", url=secret_url)
     created = await alice.submit("/jobs", form)
     assert created.status_code == 303
-    page = await alice.get(created.headers["location"])
+    job_url = created.headers["location"].split("?")[0]
+    page = await alice.get(job_url)
     assert "from the form" in page.text
-    assert "s3cret" not in page.text
+    assert "s3cret" not in page.text and "pa55word" not in page.text
+
+    # The edit form shows the action and notifications masked; masks sent back keep the secrets.
+    edit = (await alice.get(f"{job_url}/edit")).text
+    masked_url = secret_url.replace("hook:pa55word", "****")
+    assert "s3cret" not in edit and "pa55word" not in edit and "0123456789" not in edit
+    assert "X-Token: ****\nAuthorization: ****cdef</textarea>" in edit
+    assert f'name="url" type="url" value="{masked_url}"' in edit
+    changed = {
+        **form,
+        "version": "1",
+        "url": masked_url.replace("/form", "/edited"),
+        "headers": "X-Token: ****\nAuthorization: ****cdef\nX-New: fresh",
+        "body": '{"b": 2}',
+        "timeout_seconds": "12",
+        "on_failure": "ops@example.org",
+        "webhook_url": "https://owner:w3bhook@hooks.example.org/chronos",
+        "on_missed": "on",
+    }
+    assert (await alice.submit(f"{job_url}/edit", changed)).status_code == 303
+    job_id = job_url.rsplit("/", 1)[1]
+    async with api.app.state.sessions() as session:
+        stored = await session.get(Job, job_id)
+        assert stored is not None
+        action, notify = stored.action, stored.notify
+    assert isinstance(action, HttpAction)
+    assert str(action.url) == secret_url.replace("/form", "/edited")
+    assert action.headers == {
+        "X-Token": "s3cret",
+        "Authorization": "Bearer 0123456789abcdef",
+        "X-New": "fresh",
+    }
+    assert (action.body, action.timeout_seconds) == ({"b": 2}, 12)
+    assert (notify.on_failure, notify.on_missed) == (["ops@example.org"], True)
+    edit = (await alice.get(f"{job_url}/edit")).text
+    assert 'value="https://****@hooks.example.org/chronos"' in edit and "w3bhook" not in edit
+    typed_over = {**changed, "version": "2", "headers": "X-Token: new-token", "webhook_url": ""}
+    assert (await alice.submit(f"{job_url}/edit", typed_over)).status_code == 303
+    async with api.app.state.sessions() as session:
+        stored = await session.get(Job, job_id)
+        assert stored is not None and isinstance(stored.action, HttpAction)
+        assert (stored.action.headers, stored.notify.webhook_url) == ({"X-Token": "new-token"}, None)
 
 
 async def test_logout_ends_the_session(api: ApiClient, alice: Browser) -> None:
@@ -448,3 +505,87 @@ async def test_missed_and_skipped_fires_show_their_status_and_reason(
         run = (await alice.get(f"/runs/job-{job['id']}-{status}")).text
         assert f"<strong>Why it did not run:</strong> {reason}" in run
         assert "None: this fire did not run." in run and "Error:" not in run
+
+
+class Tabs:
+    """A request to a stream whose page stays open for `ticks` looks (then its tab is closed)."""
+
+    def __init__(self, ticks: int) -> None:
+        self.ticks = ticks
+
+    async def is_disconnected(self) -> bool:
+        self.ticks -= 1
+        return self.ticks < 0
+
+
+async def test_the_jobs_list_streams_only_the_rows_that_changed(
+    api: ApiClient,
+    alice: Browser,
+    target: HttpTarget,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One read a tick while nothing changes; a paused job's row comes again, a deleted one goes, a
+    passed next fire redraws its row once; another user's rows are only ever gone."""
+    user = await api_user(api, alice)
+    kept, dropped = [
+        expect(await user.post("/jobs", json=job_body(target, name)), 201)["id"] for name in ("kept", "drop")
+    ]
+    listing = (await alice.get("/jobs")).text
+    keys = dict(re.findall(r'<tr id="job-([^"]+)" data-live="([^"]+)"', listing))
+    assert set(keys) == {kept, dropped} and 'id="live-toggle"' in listing
+    for params in ({}, {"row": "x"}, {"row": [keys[kept]] * 101}):
+        assert (await alice.get("/jobs/events", params=params)).status_code == 422
+
+    monkeypatch.setattr(job_pages, "LIVE_SECONDS", 0)
+    state = api.app.state
+    jobs = JobService(state.settings, state.sessions, state.temporal)
+    runs = RunService(state.settings, state.sessions, state.temporal)
+    viewer = Principal(id=user.id, email=alice.email, role=Role.USER, scopes=frozenset())
+    shown = dict(map(job_pages._shown, keys.values()))
+
+    async def ticks(count: int, who: Principal = viewer) -> list[tuple[str | None, str]]:
+        draw = job_pages._rows(who, jobs, runs)
+        stream = job_pages._watch(Tabs(count), who, jobs, shown, draw)  # type: ignore[arg-type]
+        return [(event.event, str(event.data)) async for event in stream]
+
+    engine: AsyncEngine = state.sessions.kw["bind"]
+    reads: list[str] = []
+
+    def count(*args: Any) -> None:
+        reads.append(args[2])
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        assert await ticks(1) == []
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert len(reads) == 1, reads  # nothing changed: one read of the rows' versions
+
+    expect(await user.post(f"/jobs/{kept}/pause", json={"note": "live"}), 200)
+    sent = await ticks(1)
+    assert [name for name, _ in sent] == ["job_row"], sent
+    assert f'<tr id="job-{kept}"' in sent[0][1] and "status-paused" in sent[0][1]
+    assert shown[kept].digest != job_pages._shown(keys[kept])[1].digest
+    assert await ticks(2) == []  # drawn once
+
+    shown[kept] = job_pages._Shown(shown[kept].digest, 1.0)  # its next fire, as the page had it, passed
+    assert [name for name, _ in await ticks(2)] == ["job_row"]
+
+    expect(await user.delete(f"/jobs/{dropped}"), 204)
+    assert await ticks(1) == [("gone", dropped)]
+    bob = Principal(id="someone-else", email="bob@example.org", role=Role.USER, scopes=frozenset())
+    assert await ticks(1, bob) == [("gone", kept), ("end", "")]
+
+    # The job page follows its own job: its state, next runs and newest runs come again on a change.
+    found = re.search(r'id="job-runs" data-live="([^"]+)"', (await alice.get(f"/jobs/{kept}")).text)
+    assert found and 'id="live-toggle"' in (await alice.get(f"/jobs/{kept}")).text
+    assert (await alice.get(f"/jobs/{kept}/events", params={"row": keys[dropped]})).status_code == 422
+    other = await Browser.registered(api)
+    assert (await other.get(f"/jobs/{kept}/events", params={"row": found.group(1)})).status_code == 404
+    await other.close()
+    expect(await user.post(f"/jobs/{kept}/resume"), 200)
+    parts = job_pages._job_parts(viewer, jobs, runs)
+    stream = job_pages._watch(Tabs(1), viewer, jobs, dict([job_pages._shown(found.group(1))]), parts)  # type: ignore[arg-type]
+    sent = [(str(event.event), str(event.data)) async for event in stream]
+    assert [name for name, _ in sent] == ["job_state", "job_next", "job_runs"]
+    assert 'data-state="scheduled"' in sent[0][1] and 'id="job-runs"' in sent[2][1]

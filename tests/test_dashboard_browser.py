@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,11 @@ axe_api = pytest.importorskip(
 )
 pytestmark = [needs_chromium, pytest.mark.timeout(300)]
 Page = Any  # playwright.async_api.Page, imported only when installed
+# The tab hidden or shown again, as the browser tells the page (`HIDDEN`: true or false).
+HIDE = """() => {
+  Object.defineProperty(document, "hidden", {value: HIDDEN, configurable: true});
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
 
 
 async def check_page(page: Page, name: str) -> None:
@@ -97,9 +103,9 @@ async def test_a_whole_session_in_the_browser(site: str, browser: Any, target: H
     await expect(page.get_by_role("status").filter(has_text="Job created.")).to_be_visible()
     job_url = page.url
 
-    # It fires; the job page lists the run.
+    # It fires; the job page lists the run without a reload (it follows its job live).
     await target.wait_for(tick)
-    await reload_until(page, r"succeeded")
+    await expect(page.locator("#job-runs")).to_contain_text("succeeded", timeout=30_000)
     await check_page(page, "job")
 
     # A run in flight: its page tails the log and the attempts live, without a reload.
@@ -142,9 +148,24 @@ async def test_a_whole_session_in_the_browser(site: str, browser: Any, target: H
     await expect(page).to_have_url(re.compile(r"/runs/"))
     await expect(page.locator("#run-summary")).to_contain_text("succeeded", timeout=30_000)
 
-    # The overview and the list, with the time shown as the user chose (remembered across pages).
+    # The overview and the list, with the time shown as the user chose (remembered across pages). The
+    # list follows its rows live: a new last run shows without a reload; hidden, the stream is closed.
     await page.goto(f"{site}/jobs")
     await expect(page.get_by_role("link", name="every two seconds")).to_be_visible()
+    row = page.locator("tr", has=page.get_by_role("link", name="every two seconds"))
+    last_run = row.locator("td").nth(5).locator("a")
+    await page.evaluate("window.sameDocument = true")
+    seen = await last_run.get_attribute("href")
+    await expect(last_run).not_to_have_attribute("href", seen or "", timeout=20_000)
+    assert await page.evaluate("window.sameDocument === true")
+    await page.evaluate(HIDE.replace("HIDDEN", "true"))
+    await expect(page.locator("#live-state")).to_have_text("paused while hidden")
+    await page.evaluate(HIDE.replace("HIDDEN", "false"))
+    await expect(page.locator("#live-state")).to_have_text("live")
+    await page.get_by_role("button", name="Live updates on").click()
+    await expect(page.locator("#live-state")).to_have_text("paused")
+    toggle = page.get_by_role("button", name="Live updates off")
+    await expect(toggle).to_have_attribute("aria-pressed", "false")
     await page.get_by_label("Show times as").select_option("relative")
     await expect(page.locator("time").first).to_contain_text(re.compile(r"^in |ago$"))
     await check_page(page, "jobs")
@@ -179,6 +200,20 @@ async def test_the_admin_page_in_the_browser(
     await page.get_by_label("Name", exact=True).fill("a user's job")
     await page.get_by_label("URL", exact=True).fill(target.url("/admin-view"))
     await page.get_by_role("button", name="Create job").click()
+
+    # A backfill from the job page: refused beside the form first, then two past fires of */5.
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    local = "%Y-%m-%dT%H:%M:%S"
+    await page.get_by_label(re.compile("^Start")).fill(start.strftime(local))
+    await page.get_by_label(re.compile("^End")).fill(start.strftime(local))
+    await page.get_by_role("button", name="Backfill").click()
+    await expect(page.locator("#backfill-end-error")).to_have_text("end must be after start")
+    await expect(page.get_by_label(re.compile("^End"))).to_have_attribute("aria-invalid", "true")
+    await check_page(page, "job-backfill")
+    await page.get_by_label(re.compile("^End")).fill((start + timedelta(minutes=5)).strftime(local))
+    await page.get_by_role("button", name="Backfill").click()
+    await expect(page.get_by_role("status").filter(has_text="Backfilled 2 fires.")).to_be_visible()
+
     await page.get_by_role("link", name="Edit").click()
     await check_page(page, "edit-job")
     await page.get_by_role("button", name="Sign out").click()

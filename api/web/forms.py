@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from api.errors import user_loc
 from core.errors import Invalid
 from core.models import JobPublic
-from core.payloads import HttpAction
+from core.payloads import HttpAction, masked_action, masked_notify
 from core.schedules import CronSchedule, IntervalSchedule, OnceSchedule
 
 Form = Mapping[str, str]
@@ -107,40 +107,58 @@ def _retry(form: Form) -> dict[str, Any]:
     }
 
 
+def _action(form: Form) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": "http",
+        "method": _text(form, "method") or "POST",
+        "url": _text(form, "url"),
+        "headers": _headers(form.get("headers", "")),
+        "body": _body(_text(form, "body")),
+    }
+    if timeout := _text(form, "timeout_seconds"):
+        body["timeout_seconds"] = timeout
+    return body
+
+
+def _notify(form: Form) -> dict[str, Any]:
+    return {
+        "on_failure": _emails(form.get("on_failure", "")),
+        "on_success": _emails(form.get("on_success", "")),
+        "webhook_url": _text(form, "webhook_url") or None,
+        "on_missed": form.get("on_missed") == "on",
+    }
+
+
 def create_body(form: Form) -> dict[str, Any]:
     """The POST /jobs body of the new-job form (an HTTP action)."""
     return {
         "name": _text(form, "name"),
         "description": _text(form, "description") or None,
         "schedule": schedule_of(form),
-        "action": {
-            "type": "http",
-            "method": _text(form, "method") or "POST",
-            "url": _text(form, "url"),
-            "headers": _headers(form.get("headers", "")),
-            "body": _body(_text(form, "body")),
-        },
+        "action": _action(form),
         "retry_policy": _retry(form),
-        "notify": {
-            "on_failure": _emails(form.get("on_failure", "")),
-            "on_success": _emails(form.get("on_success", "")),
-            "webhook_url": _text(form, "webhook_url") or None,
-        },
+        "notify": _notify(form),
         "labels": labels_of(form.get("labels", "")),
         "paused": form.get("paused") == "on",
     }
 
 
 def update_body(form: Form) -> dict[str, Any]:
-    """The PATCH body of the edit form: name, description, labels, schedule and retry policy (the action
-    and notifications hold secrets that answers mask, so they are changed through the API)."""
-    return {
+    """The PATCH body of the edit form. Its HTTP request and notifications come as answers mask them (the
+    service keeps a secret sent back as its mask); a form without them (an email or workflow action, which
+    is changed through the API) leaves them as they are."""
+    body = {
         "name": _text(form, "name"),
         "description": _text(form, "description") or None,
         "labels": labels_of(form.get("labels", "")),
         "schedule": schedule_of(form),
         "retry_policy": _retry(form),
     }
+    if "url" in form:
+        body["action"] = _action(form)
+    if "webhook_url" in form:
+        body["notify"] = _notify(form)
+    return body
 
 
 def field_errors(exc: ValidationError) -> dict[str, str]:
@@ -155,7 +173,7 @@ def field_errors(exc: ValidationError) -> dict[str, str]:
 
 
 def values_of(job: JobPublic) -> dict[str, str]:
-    """A job as the edit form's values."""
+    """A job as the edit form's values, its secrets masked as answers mask them."""
     schedule = job.schedule
     values = {
         "name": job.name,
@@ -175,6 +193,20 @@ def values_of(job: JobPublic) -> dict[str, str]:
         values.update(
             run_at=schedule.run_at.strftime("%Y-%m-%dT%H:%M:%S"), timezone=str(schedule.run_at.tzinfo)
         )
+    action, notify = masked_action(job.action), masked_notify(job.notify)
     if isinstance(job.action, HttpAction):
-        values.update(method=job.action.method, url=str(job.action.url))
+        body = action["body"]
+        values.update(
+            method=action["method"],
+            url=action["url"],
+            headers="\n".join(f"{name}: {value}" for name, value in action["headers"].items()),
+            body="" if body is None else body if isinstance(body, str) else json.dumps(body, indent=2),
+            timeout_seconds=f"{action['timeout_seconds']:g}",
+        )
+    values.update(
+        on_failure=", ".join(notify["on_failure"]),
+        on_success=", ".join(notify["on_success"]),
+        webhook_url=notify["webhook_url"] or "",
+        on_missed="on" if notify.get("on_missed") else "",
+    )
     return values

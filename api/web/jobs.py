@@ -3,20 +3,28 @@ controls; each calls the service method the matching API route calls."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Protocol
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2_fragments import render_block
 from pydantic import ValidationError
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import AuditServiceDep, Cursor, JobServiceDep, RunServiceDep, job_filter
 from api.web import forms
-from api.web.render import page
+from api.web.render import page, templates
 from api.web.session import Viewer
+from core.auth import Principal
 from core.errors import Conflict, Invalid, PreconditionFailed
+from core.jobs import JobService, RowVersion
 from core.models import (
     BackfillRequest,
     JobCreate,
@@ -28,6 +36,7 @@ from core.models import (
     OverlapPolicy,
     PreviewRequest,
 )
+from core.runs import RunService
 from core.schedules import is_fixed_delay
 
 router = APIRouter()
@@ -43,9 +52,15 @@ DONE = {
     "deleted": "Job deleted.",
 }
 RECENT_RUNS = 10
+# The newest runs the job page shows (older ones by cursor).
+JOB_RUNS = 20
 PAGE_SIZE = 20
 SCHEDULE_TYPES = ("cron", "interval", "once", "immediate")
 BULK_VERBS = {"pause": "Pause", "resume": "Resume"}
+# How often a live jobs list's stream reads its rows' versions, and the most rows one stream follows.
+LIVE_SECONDS = 2.0
+LIVE_ROWS = 100
+LIVE_KEY = re.compile(r"[\w-]{1,64}:[0-9a-f]{12}:[0-9]{0,12}")
 
 
 class Params(Protocol):
@@ -129,9 +144,137 @@ async def jobs_list(
         recent = await runs.recent(viewer, [job.id for job in found.items], RECENT_RUNS)
         pairs = _filter_pairs(match)
         context.update(jobs=found, recent=recent, query=urlencode(pairs), filter_pairs=pairs, error=None)
+        context["live_keys"] = {job.id: _live_key(job) for job in found.items}
         status = 200
     block = "results" if request.headers.get("HX-Request") else None
     return page(request, "jobs.html", context, block=block, status=status)
+
+
+def _digest(version: RowVersion) -> str:
+    return hashlib.blake2s("|".join(map(str, version)).encode(), digest_size=6).hexdigest()
+
+
+def _live_key(job: JobPublic) -> str:
+    """What a live list's row says it shows: `id:digest:next fire` (the digest of its RowVersion, the
+    next fire in Unix seconds), sent back by the page when it opens its stream."""
+    next_at = str(int(job.next_run_at.timestamp())) if job.next_run_at else ""
+    return f"{job.id}:{_digest(RowVersion.of(job))}:{next_at}"
+
+
+@dataclass
+class _Shown:
+    digest: str
+    next_at: float | None
+
+
+def _shown(key: str) -> tuple[str, _Shown]:
+    job_id, digest, next_at = key.split(":")
+    return job_id, _Shown(digest, float(next_at) if next_at else None)
+
+
+def _keys(row: list[str], most: int) -> dict[str, _Shown]:
+    if not 0 < len(row) <= most or not all(LIVE_KEY.fullmatch(key) for key in row):
+        raise Invalid(f"row: 1 to {most} values of the form id:digest:time", ("query", "row"))
+    return dict(map(_shown, row))
+
+
+Rows = Annotated[list[str], Query(description="the rows the page shows (`_live_key`)")]
+# A stream's drawing of jobs whose rows changed: each job as now read, and the events that show it.
+Drawn = list[tuple[JobPublic, list[ServerSentEvent]]]
+Draw = Callable[[list[str]], Awaitable[Drawn]]
+
+
+@router.get("/jobs/events")
+async def jobs_events(
+    request: Request,
+    viewer: Viewer,
+    jobs: JobServiceDep,
+    runs: RunServiceDep,
+    row: Rows = [],  # noqa: B006
+) -> EventSourceResponse:
+    """The listed jobs' rows again when what they show changes (`job_row`, to swap in), `gone` when one is
+    deleted, `end` when none is left. The page closes the stream while its tab is hidden or live
+    updates are paused, and reopens it with the rows as it shows them."""
+    shown = _keys(row, LIVE_ROWS)
+    return EventSourceResponse(_watch(request, viewer, jobs, shown, _rows(viewer, jobs, runs)), ping=15)
+
+
+def _rows(viewer: Principal, jobs: JobService, runs: RunService) -> Draw:
+    """The jobs list's rows of the changed jobs, read as the list reads them."""
+
+    async def draw(changed: list[str]) -> Drawn:
+        recent = await runs.recent(viewer, changed, RECENT_RUNS)
+        drawn: Drawn = []
+        for job in await jobs.listed(viewer, changed):
+            context = {"job": job, "recent": recent, "live_keys": {job.id: _live_key(job)}}
+            drawn.append((job, [_block("jobs.html", "job_row", context)]))
+        return drawn
+
+    return draw
+
+
+@router.get("/jobs/{job_id}/events")
+async def job_events(
+    request: Request,
+    job_id: str,
+    viewer: Viewer,
+    jobs: JobServiceDep,
+    runs: RunServiceDep,
+    row: Rows = [],  # noqa: B006
+) -> EventSourceResponse:
+    """The job page's state, next runs and newest runs again (`job_state`, `job_next`, `job_runs`) when
+    the job's version, state or last run changes or its next fire passes; `gone` and `end` once it is
+    deleted. Opened, closed and reopened as the jobs list's stream is."""
+    shown = _keys(row, 1)
+    if list(shown) != [job_id]:
+        raise Invalid("row: the key of this job", ("query", "row"))
+    await jobs.get(viewer, job_id)  # a 404 before the stream starts, not inside it
+    return EventSourceResponse(_watch(request, viewer, jobs, shown, _job_parts(viewer, jobs, runs)), ping=15)
+
+
+def _job_parts(viewer: Principal, jobs: JobService, runs: RunService) -> Draw:
+    """The job page's parts that runs and changes move, read as the page reads them."""
+
+    async def draw(changed: list[str]) -> Drawn:
+        job = await jobs.get(viewer, changed[0])
+        found = await runs.for_job(viewer, job.id, None, JOB_RUNS)
+        context = {"job": job, "runs": found, "live_key": _live_key(job)}
+        return [(job, [_block("job.html", name, context) for name in ("job_state", "job_next", "job_runs")])]
+
+    return draw
+
+
+def _block(template: str, name: str, context: dict[str, Any]) -> ServerSentEvent:
+    """One block of a page as an event of its name, for the page to swap in."""
+    return ServerSentEvent(data=render_block(templates.env, template, name, **context), event=name)
+
+
+async def _watch(
+    request: Request, viewer: Principal, jobs: JobService, shown: dict[str, _Shown], draw: Draw
+) -> AsyncIterator[ServerSentEvent]:
+    """Each tick, one read of the shown jobs' versions; a job whose version moved, or whose next fire
+    has passed, is read and drawn again (once: a next fire still past is not looked at again)."""
+    while shown and not await request.is_disconnected():
+        now = time.time()
+        versions = await jobs.row_versions(viewer, list(shown))
+        for job_id in [job_id for job_id in shown if job_id not in versions]:
+            del shown[job_id]
+            yield ServerSentEvent(data=job_id, event="gone")
+        changed = [
+            job_id
+            for job_id, seen in shown.items()
+            if seen.digest != _digest(versions[job_id]) or (seen.next_at is not None and seen.next_at <= now)
+        ]
+        if changed:
+            for job, events in await draw(changed):
+                job_id, seen = _shown(_live_key(job))
+                shown[job_id] = _Shown(seen.digest, seen.next_at if (seen.next_at or 0) > now else None)
+                for sent in events:
+                    yield sent
+        if not shown:
+            yield ServerSentEvent(data="", event="end")
+            return
+        await asyncio.sleep(LIVE_SECONDS)
 
 
 def _done(done: str | None, count: int | None) -> str | None:
@@ -256,7 +399,9 @@ async def _job_context(
         "viewer": viewer,
         "nav": "jobs",
         "job": job,
-        "runs": await runs.for_job(viewer, job_id, None, 20, cursor=cursor or None),
+        "runs": await runs.for_job(viewer, job_id, None, JOB_RUNS, cursor=cursor or None),
+        "live_key": _live_key(job),
+        "live": not cursor,  # the newest runs follow the job; an older page stays as it is
         "audit": await trail.for_job(viewer, job_id, None, 20),
         "backfillable": _backfillable(job),
         "overlap_policies": list(OverlapPolicy),
@@ -338,9 +483,8 @@ async def save_job(
     form = await _form_data(request)
     errors: dict[str, str]
     try:
-        await jobs.update(
-            viewer, job_id, JobUpdate.model_validate(forms.update_body(form)), frozenset({version})
-        )
+        body = JobUpdate.model_validate(forms.update_body(form))
+        await jobs.update(viewer, job_id, body, frozenset({version}), keep_masked=True)
     except ValidationError as exc:
         errors = forms.field_errors(exc)
     except Invalid as exc:

@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 from jinja2_fragments.fastapi import Jinja2Blocks
 
 from api.web.session import CSRF_FIELD, csrf_token
+from core.payloads import masked_url
 
 TEMPLATES = Path(__file__).parent / "templates"
 # Pinned, vendored assets: the version is in the file name, so a change of version is a change of URL.
@@ -44,7 +45,7 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
-templates.env.filters.update(iso=iso, utc=utc, duration=duration, pretty=pretty)
+templates.env.filters.update(iso=iso, utc=utc, duration=duration, pretty=pretty, masked_url=masked_url)
 templates.env.globals.update(htmx=HTMX, csrf_field=CSRF_FIELD)
 
 

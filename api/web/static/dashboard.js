@@ -1,5 +1,6 @@
 // Chronos dashboard: theme and time preferences (remembered in localStorage), confirmations, and the
-// live run stream (server-sent events), which is closed while the tab is hidden and on "pause live".
+// live streams (server-sent events) of a run page and of the jobs list, which are closed while the tab
+// is hidden and on "pause live".
 (function () {
   "use strict";
   var root = document.documentElement;
@@ -36,46 +37,134 @@
     });
   }
 
-  function liveStream() {
+  // One live stream per page (a run's log, or the jobs list's rows), closed while the tab is hidden
+  // and while "Live updates" is off; the choice holds across the list's filter swaps.
+  var live = { source: null, toggle: null, url: null, handlers: null, ended: false, paused: false };
+  function liveState(text) {
+    var state = document.getElementById("live-state");
+    if (state) { state.textContent = text; }
+  }
+  function liveClose() { if (live.source) { live.source.close(); live.source = null; } }
+  function liveOpen() {
+    if (live.source || !live.toggle || live.ended || live.paused || document.hidden) { return; }
+    live.source = new EventSource(live.url());
+    liveState("live");
+    Object.keys(live.handlers).forEach(function (name) {
+      live.source.addEventListener(name, live.handlers[name]);
+    });
+  }
+  function liveEnd(text) {
+    live.ended = true; liveClose(); liveState(text);
+    if (live.toggle) { live.toggle.disabled = true; }
+  }
+  function showPaused() {
+    live.toggle.setAttribute("aria-pressed", String(!live.paused));
+    live.toggle.textContent = live.paused ? "Live updates off" : "Live updates on";
+    if (live.paused) { liveState("paused"); }
+  }
+  function liveStart(toggle, url, handlers) {
+    liveClose();
+    live.toggle = toggle; live.url = url; live.handlers = handlers; live.ended = false;
+    if (!toggle) { return; }
+    showPaused();
+    toggle.addEventListener("click", function () {
+      live.paused = !live.paused;
+      showPaused();
+      if (live.paused) { liveClose(); } else { liveOpen(); }
+    });
+    liveOpen();
+  }
+  document.addEventListener("visibilitychange", function () {
+    if (document.hidden) {
+      if (live.source) { liveClose(); liveState("paused while hidden"); }
+    } else { liveOpen(); }
+  });
+
+  function runLive() {
     var toggle = document.getElementById("live-toggle");
     var log = document.getElementById("log");
     if (!toggle || !log) { return; }
-    var source = null, ended = false, paused = false;
-    var state = document.getElementById("live-state");
-    function setState(text) { if (state) { state.textContent = text; } }
-    function close() { if (source) { source.close(); source = null; } }
-    function open() {
-      if (source || ended || paused || document.hidden) { return; }
-      source = new EventSource(toggle.dataset.stream + "?after=" + log.children.length);
-      setState("live");
-      source.addEventListener("log", function (e) {
+    liveStart(toggle, function () { return toggle.dataset.stream + "?after=" + log.children.length; }, {
+      log: function (e) {
         log.insertAdjacentHTML("beforeend", e.data);
         showTimes(log.lastElementChild);
         log.scrollTop = log.scrollHeight;
-      });
-      source.addEventListener("status", function (e) {
+      },
+      status: function (e) {
         var old = document.getElementById("run-summary");
         var before = old && old.dataset.status;
         if (old) { old.outerHTML = e.data; }
         var now = document.getElementById("run-summary");
         showTimes(now);
         if (now && before && now.dataset.status !== before) { announce("Run status: " + now.dataset.status); }
-      });
-      source.addEventListener("end", function (e) {
-        ended = true; close(); setState("run ended"); toggle.disabled = true;
-        announce("Run ended: " + e.data);
-      });
+      },
+      end: function (e) { liveEnd("run ended"); announce("Run ended: " + e.data); }
+    });
+  }
+
+  // The job page: its state, next runs and newest runs, each swapped in whole.
+  function jobLive() {
+    var runs = document.getElementById("job-runs");
+    var toggle = document.getElementById("live-toggle");
+    if (!runs || !toggle) { return; }
+    function swap(id) {
+      return function (e) {
+        var old = document.getElementById(id);
+        if (!old) { return; }
+        var before = old.dataset.state;
+        old.outerHTML = e.data;
+        var now = document.getElementById(id);
+        showTimes(now);
+        if (before && now.dataset.state !== before) { announce("Job state: " + now.dataset.state); }
+      };
     }
-    toggle.addEventListener("click", function () {
-      paused = !paused;
-      toggle.setAttribute("aria-pressed", String(!paused));
-      toggle.textContent = paused ? "Live updates off" : "Live updates on";
-      if (paused) { close(); setState("paused"); } else { open(); }
+    liveStart(toggle, function () {
+      return toggle.dataset.stream + "?row=" + encodeURIComponent(document.getElementById("job-runs").dataset.live);
+    }, {
+      job_state: swap("job-state"),
+      job_next: swap("job-next"),
+      job_runs: swap("job-runs"),
+      gone: function () { liveEnd("job deleted"); announce("This job was deleted"); },
+      end: function () { liveEnd("job deleted"); }
     });
-    document.addEventListener("visibilitychange", function () {
-      if (document.hidden) { close(); setState("paused while hidden"); } else { open(); }
+  }
+
+  // The jobs list: a changed row comes whole; only the cells whose content differs are replaced, so a
+  // ticked box and the focus stay where they are.
+  function swapRow(e) {
+    var holder = document.createElement("template");
+    holder.innerHTML = e.data.trim();
+    var fresh = holder.content.firstElementChild;
+    var old = fresh && document.getElementById(fresh.id);
+    if (!old) { return; }
+    var before = old.dataset.summary;
+    Array.prototype.slice.call(fresh.cells).forEach(function (cell, i) {
+      if (i > 0 && old.cells[i] && old.cells[i].innerHTML !== cell.innerHTML) {
+        old.cells[i].replaceWith(cell);
+        showTimes(cell);
+      }
     });
-    open();
+    old.dataset.live = fresh.dataset.live;
+    old.dataset.summary = fresh.dataset.summary;
+    if (before !== fresh.dataset.summary) { announce(fresh.dataset.summary); }
+  }
+  function jobsLive() {
+    var results = document.getElementById("results");
+    if (!results) { return; }
+    var toggle = document.getElementById("live-toggle");
+    liveStart(toggle, function () {
+      var rows = results.querySelectorAll("tr[data-live]");
+      return toggle.dataset.stream + "?" + Array.prototype.map.call(rows, function (row) {
+        return "row=" + encodeURIComponent(row.dataset.live);
+      }).join("&");
+    }, {
+      job_row: swapRow,
+      gone: function (e) {
+        var row = document.getElementById("job-" + e.data);
+        if (row) { announce(row.dataset.summary.split(":")[0] + " was deleted"); row.remove(); }
+      },
+      end: function () { liveEnd("no jobs left to follow"); }
+    });
   }
 
   // The jobs list's bulk form says how many rows are ticked (or "all matching") as they change.
@@ -125,8 +214,16 @@
     document.body.addEventListener("htmx:beforeSwap", function (e) {
       if (e.detail.xhr.status === 422) { e.detail.shouldSwap = true; e.detail.isError = false; }
     });
-    document.body.addEventListener("htmx:afterSwap", function (e) { showTimes(e.target); });
+    document.body.addEventListener("htmx:afterSwap", function (e) {
+      showTimes(e.target);
+      // A filter swapped the list in: follow its rows (not those of the list it replaced).
+      if (document.getElementById("results") && live.toggle !== document.getElementById("live-toggle")) {
+        jobsLive();
+      }
+    });
     showTimes();
-    liveStream();
+    runLive();
+    jobsLive();
+    jobLive();
   });
 })();
