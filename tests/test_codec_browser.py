@@ -36,7 +36,7 @@ from tests.smtp_server import free_port
 from tests.waiting import eventually
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
-pytestmark = [needs_chromium, pytest.mark.timeout(120)]
+pytestmark = [needs_chromium, pytest.mark.timeout(180)]
 Page = Any  # playwright.async_api.Page, imported only when installed
 
 
@@ -74,10 +74,10 @@ async def dev_server(data_dir: Path, codec: str) -> AsyncIterator[tuple[Client, 
         await process.wait()
 
 
-async def signed_in(browser: Any, site: str, sessions: Sessions) -> Page:
+async def signed_in(browser: Any, site: str, sessions: Sessions, **context: Any) -> Page:
     """A new user signed in to the dashboard, in a browser context of their own."""
     user = await create_user(sessions, new_email(), PASSWORD, admin=False)
-    page = await (await browser.new_context()).new_page()
+    page = await (await browser.new_context(**context)).new_page()
     await page.goto(f"{site}/login")
     await page.get_by_label("Email").fill(user.email)
     await page.get_by_label("Password").fill(PASSWORD)
@@ -151,11 +151,15 @@ async def test_the_web_ui_decodes_a_run_for_its_owner_only(
         assert (await use_codec_with_credentials(alices_ui, codec)).status == 200
         await expect(alices_ui.locator("body")).to_contain_text(secret)
 
-        # Bob, signed in in another browser with the same setting, sees the input's ciphertext.
-        bob = await signed_in(browser, site, sessions)
-        async with bob.expect_response(decoding):
+        # Bob, signed in in another browser with the same codec setting (the UI's local storage, not
+        # Alice's cookies), sees the input's ciphertext.
+        state = await alices_ui.context.storage_state()
+        setting = {"cookies": [], "origins": [o for o in state["origins"] if o["origin"] == ui]}
+        assert setting["origins"], state
+        bob = await signed_in(browser, site, sessions, storage_state=setting)
+        async with bob.expect_response(decoding) as answer:
             await bob.goto(alices_ui.url)
-        assert (await use_codec_with_credentials(bob, codec)).status == 200
+        assert (await answer.value).status == 200
         workflow_id = re.search(r"/workflows/([^/]+)/", alices_ui.url)
         assert workflow_id, alices_ui.url
         history = await client.get_workflow_handle(workflow_id[1]).fetch_history()
