@@ -1,5 +1,6 @@
-"""Cross-origin calls for the codec routes only: the Temporal Web UI (another origin) calls them from the
-browser with a bearer token, while every other route stays same-origin."""
+"""Cross-origin calls for the codec routes only: the Temporal Web UI (another origin, the same site) calls
+them from the browser with the dashboard's session cookie or a bearer token, while every other route stays
+same-origin."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 class CodecCors:
-    """Starlette's CORS rules for paths under `prefix`, with the UI's origin, credentials and the
-    Authorization header allowed; other paths pass by untouched."""
+    """Starlette's CORS rules for paths under `prefix`, with the UI's origin, credentials and the headers
+    the UI sends (`X-Namespace` always, `Authorization` when set to pass a token) allowed; other paths pass
+    by untouched."""
 
     def __init__(self, app: ASGIApp, prefix: str, ui_url: str) -> None:
         self.app = app

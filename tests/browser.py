@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -42,17 +43,23 @@ needs_chromium = pytest.mark.skipif(
 
 @asynccontextmanager
 async def served(
-    engine: AsyncEngine, sessions: Sessions, client: Client, data_dir: Path
+    engine: AsyncEngine,
+    sessions: Sessions,
+    client: Client,
+    data_dir: Path,
+    listening: socket.socket | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[str]:
-    """The app and a worker as `chronos dev` runs them, over TCP on a free port: the site's base URL."""
+    """The app and a worker as `chronos dev` runs them, over TCP on a free port (or on `listening`, a
+    socket bound beforehand when the port must be known first): the site's base URL."""
     if engine.dialect.name != "sqlite":
         pytest.skip("the browser tier runs once, on SQLite")
     queue = f"web-{uuid.uuid4().hex[:8]}"
-    settings = app_settings(engine, data_dir, task_queue=queue)
+    settings = app_settings(engine, data_dir, task_queue=queue, **overrides)
     app = create_app(settings, TemporalGateway.of(client))
     server = uvicorn.Server(server_config(app, "127.0.0.1", 0, log_level="warning"))
     async with build_worker(client, sessions, queue, settings=settings) as worker, worker:
-        task = asyncio.create_task(server.serve())
+        task = asyncio.create_task(server.serve([listening] if listening else None))
         try:
             await eventually(lambda: server.started, "uvicorn to start")
             yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"

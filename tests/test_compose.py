@@ -101,7 +101,9 @@ def test_one_key_setting_everywhere_and_the_ui_decodes_through_the_api(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The API and every worker must hold the same keys, so none may generate its own; the UI's codec
-    endpoint is the API's on its published port, and the API admits the UI's origin there (CORS)."""
+    endpoint is the API's on its published port, and the API admits the UI's origin there (CORS). The
+    UI calls it with credentials, from the same host, so the dashboard's SameSite=Strict cookie goes
+    along (tests/test_codec_browser.py shows that in a browser)."""
     for service in ("api", "worker"):
         assert str(SERVICES[service]["environment"]["CHRONOS_ENCRYPTION_KEYS"]).startswith(
             "${CHRONOS_ENCRYPTION_KEYS:?"
@@ -111,6 +113,8 @@ def test_one_key_setting_everywhere_and_the_ui_decodes_through_the_api(
     assert (endpoint.port, endpoint.path) == (args.port, f"/api/v1{codec.PREFIX}")
     ui = urlsplit(_environment("api")["CHRONOS_TEMPORAL_UI_URL"])
     assert f"{ui.port}:8080" in SERVICES["temporal-ui"]["ports"]
+    assert _environment("temporal-ui")["TEMPORAL_CODEC_INCLUDE_CREDENTIALS"] == "true"
+    assert endpoint.hostname == ui.hostname
 
 
 def test_worker_can_scale() -> None:
