@@ -30,7 +30,8 @@ chromium:
 	|| echo "make: Chromium is missing and cannot be installed here: the browser tests will be skipped"
 
 # Two workers, each with its own Temporal server and databases, one test file at a time (a file's tests
-# keep their order): the suite's waiting on Temporal and peers overlaps on the machine's two cores.
+# keep their order): the suite's waiting on Temporal and peers overlaps on the machine's two cores. Files are
+# handed out most tests first, so a long file of few tests starts last and runs alone: split it instead.
 test: lint chromium
 	$(BIN)/pytest -n 2 --dist loadfile
 

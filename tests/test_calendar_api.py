@@ -11,9 +11,11 @@ from temporalio.client import Client, ScheduleActionStartWorkflow
 
 from core.payloads import FixedCron, RunInput
 from tests.api_client import ApiClient, expect
+from tests.conftest import sqlite_only
 from tests.test_jobs_api import create, http_job
 
 
+@sqlite_only
 async def test_preview_skips_and_names_holidays(api: ApiClient) -> None:
     alice = await api.authed_user()
     schedule = {
@@ -41,6 +43,7 @@ async def test_preview_skips_and_names_holidays(api: ApiClient) -> None:
     assert not any("12-25" in day for day in preview["skipped"])
 
 
+@sqlite_only
 async def test_preview_shows_the_dst_rule_and_its_limits(api: ApiClient) -> None:
     alice = await api.authed_user()
     schedule = {"type": "cron", "cron": "30 1 * * *", "timezone": "America/New_York"}
@@ -73,6 +76,7 @@ async def test_preview_shows_the_dst_rule_and_its_limits(api: ApiClient) -> None
     ]
 
 
+@sqlite_only
 @pytest.mark.parametrize(
     ("exclude", "loc", "words"),
     [
@@ -97,6 +101,7 @@ async def test_bad_exclusions_name_the_field(
         assert words.lower() in problem["errors"][0]["msg"].lower(), problem
 
 
+@sqlite_only
 @pytest.mark.parametrize(
     ("schedule", "loc"),
     [

@@ -1,5 +1,5 @@
 """The `chronos` client's parts without a server: exit codes, problem details, the credentials file, jobs
-files and apply plans. tests/test_cli.py drives the whole command against `chronos dev`."""
+files and apply plans. tests/test_cli_commands.py drives the whole command against `chronos dev`."""
 
 from __future__ import annotations
 
@@ -263,7 +263,7 @@ def test_the_shell_completes_commands() -> None:
 
 def test_bulk_backfill_and_keyset_pages_are_sent_as_the_contract_says(tmp_path: Path) -> None:
     """Against a recording stand-in for a server: the requests of the commands for the bulk, backfill and
-    keyset-paged list endpoints (the full round trip against `chronos dev` is in tests/test_cli.py)."""
+    keyset-paged list endpoints (the full round trip against `chronos dev` is in test_cli_commands.py)."""
     target = start_target()
     env = {
         **os.environ,

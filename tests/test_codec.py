@@ -18,6 +18,7 @@ from core.config import Settings
 from core.payloads import HttpAction, RunInput
 from core.temporal import data_converter
 from tests.api_client import ApiClient, AuthedClient, expect
+from tests.conftest import sqlite_only
 from tests.http_target import HttpTarget
 from tests.test_jobs_api import create, finished_runs, http_job, path
 
@@ -168,12 +169,14 @@ async def test_the_codec_endpoint_encodes_for_admins_eyes(api: ApiClient) -> Non
     assert expect(await admin.post("/codec/decode", json={"payloads": [sealed]}), 200) == plain
 
 
+@sqlite_only
 async def test_the_codec_endpoint_names_a_bad_field(api: ApiClient) -> None:
     alice = await api.authed_user()
     problem = expect(await alice.post("/codec/decode", json={"payloads": [{"data": "%%%"}]}), 422)
     assert problem["errors"][0]["loc"] == ["body", "payloads", 0, "data"]
 
 
+@sqlite_only
 async def test_cors_admits_the_temporal_ui_on_the_codec_routes_only(api: ApiClient) -> None:
     origin = api.settings.temporal_ui_url.rstrip("/")
     preflight = {

@@ -8,8 +8,11 @@ from urllib.parse import urljoin
 import pytest
 
 from tests.api_client import ApiClient
+from tests.conftest import sqlite_only
 
 ORIGIN = "http://chronos.test"
+
+pytestmark = sqlite_only  # the pages and their assets are the same whatever the database
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])

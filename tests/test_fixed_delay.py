@@ -36,6 +36,7 @@ from tests.api_client import (
     serve,
     session_converter,
 )
+from tests.conftest import sqlite_only
 from tests.histories import keep
 from tests.http_target import Answer, HttpTarget
 from tests.mirror_rows import add_job
@@ -86,6 +87,7 @@ async def loop_status(client: Client, job_id: str) -> WorkflowExecutionStatus | 
     return (await client.get_workflow_handle(f"job-{job_id}").describe()).status
 
 
+@sqlite_only
 async def test_runs_longer_than_the_delay_start_the_delay_after_each_end(
     api: ApiClient, target: HttpTarget, temporal_client: Client
 ) -> None:
@@ -127,6 +129,7 @@ async def test_next_runs_say_when_the_next_run_starts(api: ApiClient, target: Ht
     expect(await alice.delete(f"/jobs/{job['id']}"), 204)
 
 
+@sqlite_only
 async def test_pause_holds_the_next_run_and_resume_starts_it(
     api: ApiClient, target: HttpTarget, temporal_client: Client
 ) -> None:
@@ -153,6 +156,7 @@ async def test_pause_holds_the_next_run_and_resume_starts_it(
     expect(await alice.post(f"/jobs/{job['id']}/cancel"), 200)
 
 
+@sqlite_only
 async def test_patch_takes_effect_from_the_next_run(api: ApiClient, target: HttpTarget) -> None:
     alice = await api.authed_user()
     first, second = route(), route()
@@ -258,6 +262,7 @@ async def own_app(
         yield client
 
 
+@sqlite_only
 async def test_the_delay_survives_a_worker_restart_mid_sleep(
     own_app: ApiClient, sessions: Sessions, target: HttpTarget, temporal_client: Client
 ) -> None:
@@ -286,6 +291,7 @@ async def test_the_delay_survives_a_worker_restart_mid_sleep(
     await replayer.replay_workflow(await loop.fetch_history())
 
 
+@sqlite_only
 async def test_the_delay_survives_a_temporal_server_restart(
     sessions: Sessions, target: HttpTarget, tmp_path: Path
 ) -> None:

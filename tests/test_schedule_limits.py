@@ -19,6 +19,7 @@ from core.models import Job
 from core.schedules import RUN_AT_GRACE, Schedule
 from core.temporal import TemporalGateway
 from tests.api_client import ApiClient, AuthedClient, app_settings, expect, serve
+from tests.conftest import sqlite_only
 from tests.http_target import HttpTarget
 from tests.waiting import eventually
 
@@ -42,6 +43,7 @@ async def create_and_preview_refuse(
     refused(expect(await user.post("/schedules/preview", json={"schedule": schedule}), 422), field, words)
 
 
+@sqlite_only
 @pytest.mark.parametrize("year", ["0001", "1999", "2101", "9999"])
 @pytest.mark.parametrize(
     ("schedule", "field"),
@@ -100,6 +102,7 @@ async def runs_of(user: AuthedClient, job_id: str) -> list[dict[str, Any]]:
     return list(expect(await user.get(f"/jobs/{job_id}/runs"), 200)["items"])
 
 
+@sqlite_only
 async def test_a_cron_that_never_fires_is_refused(api: ApiClient) -> None:
     alice = await api.authed_user()
     await create_and_preview_refuse(alice, {"type": "cron", "cron": "0 0 30 2 *"}, "cron", "never fires")
@@ -115,6 +118,7 @@ async def spaced(
         yield client
 
 
+@sqlite_only
 @pytest.mark.parametrize(
     ("schedule", "field"),
     [
@@ -130,6 +134,7 @@ async def test_fires_closer_than_the_setting_are_refused(
     await create_and_preview_refuse(alice, schedule, field, "CHRONOS_MIN_FIRE_SPACING_SECONDS")
 
 
+@sqlite_only
 async def test_fires_the_setting_allows_are_accepted(spaced: ApiClient) -> None:
     alice = await spaced.authed_user()
     for schedule in ({"type": "interval", "every_seconds": 60}, {"type": "cron", "cron": "0 * * * * ?"}):
