@@ -226,27 +226,26 @@ class JobService:
     ) -> Page[JobPublic]:
         """The caller's live jobs (admins: everyone's) that match, newest first (`core.db.paginate`)."""
         async with self.sessions() as session:
-            query = select(Job).where(col(Job.deleted_at).is_(None), user.sees_rows(Job.owner_id))
-            query = query.where(*matching(match))
-            jobs = await paginate(session, query, col(Job.created_at), col(Job.id), limit, cursor, page)
-            last_ids = [job.last_run_id for job in jobs.items if job.last_run_id]
-            last_runs: dict[str, Run] = {}
-            if last_ids:
-                found = await session.exec(select(Run).where(col(Run.id).in_(last_ids)))
-                last_runs = {run.id: run for run in found}
-            scheduled = await last_scheduled_runs(session, jobs.items)
+            # Each job with its last run, in the page's one read (a count ignores the outer join).
+            query = (
+                select(Job, Run)
+                .outerjoin(Run, col(Run.id) == col(Job.last_run_id))
+                .where(col(Job.deleted_at).is_(None), user.sees_rows(Job.owner_id), *matching(match))
+            )
+            rows = await paginate(session, query, col(Job.created_at), col(Job.id), limit, cursor, page)
+            jobs = [job for job, _ in rows.items]
+            scheduled = await last_scheduled_runs(session, jobs)
         # Fire times and answer models are CPU work: in a thread, so the event loop (and /health) is never
         # held for a whole page (the loaded rows need no session any more).
-        items = await asyncio.to_thread(self._page_items, jobs.items, last_runs, scheduled)
-        return jobs.with_items(items)
+        items = await asyncio.to_thread(self._page_items, rows.items, scheduled)
+        return rows.with_items(items)
 
     def _page_items(
-        self, jobs: list[Job], last_runs: dict[str, Run], scheduled: dict[str, Run]
+        self, rows: Sequence[tuple[Job, Run | None]], scheduled: dict[str, Run]
     ) -> list[JobPublic]:
         now = datetime.now(UTC)
         items = []
-        for job in jobs:
-            last = last_runs.get(job.last_run_id or "")
+        for job, last in rows:
             if is_fixed_delay(job.schedule):
                 upcoming, note = fixed_delay_next(job, scheduled.get(job.id), now)
                 items.append(self.links.job_public(job, upcoming, last, note))
