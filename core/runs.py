@@ -73,8 +73,8 @@ class RunService:
         query = _newest_runs(len(ids), user.is_admin)
         params: dict[str, object] = {f"job_{n}": job_id for n, job_id in enumerate(ids)}
         params.update(per_job=per_job, owner=user.id)
-        async with self.sessions() as session:
-            rows = (await session.execute(query, params)).all()
+        async with self.sessions() as session:  # plain rows, no ORM: the connection runs the statement
+            rows = (await (await session.connection()).execute(query, params)).all()
         found: dict[str, list[RunMark]] = {}
         for row in sorted(rows, key=lambda r: (r.created_at, r.id), reverse=True):
             found.setdefault(row.job_id, []).append(RunMark(row.id, row.job_id, row.status, row.scheduled_at))
