@@ -168,9 +168,10 @@ def seed(
         for name, values in rows.items():
             for start in range(0, len(values), 5000):
                 conn.execute(SQLModel.metadata.tables[name].insert(), values[start : start + 5000])
-    with engine.connect() as conn:  # the statistics a database that grew to this size would have
-        conn.execute(text("ANALYZE"))
-        conn.commit()
+    # The statistics a database that grew to this size would have, and on PostgreSQL the visibility map
+    # its autovacuum would have set (index-only scans rely on it).
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE" if engine.dialect.name == "postgresql" else "ANALYZE"))
     engine.dispose()
     return ids
 

@@ -4,7 +4,8 @@ time plus a loopback round trip), on SQLite and (when reachable on 127.0.0.1:543
 
 The mirror is seeded as bench/api_latency.py seeds it, with the runs spread evenly over the last
 `--days` days (30: the overview's 24-hour window holds 1/30 of them); `--days 1` puts every run in that
-window, the overview's worst case. One job has 10,000 runs.
+window, the overview's worst case. One job has 10,000 runs. The jobs list's deep pages are asked by
+cursor (as its Next link does), from cursors collected by walking `GET /api/v1/jobs` once.
 
     python -m bench.dashboard [--jobs 10000] [--runs 100000] [--days 30] [--requests 200]
                               [--db sqlite,postgresql]
@@ -23,7 +24,7 @@ from collections.abc import Callable
 
 import httpx
 
-from bench.api_latency import LIVE_JOBS, seed
+from bench.api_latency import LIVE_JOBS, cursors, seed
 from bench.stack import PASSWORD, Stack, machine, percentile, postgres_reachable, stack, table, verdict
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -57,12 +58,12 @@ async def one_database(db: str, jobs: int, runs: int, requests: int, days: float
             await api.create_job(f"live {n}", {"type": "cron", "cron": "0 0 3 * * *"}, url)
         email = (await api.http.get("/auth/me")).json()["email"]
         browser = await signed_in(s, api.base, email)
-        pages = (jobs + LIVE_JOBS) // 20
+        starts = await cursors(api, "/jobs", {})  # the dashboard pages by cursor, as the API does
         hot_run = f"job-{ids[0]}-immediate-{9_999:08d}"
         cases: list[tuple[str, Callable[[], str]]] = [
             ("/ (overview)", lambda: "/"),
             ("/jobs page 1 (20 live schedules)", lambda: "/jobs"),
-            ("/jobs random page", lambda: f"/jobs?page={random.randint(2, pages)}"),
+            ("/jobs random deep page (cursor)", lambda: f"/jobs?cursor={random.choice(starts)}"),
             ("/jobs?q=seeded 99 (name filter)", lambda: "/jobs?q=seeded+99"),
             ("/jobs/{id} random seeded job", lambda: f"/jobs/{random.choice(ids[1:])}"),
             ("/jobs/{id} the job with 10,000 runs", lambda: f"/jobs/{ids[0]}"),

@@ -97,12 +97,21 @@ async def one_database(db: str, jobs: int, runs: int, pages: int) -> list[list[o
         unused = TemporalGateway("127.0.0.1:1", "default", DataConverter.default)  # lists never call it
         job_service = JobService(settings, sessions, unused)
         runs_service = RunService(settings, sessions, unused)
-        team = JobFilter(labels={"team": "t3"})
+        team, named = JobFilter(labels={"team": "t3"}), JobFilter(q="seeded 99")
         letters = DeadLetterService(sessions, job_service)
         trail = AuditService(sessions)
+
+        async def dashboard_jobs(cursor: str | None, limit: int) -> Any:
+            """What the dashboard's jobs list reads: a page of jobs and each one's strip of 10 runs."""
+            found = await job_service.find(user, JobFilter(), limit, cursor)
+            await runs_service.recent(user, [job.id for job in found.items], 10)
+            return found
+
         lists: dict[str, Callable[[str | None, int], Awaitable[Any]]] = {
             "GET /jobs": lambda c, n: job_service.find(user, JobFilter(), n, c),
             "GET /jobs?label=team:t3": lambda c, n: job_service.find(user, team, n, c),
+            "GET /jobs?q=seeded 99": lambda c, n: job_service.find(user, named, n, c),
+            "dashboard /jobs (page and run strips)": dashboard_jobs,
             "GET /jobs/{id}/runs": lambda c, n: runs_service.for_job(user, ids[0], None, n, c),
             "GET /dead-letters": lambda c, n: letters.find(user, None, n, c),
             "GET /jobs/{id}/audit": lambda c, n: trail.for_job(user, ids[0], c, n),

@@ -242,24 +242,31 @@ class JobService:
     ) -> Page[JobPublic]:
         """The caller's live jobs (admins: everyone's) that match, newest first (`core.db.paginate`)."""
         async with self.sessions() as session:
-            query = select(Job).where(col(Job.deleted_at).is_(None), user.sees_rows(Job.owner_id))
-            query = query.where(*matching(match))
-            jobs = await paginate(session, query, col(Job.created_at), col(Job.id), limit, cursor, page)
-            loaded = await self._loaded(session, jobs.items)
+            # Each job with its last run, in the page's one read (a count ignores the outer join).
+            query = (
+                select(Job, Run)
+                .outerjoin(Run, col(Run.id) == col(Job.last_run_id))
+                .where(col(Job.deleted_at).is_(None), user.sees_rows(Job.owner_id), *matching(match))
+            )
+            rows = await paginate(session, query, col(Job.created_at), col(Job.id), limit, cursor, page)
+            jobs = [job for job, _ in rows.items]
+            scheduled = await last_scheduled_runs(session, jobs)
         # Fire times and answer models are CPU work: in a thread, so the event loop (and /health) is never
         # held for a whole page (the loaded rows need no session any more).
-        items = await asyncio.to_thread(self._page_items, jobs.items, *loaded)
-        return jobs.with_items(items)
+        items = await asyncio.to_thread(self._page_items, rows.items, scheduled)
+        return rows.with_items(items)
 
     async def listed(self, user: Principal, job_ids: Sequence[str]) -> list[JobPublic]:
         """These of the caller's live jobs, as `find` shows them (a live list's changed rows)."""
         async with self.sessions() as session:
-            query = select(Job).where(
-                col(Job.id).in_(job_ids), col(Job.deleted_at).is_(None), user.sees_rows(Job.owner_id)
+            query = (
+                select(Job, Run)
+                .outerjoin(Run, col(Run.id) == col(Job.last_run_id))
+                .where(col(Job.id).in_(job_ids), col(Job.deleted_at).is_(None), user.sees_rows(Job.owner_id))
             )
-            jobs = list(await session.exec(query))
-            loaded = await self._loaded(session, jobs)
-        return await asyncio.to_thread(self._page_items, jobs, *loaded)
+            rows = list(await session.exec(query))
+            scheduled = await last_scheduled_runs(session, [job for job, _ in rows])
+        return await asyncio.to_thread(self._page_items, rows, scheduled)
 
     async def row_versions(self, user: Principal, job_ids: Sequence[str]) -> dict[str, RowVersion]:
         """What a listed job's row shows that runs and changes move, for these of the caller's live jobs,
@@ -276,23 +283,12 @@ class JobService:
                 for job_id, version, state, run_id, status in rows
             }
 
-    async def _loaded(self, session: AsyncSession, jobs: list[Job]) -> tuple[dict[str, Run], dict[str, Run]]:
-        """The jobs' last runs, and their last scheduled runs (a fixed-delay job's next fire counts from
-        it)."""
-        last_ids = [job.last_run_id for job in jobs if job.last_run_id]
-        last_runs: dict[str, Run] = {}
-        if last_ids:
-            found = await session.exec(select(Run).where(col(Run.id).in_(last_ids)))
-            last_runs = {run.id: run for run in found}
-        return last_runs, await last_scheduled_runs(session, jobs)
-
     def _page_items(
-        self, jobs: list[Job], last_runs: dict[str, Run], scheduled: dict[str, Run]
+        self, rows: Sequence[tuple[Job, Run | None]], scheduled: dict[str, Run]
     ) -> list[JobPublic]:
         now = datetime.now(UTC)
         items = []
-        for job in jobs:
-            last = last_runs.get(job.last_run_id or "")
+        for job, last in rows:
             if is_fixed_delay(job.schedule):
                 upcoming, note = fixed_delay_next(job, scheduled.get(job.id), now)
                 items.append(self.links.job_public(job, upcoming, last, note))

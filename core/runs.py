@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
-from sqlalchemy import func
+import sqlalchemy
+from sqlalchemy import CompoundSelect, bindparam, func, union_all
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
@@ -25,6 +27,7 @@ from core.models import (
     Run,
     RunDetail,
     RunLog,
+    RunMark,
     RunPublic,
     RunStatus,
 )
@@ -60,22 +63,21 @@ class RunService:
             runs = await paginate(session, query, col(Run.created_at), col(Run.id), limit, cursor, page)
             return runs.with_items([self.links.run_public(run) for run in runs.items])
 
-    async def recent(self, user: Principal, job_ids: list[str], per_job: int) -> dict[str, list[RunPublic]]:
-        """The newest `per_job` runs of each of these jobs that the caller may see, newest first: the
-        jobs checked in one read, then one short read of the (job_id, created_at) index per job."""
-        found: dict[str, list[RunPublic]] = {}
-        async with self.sessions() as session:
-            jobs = await session.exec(select(Job).where(col(Job.id).in_(job_ids)))
-            for job in jobs:
-                if not _sees_runs_of(user, job):
-                    continue
-                runs = await session.exec(
-                    select(Run)
-                    .where(Run.job_id == job.id)
-                    .order_by(col(Run.created_at).desc(), col(Run.id).desc())
-                    .limit(per_job)
-                )
-                found[job.id] = [self.links.run_public(run) for run in runs]
+    async def recent(self, user: Principal, job_ids: list[str], per_job: int) -> dict[str, list[RunMark]]:
+        """The newest `per_job` runs of each of these jobs that the caller may see, newest first, in one
+        read (`_newest_runs`): one round trip instead of one per job, which on PostgreSQL was most of a
+        jobs page's time."""
+        ids = list(dict.fromkeys(job_ids))
+        if not ids:
+            return {}
+        query = _newest_runs(len(ids), user.is_admin)
+        params: dict[str, object] = {f"job_{n}": job_id for n, job_id in enumerate(ids)}
+        params.update(per_job=per_job, owner=user.id)
+        async with self.sessions() as session:  # plain rows, no ORM: the connection runs the statement
+            rows = (await (await session.connection()).execute(query, params)).all()
+        found: dict[str, list[RunMark]] = {}
+        for row in sorted(rows, key=lambda r: (r.created_at, r.id), reverse=True):
+            found.setdefault(row.job_id, []).append(RunMark(row.id, row.job_id, row.status, row.scheduled_at))
         return found
 
     async def get(self, user: Principal, run_id: str) -> RunDetail:
@@ -113,6 +115,28 @@ class RunService:
         if run is None or not _sees_runs_of(user, await session.get(Job, run.job_id)):
             raise NotFound(f"run {run_id} not found")
         return run
+
+
+@functools.cache
+def _newest_runs(jobs: int, admin: bool) -> CompoundSelect:
+    """The newest `per_job` runs of `jobs` jobs (`job_0`, `job_1`, ...) whose runs the caller (`owner`,
+    unless `admin`) may see: a `UNION ALL` of one short read of the (job_id, created_at) index per job,
+    each joined to its job for the visibility rule (`_sees_runs_of`). Built once per count of jobs, as
+    building it costs more than running it."""
+    visible = [] if admin else [col(Job.owner_id) == bindparam("owner"), col(Job.deleted_at).is_(None)]
+    columns = (col(Run.id), col(Run.job_id), col(Run.status), col(Run.scheduled_at), col(Run.created_at))
+    return union_all(
+        *(
+            sqlalchemy.select(*columns)
+            .join(Job, col(Job.id) == col(Run.job_id))
+            .where(col(Run.job_id) == bindparam(f"job_{n}"), *visible)
+            .order_by(col(Run.created_at).desc(), col(Run.id).desc())
+            .limit(bindparam("per_job"))
+            .subquery()
+            .select()
+            for n in range(jobs)
+        )
+    )
 
 
 def _sees_runs_of(user: Principal, job: Job | None) -> bool:

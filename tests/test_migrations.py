@@ -21,7 +21,8 @@ from sqlmodel import SQLModel, select
 
 from core import models
 from core.config import Settings
-from core.db import alembic_config, create_schema, make_engine, make_sessions
+from core.db import alembic_config, create_schema, include_object, make_engine, make_sessions
+from core.jobs import matching
 from tests.conftest import throwaway_database
 
 
@@ -43,7 +44,8 @@ async def engine(fresh_settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 
 def _schema_diff(connection: Connection) -> list[Any]:
-    return compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+    context = MigrationContext.configure(connection, opts={"include_object": include_object})
+    return compare_metadata(context, SQLModel.metadata)
 
 
 def _revision(connection: Connection) -> str | None:
@@ -131,3 +133,20 @@ async def test_downgrade_to_base_leaves_an_empty_database(engine: AsyncEngine) -
         revision = await conn.run_sync(_revision)
     assert tables == ["alembic_version"]
     assert revision is None
+
+
+async def test_the_name_filter_has_a_trigram_index_on_postgresql(engine: AsyncEngine) -> None:
+    """The job list's `q` condition is the expression the index holds, so PostgreSQL can use it (an empty
+    table would be read whole anyway: sequential scans are turned off to ask whether it could)."""
+    await create_schema(engine)
+    query = select(models.Job.id).where(*matching(models.JobFilter(q="nightly")))
+    async with engine.connect() as conn:
+        indexes = await conn.run_sync(lambda c: [i["name"] for i in inspect(c).get_indexes("job")])
+        if conn.dialect.name != "postgresql":
+            assert "ix_job_name_trgm" not in indexes
+            return
+        assert "ix_job_name_trgm" in indexes
+        await conn.exec_driver_sql("SET enable_seqscan = off")
+        compiled = query.compile(conn.engine, compile_kwargs={"literal_binds": True})
+        plan = (await conn.exec_driver_sql(f"EXPLAIN {compiled}")).scalars().all()
+    assert any("ix_job_name_trgm" in line for line in plan), plan

@@ -22,7 +22,7 @@ from sqlmodel import SQLModel
 
 from core import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from core.config import Settings
-from core.db import make_engine
+from core.db import include_object, make_engine
 
 config = context.config
 
@@ -44,6 +44,7 @@ def run_migrations(connection: Connection) -> None:
         target_metadata=SQLModel.metadata,
         render_as_batch=True,
         render_item=render_item,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

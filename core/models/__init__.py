@@ -55,6 +55,7 @@ from core.models._runs import (
     RunBase,
     RunDetail,
     RunLog,
+    RunMark,
     RunPublic,
     RunStatus,
 )
@@ -138,6 +139,7 @@ __all__ = [
     "RunBase",
     "RunDetail",
     "RunLog",
+    "RunMark",
     "RunPublic",
     "RunStatus",
     "RunWindow",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import JSON, Index, UniqueConstraint
 from sqlmodel import AutoString, Field, SQLModel
@@ -82,6 +82,15 @@ class Run(RunBase, table=True):
 
 class RunPublic(RunBase):
     temporal: TemporalLinks
+
+
+class RunMark(NamedTuple):
+    """A run as a jobs list's strip of recent runs shows it: enough to link it and colour its mark."""
+
+    id: str
+    job_id: str
+    status: RunStatus
+    scheduled_at: datetime | None
 
 
 class AttemptBase(SQLModel):
