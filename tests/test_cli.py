@@ -51,7 +51,8 @@ def start_dev(
         if line.startswith("Data dir:"):
             text = "".join(printed)
             assert printed[0] == f"Dashboard:       http://127.0.0.1:{api_port}/\n", "the dashboard first"
-            assert f"http://127.0.0.1:{api_port}/docs" in text and f"http://127.0.0.1:{ui_port}" in text
+            assert f"http://127.0.0.1:{api_port}/docs" in text
+            assert f"Temporal Web UI: http://127.0.0.1:{api_port}/temporal/\n" in text
             return proc
     raise AssertionError(f"chronos dev exited ({proc.wait()}) before printing its URLs")
 
@@ -95,6 +96,9 @@ async def test_dev_serves_the_api_stops_cleanly_and_keeps_everything(tmp_path: P
                 "action": {"type": "http", "url": target.url("/tick")},
             }
             job_id = expect(await http.post("/jobs", json=job), 201)["id"]
+            # The API serves the Web UI under /temporal, to a dashboard session only.
+            ui = await http.get(f"http://127.0.0.1:{api_port}/temporal/api/v1/settings")
+            assert ui.status_code == 401, ui.text
             await eventually(lambda: len(target.requests["/tick"]) >= 2, "the job to fire twice")
             runs = expect(await http.get(f"/jobs/{job_id}/runs"), 200)
     finally:
