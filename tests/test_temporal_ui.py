@@ -28,7 +28,7 @@ async def proxying(db_engine: AsyncEngine, target: HttpTarget, tmp_path: Path) -
 async def test_only_a_session_reaches_the_ui_and_without_chronos_credentials(
     proxying: ApiClient, target: HttpTarget
 ) -> None:
-    path = "/temporal/api/v1/namespaces/default/workflows?query=x%3D1"
+    path = "/temporal/api/v1/namespaces/default/workflows/a%2Fb%20c?query=x%3D1"  # forwarded as is
     anonymous = Browser(proxying)
     page = await anonymous.get("/temporal/namespaces/default/workflows")
     assert (page.status_code, page.headers["location"]) == (

@@ -18,7 +18,7 @@ from starlette.background import BackgroundTask
 from starlette.datastructures import Headers
 
 from api.web.session import SAFE_METHODS, MaybeViewer, SignInRequired, same_origin
-from core.errors import Forbidden, Unauthorized
+from core.errors import Forbidden, Unauthorized, Unavailable
 
 PREFIX = "/temporal"
 # Hop-by-hop headers (RFC 9110 7.6.1) belong to one connection, not to the message.
@@ -62,14 +62,20 @@ async def temporal_ui(request: Request, viewer: MaybeViewer) -> Response:
         if not same_origin(request):
             raise Forbidden("the request's Origin is not this site")
     client: httpx.AsyncClient = request.app.state.temporal_ui
+    # The path as sent (an escaped `/` in a workflow id stays escaped), then the query as sent.
+    target = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
+    if request.url.query:
+        target += f"?{request.url.query}"
     upstream = client.build_request(
         request.method,
-        request.url.path,
-        params=request.url.query,
+        target,
         headers=_forwarded(request),
         content=await request.body(),
     )
-    answer = await client.send(upstream, stream=True)
+    try:
+        answer = await client.send(upstream, stream=True)
+    except httpx.TransportError as exc:
+        raise Unavailable("the Temporal Web UI server does not answer") from exc
     response = StreamingResponse(
         answer.aiter_raw(), status_code=answer.status_code, background=BackgroundTask(answer.aclose)
     )
