@@ -191,7 +191,8 @@ class Supervisor:
 
 
 def _temporal_dev_server(data_dir: Path, port: int, ui_port: int, codec: str) -> list[str]:
-    """The dev server, its Web UI decoding payloads through the API's codec endpoint (`codec`)."""
+    """The dev server, its Web UI decoding payloads through the API's codec endpoint (`codec`), under the
+    public path /temporal that the API proxies (api/web/temporal_ui.py)."""
     from core.temporal import SEARCH_ATTRIBUTES, temporal_binary
 
     args = [
@@ -204,6 +205,8 @@ def _temporal_dev_server(data_dir: Path, port: int, ui_port: int, codec: str) ->
         str(port),
         "--ui-port",
         str(ui_port),
+        "--ui-public-path",
+        "/temporal",
         "--ui-codec-endpoint",
         codec,
         "--log-level",
@@ -228,15 +231,17 @@ def dev(
     processes, as in production, sharing the data dir."""
     folder = Path(data_dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
+    base = f"http://{_reachable(host)}:{port}"
+    codec = f"{base}/api/v1/codec"
+    # The Web UI is served from the API's origin, so its codec calls carry the dashboard's session cookie.
     env = {
         **os.environ,
         "CHRONOS_DATA_DIR": str(folder),
         "CHRONOS_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
-        "CHRONOS_TEMPORAL_UI_URL": f"http://127.0.0.1:{temporal_ui_port}",
+        "CHRONOS_TEMPORAL_UI_URL": f"{base}/temporal",
+        "CHRONOS_TEMPORAL_UI_UPSTREAM": f"http://127.0.0.1:{temporal_ui_port}",
         "CHRONOS_ALLOW_PRIVATE_TARGETS": os.environ.get("CHRONOS_ALLOW_PRIVATE_TARGETS", "true"),
     }
-    base = f"http://{_reachable(host)}:{port}"
-    codec = f"{base}/api/v1/codec"
     children = [
         Child(
             "the Temporal dev server",
@@ -259,7 +264,7 @@ def dev(
             print(f"API:             {base}/api/v1", flush=True)
             print(f"API docs:        {base}/docs", flush=True)
             print(f"Temporal:        127.0.0.1:{temporal_port}", flush=True)
-            print(f"Temporal Web UI: http://127.0.0.1:{temporal_ui_port}", flush=True)
+            print(f"Temporal Web UI: {base}/temporal/", flush=True)
             print(f"Codec endpoint:  {codec}", flush=True)
             print(f"Data dir:        {folder}", flush=True)
         supervisor.watch()

@@ -16,6 +16,7 @@ from api.headers import SecurityHeaders
 from api.routes import admin, audit, auth, codec, dead_letters, docs, jobs, metrics, ops, runs
 from api.throttle import Throttle
 from api.web import install as install_dashboard
+from api.web import temporal_ui
 from core.config import Settings, get_settings
 from core.db import create_schema, make_engine, make_sessions
 from core.temporal import TemporalGateway, data_converter
@@ -35,7 +36,11 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
             settings.temporal_address, settings.temporal_namespace, data_converter(settings)
         )
         try:
-            yield
+            if settings.temporal_ui_upstream:
+                async with temporal_ui.upstream_client(app, settings.temporal_ui_upstream):
+                    yield
+            else:
+                yield
         finally:
             await engine.dispose()
 
@@ -60,6 +65,8 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
     app.mount("/static", StaticFiles(packages=[("api", "static")]), name="static")
     app.include_router(metrics.router)
     install_dashboard(app)
+    if settings.temporal_ui_upstream:
+        app.include_router(temporal_ui.router)
     app.openapi = lambda: openapi.openapi(app)  # type: ignore[method-assign]
     return app
 

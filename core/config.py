@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
     temporal_ui_url: str = "http://localhost:8233"
+    temporal_ui_upstream: str | None = Field(
+        default=None,
+        description="the Temporal UI server (started with `--ui-public-path /temporal`) that the API serves "
+        "under /temporal to signed-in dashboard users; default none: no /temporal route",
+    )
     task_queue: str = "chronos"
     jwt_secret: str | None = None
     encryption_keys: SecretStr | None = Field(

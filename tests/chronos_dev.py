@@ -39,7 +39,8 @@ def start_dev(
         if line.startswith("Data dir:"):
             text = "".join(printed)
             assert printed[0] == f"Dashboard:       http://127.0.0.1:{api_port}/\n", "the dashboard first"
-            assert f"http://127.0.0.1:{api_port}/docs" in text and f"http://127.0.0.1:{ui_port}" in text
+            assert f"http://127.0.0.1:{api_port}/docs" in text
+            assert f"Temporal Web UI: http://127.0.0.1:{api_port}/temporal/\n" in text
             return proc
     raise AssertionError(f"chronos dev exited ({proc.wait()}) before printing its URLs")
 

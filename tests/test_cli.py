@@ -49,6 +49,9 @@ async def test_dev_serves_the_api_stops_cleanly_and_keeps_everything(tmp_path: P
                 "action": {"type": "http", "url": target.url("/tick")},
             }
             job_id = expect(await http.post("/jobs", json=job), 201)["id"]
+            # The API serves the Web UI under /temporal, to a dashboard session only.
+            ui = await http.get(f"http://127.0.0.1:{api_port}/temporal/api/v1/settings")
+            assert ui.status_code == 401, ui.text
             await eventually(lambda: len(target.requests["/tick"]) >= 2, "the job to fire twice")
             runs = expect(await http.get(f"/jobs/{job_id}/runs"), 200)
     finally:
