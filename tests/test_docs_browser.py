@@ -17,6 +17,9 @@ from tests.waiting import eventually
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
 pytestmark = [needs_chromium, pytest.mark.timeout(60)]
 Page = Any  # playwright.async_api.Page, imported only when installed
+# ReDoc parses the whole OpenAPI document in the page before it draws anything: on a loaded machine that
+# took longer than Playwright's default 5 s wait, so the pages get as long as a person would wait.
+RENDERED_MS = 30_000
 
 
 class Offline:
@@ -57,7 +60,7 @@ async def test_swagger_ui_renders_offline(site: str, browser: Any) -> None:
     page = offline.page
     await page.goto(f"{site}/docs")
     create = page.locator(".opblock-post").filter(has=page.locator('[data-path="/api/v1/jobs"]'))
-    await playwright_api.expect(create).to_be_visible()
+    await playwright_api.expect(create).to_be_visible(timeout=RENDERED_MS)
     await playwright_api.expect(page.locator(".info .title")).to_contain_text("Chronos 0.1.0")
     await offline.check()
 
@@ -66,7 +69,8 @@ async def test_redoc_renders_offline(site: str, browser: Any) -> None:
     offline = await Offline.open(browser, site)
     page = offline.page
     await page.goto(f"{site}/redoc")
-    await playwright_api.expect(page.get_by_role("heading", level=1)).to_contain_text("Chronos (0.1.0)")
+    title = page.get_by_role("heading", level=1)
+    await playwright_api.expect(title).to_contain_text("Chronos (0.1.0)", timeout=RENDERED_MS)
     create = page.get_by_role("heading", level=2, name=re.compile(r"\bCreate Job$"))
     await playwright_api.expect(create).to_be_visible()
     await offline.check()
