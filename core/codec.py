@@ -102,6 +102,17 @@ class Keyring:
         return cipher
 
 
+def job_of_context(context: SerializationContext) -> str | None:
+    """The job whose workflow (or whose workflow's activity) a payload belongs to, if any: all the codec
+    takes from a serialization context."""
+    workflow_id = (
+        context.workflow_id
+        if isinstance(context, WorkflowSerializationContext | ActivitySerializationContext)
+        else None
+    )
+    return job_of_workflow(workflow_id) if workflow_id else None
+
+
 def is_encrypted(payload: Payload) -> bool:
     return payload.metadata.get("encoding") == ENCODING
 
@@ -119,12 +130,7 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
         self.job_id = job_id
 
     def with_context(self, context: SerializationContext) -> EncryptionCodec:
-        workflow_id = (
-            context.workflow_id
-            if isinstance(context, WorkflowSerializationContext | ActivitySerializationContext)
-            else None
-        )
-        job_id = job_of_workflow(workflow_id) if workflow_id else None
+        job_id = job_of_context(context)
         return self if job_id == self.job_id else EncryptionCodec(self.keys, job_id)
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:

@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import sysconfig
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar, cast
 
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import PydanticPayloadConverter
-from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    SerializationContext,
+)
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
-from core.codec import EncryptionCodec, keyring
+from core.codec import EncryptionCodec, job_of_context, keyring
 from core.config import Settings
 from core.errors import Unavailable
 
@@ -36,11 +41,48 @@ def temporal_binary() -> str:
     return str(path)
 
 
+# Converters with a job's context kept per process (a few hundred bytes each; when full, all go).
+CONTEXTS_KEPT = 1024
+
+
+@dataclass(frozen=True)
+class ChronosDataConverter(DataConverter):
+    """The SDK's DataConverter, whose `with_context` is called for every payload sequence of a workflow's
+    commands and of every activity task. The SDK's rebuilds the converter (`dataclasses.replace`, which
+    builds a new pydantic payload converter) whenever the codec's context changes, which the encrypting
+    codec's does for every job: here the converter of each job is built once and kept. Only the codec
+    takes a context (the job it names); any other converter that did gets the SDK's path, uncached."""
+
+    _contexts: dict[str | None, DataConverter] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def with_context(self, context: SerializationContext) -> Self:
+        if not isinstance(self.payload_codec, EncryptionCodec):
+            return super().with_context(context)
+        job_id = job_of_context(context)
+        if job_id == self.payload_codec.job_id:
+            return self
+        kept = self._contexts.get(job_id)
+        if kept is not None:
+            return cast(Self, kept)
+        converter = super().with_context(context)
+        if (
+            converter.payload_converter is self.payload_converter
+            and converter.failure_converter is self.failure_converter
+            and converter.external_storage is self.external_storage
+        ):
+            if len(self._contexts) >= CONTEXTS_KEPT:
+                self._contexts.clear()  # plain dict operations: safe from the SDK's threads too
+            self._contexts[job_id] = converter
+        return converter
+
+
 def data_converter(settings: Settings) -> DataConverter:
     """The one data converter of Chronos (API, workers, replayer, tests): pydantic payloads so API models
     and workflow inputs match, encrypted by the codec (core/codec.py) before they reach Temporal. Failure
     messages and stack traces go into an encrypted payload too: they may quote a target's answer."""
-    return DataConverter(
+    return ChronosDataConverter(
         payload_converter_class=PydanticPayloadConverter,
         payload_codec=EncryptionCodec(keyring(settings)),
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,

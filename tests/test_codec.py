@@ -74,6 +74,24 @@ async def test_the_workflow_context_names_the_job_in_clear_metadata(
     assert sealed.metadata.get(JOB_ID) == (job_id.encode() if job_id else None)
 
 
+async def test_the_data_converter_keeps_one_converter_per_job() -> None:
+    """A job's converter is built once and reused for its every run and activity; each still seals its
+    payloads under its own job's name, and the converter without a job is the original."""
+    converter = data_converter(Settings(encryption_keys=new_key_entry("k")))
+    run = WorkflowSerializationContext("default", "job-aaaa-manual-1")
+    other_run = WorkflowSerializationContext("default", "job-aaaa-manual-2")
+    other_job = WorkflowSerializationContext("default", "job-bbbb-manual-1")
+    first = converter.with_context(run)
+    assert converter.with_context(other_run) is first
+    assert converter.with_context(other_job) is not first
+    assert converter.with_context(WorkflowSerializationContext("default", "chronos-reconcile")) is converter
+    spec = RunInput(job_id="aaaa", owner_id="u1", action=HttpAction(url="https://example.org/"))
+    for ctx, job in ((run, b"aaaa"), (other_job, b"bbbb")):
+        [sealed] = await converter.with_context(ctx).encode([spec])
+        assert sealed.metadata[JOB_ID] == job
+        assert await converter.decode([sealed], [RunInput]) == [spec]
+
+
 async def test_an_edited_job_id_breaks_decryption() -> None:
     """The job id is authenticated data: moving a payload to another job's name does not reveal it."""
     keys = codec(new_key_entry("k")).with_context(WorkflowSerializationContext("default", "job-aaaa"))
