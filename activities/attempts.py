@@ -14,7 +14,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Table, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -184,12 +184,24 @@ def end_line(result: RunResult) -> str:
     return f"run failed after {result.attempts} attempt(s): {result.error}"
 
 
-def detached_job(job_id: str, state: JobState, schedule: Schedule, last_run_id: str | None) -> Job:
-    """A Job outside any session with just the columns its run rules (`run_started`, `run_ended`) read
-    and write: the rules stay in one place, and the mirror writes what they decide with one UPDATE.
-    The Core select reads `state` and `schedule` through their column types, so they come typed."""
-    columns: dict[str, Any] = {"id": job_id, "state": state, "schedule": schedule, "last_run_id": last_run_id}
-    return Job(**columns)
+@dataclass
+class JobRow:
+    """The columns of a job that its run rules (`Job.run_started`, `Job.run_ended`) read and write, outside
+    any session: the rules stay in one place, and the mirror writes what they decide with one UPDATE. A
+    plain object, as building a SQLModel `Job` for them (its every field validated) cost more CPU than the
+    statements around it. The Core select reads `state` and `schedule` through their column types, so they
+    come typed."""
+
+    id: str
+    state: JobState
+    schedule: Schedule
+    last_run_id: str | None
+
+    def run_started(self, run_id: str) -> None:
+        Job.run_started(cast(Job, self), run_id)
+
+    def run_ended(self, status: RunOutcome, now: datetime) -> None:
+        Job.run_ended(cast(Job, self), status, now)
 
 
 def next_retry(info: activity.Info, error: ApplicationError) -> timedelta | None:
@@ -312,30 +324,35 @@ class RunRecorder:
             await conn.run_sync(self._record, record)
 
     def _record(self, conn: Connection, record: RunRecord) -> None:
+        """A record that also ends the run (a quick call's one write) leaves the job's state and the
+        attempts' count to the run's end, which writes both once, and its log lines go in one statement."""
         run_id = record.run_id()
+        ends = record.finished is not None
+        lines: list[LogLine] = []
         with conn.begin():
-            if record.started is not None:
-                self.start_run(conn, record.started)
+            started = record.started is not None and self.start_run(conn, record.started, job=not ends)
             for attempt in sorted(record.attempts, key=lambda a: a.number):
-                self._write_attempt(conn, run_id, attempt)
+                self._write_attempt(conn, run_id, attempt, count=not ends)
+                lines += [LogLine(line.key, line.level, line.message, line.ts) for line in attempt.lines]
             if record.finished is not None:
-                self.finish_run(conn, record.finished)
+                lines.append(self.finish_run(conn, record.finished, started=started))
+            self._log(conn, run_id, lines)
 
-    def _write_attempt(self, conn: Connection, run_id: str, attempt: AttemptRecord) -> None:
+    def _write_attempt(self, conn: Connection, run_id: str, attempt: AttemptRecord, count: bool) -> None:
         conn.execute(
             self._attempt,
             {"run_id": run_id, **attempt.model_dump(include=ATTEMPT_COLUMNS)},
         )
-        conn.execute(COUNT_ATTEMPT, {"run": run_id, "number": attempt.number})
+        if count:  # else the run's end, in the same transaction, writes the count
+            conn.execute(COUNT_ATTEMPT, {"run": run_id, "number": attempt.number})
         if attempt.number > 1:
             conn.execute(LOSE_EARLIER_ATTEMPTS, {"run": run_id, "below": attempt.number})
-        self._log(
-            conn, run_id, [LogLine(line.key, line.level, line.message, line.ts) for line in attempt.lines]
-        )
 
-    def start_run(self, conn: Connection, event: RunStarted) -> None:
+    def start_run(self, conn: Connection, event: RunStarted, job: bool = True) -> bool:
         """The run's row says running (unless it already ended) and its job names it as its last run; a
-        scheduled fire inside a backfill range the user asked for is recorded as a backfill."""
+        scheduled fire inside a backfill range the user asked for is recorded as a backfill. True when the
+        run had not ended; `job` False leaves the job's row to `finish_run(started=True)` in the same
+        transaction."""
         trigger = event.trigger
         if (
             trigger == Trigger.SCHEDULE
@@ -356,15 +373,22 @@ class RunRecorder:
         }
         finished_at = conn.execute(self._upsert_run, params).scalar_one()
         if finished_at is not None:
-            return
+            return False
+        if not job:
+            return True
         row = conn.execute(JOB_STATE, {"job": event.job_id}).first()
         if row is not None:
-            job = detached_job(event.job_id, row.state, row.schedule, row.last_run_id)
-            job.run_started(event.run_id)
-            conn.execute(SET_JOB_STATE, {"job": job.id, "state": job.state, "last_run_id": job.last_run_id})
+            state = JobRow(event.job_id, row.state, row.schedule, row.last_run_id)
+            state.run_started(event.run_id)
+            conn.execute(
+                SET_JOB_STATE, {"job": state.id, "state": state.state, "last_run_id": state.last_run_id}
+            )
+        return True
 
-    def finish_run(self, conn: Connection, event: RunFinished) -> None:
-        """Close the run, its attempts left open, and for a failed run write its dead letter (once)."""
+    def finish_run(self, conn: Connection, event: RunFinished, started: bool = False) -> LogLine:
+        """Close the run, its attempts left open, and for a failed run write its dead letter (once); the
+        run's end line is returned for the caller to write. `started`: the run's start, in the same
+        transaction, left the job's row to this (its state follows both rules, written once)."""
         result = event.result
         open_status, open_error = (
             (AttemptStatus.CANCELLED, "run cancelled")
@@ -402,17 +426,19 @@ class RunRecorder:
             # server's clock runs ahead; a negative value also overflows PostgreSQL's integer column).
             values["duration_ms"] = max(0, int((event.finished_at - run.started_at).total_seconds() * 1000))
         conn.execute(FINISH_RUN, values)
-        if run.job_state is not None and run.last_run_id == event.run_id:
+        if run.job_state is not None:
+            job = JobRow(run.job_id, run.job_state, run.schedule, run.last_run_id)
+            if started:
+                job.run_started(event.run_id)
             # A newer run of the job speaks for it now, unless this is its last run.
-            job = detached_job(run.job_id, run.job_state, run.schedule, run.last_run_id)
-            job.run_ended(result.status, event.finished_at)
-            if job.state != run.job_state:
+            if job.last_run_id == event.run_id:
+                job.run_ended(result.status, event.finished_at)
+            if (job.state, job.last_run_id) != (run.job_state, run.last_run_id):
                 conn.execute(
                     SET_JOB_STATE, {"job": job.id, "state": job.state, "last_run_id": job.last_run_id}
                 )
         level = {RunOutcome.SUCCEEDED: "info", RunOutcome.FAILED: "error"}.get(result.status, "warning")
         line = LogLine(f"{event.run_id}:run:finished", level, end_line(result), event.finished_at)
-        self._log(conn, event.run_id, [line])
         if result.status == RunOutcome.FAILED and run.deleted_at is None:  # a deleted job's go with it
             request = masked_action(event.action) if event.action is not None else None
             conn.execute(
@@ -428,6 +454,7 @@ class RunRecorder:
                     "created_at": utcnow(),
                 },
             )
+        return line
 
     async def attempt_started(self, run_id: str, number: int, line: LogLine) -> None:
         """Open attempt `number`; earlier attempts still open lost their worker or timed out."""

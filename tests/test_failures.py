@@ -22,7 +22,18 @@ from activities.mirror import MirrorActivities
 from core.config import Settings
 from core.db import Sessions, create_schema, make_engine, make_sessions
 from core.models import Attempt, DeadLetter, Job, Run, RunLog, utcnow
-from core.payloads import Guarantee, HttpAction, RetrySpec, RunFinished, RunInput, RunResult, RunStarted
+from core.payloads import (
+    AttemptRecord,
+    Guarantee,
+    HttpAction,
+    RecordLine,
+    RetrySpec,
+    RunFinished,
+    RunInput,
+    RunRecord,
+    RunResult,
+    RunStarted,
+)
 from tests.api_client import ENCRYPTION_KEYS
 from tests.histories import keep
 from tests.http_target import HANG, Answer
@@ -391,3 +402,57 @@ async def test_every_mirror_write_retried_lands_once(sessions):
         "attempt 2 failed",
         "run failed after 2 attempt(s): HTTP 503",
     ]
+
+
+@pytest.mark.parametrize("one_write", [True, False], ids=["one-write", "start-then-end"])
+async def test_a_record_that_ends_its_run_writes_what_a_start_and_an_end_write(sessions, one_write):
+    """A quick call's one record (start, attempt, end) leaves the rows that the same parts written in
+    two records do: the job's state follows both rules, the count and the log lines are all there."""
+    job = await add_job(sessions)
+    run_id = f"job-{job.id}-manual-{uuid.uuid4().hex[:8]}"
+    recorder = RunRecorder(sessions)
+    now = utcnow()
+    started = RunStarted(
+        run_id=run_id,
+        temporal_run_id="t-1",
+        job_id=job.id,
+        owner_id=job.owner_id,
+        trigger="manual",
+        scheduled_at=now,
+        started_at=now,
+    )
+    lines = [
+        RecordLine(key=f"{run_id}:http:1:started", level="info", message="attempt 1", ts=now),
+        RecordLine(key=f"{run_id}:http:1:answer", level="info", message="HTTP 200", ts=now),
+    ]
+    attempt = AttemptRecord(
+        number=1,
+        started_at=now,
+        status="succeeded",
+        finished_at=now,
+        duration_ms=3,
+        http_status=200,
+        lines=lines,
+    )
+    result = RunResult(status="succeeded", attempts=1, http_status=200)
+    finished = RunFinished(run_id=run_id, finished_at=utcnow(), result=result)
+    for _ in range(2):  # a retried write lands once
+        if one_write:
+            await recorder.record(RunRecord(started=started, attempts=[attempt], finished=finished))
+        else:
+            await recorder.record(RunRecord(started=started, attempts=[attempt]))
+            async with sessions() as session:
+                row = await session.get(Run, run_id)
+                assert row is not None and row.attempts == 1
+            await recorder.record(RunRecord(finished=finished))
+    async with sessions() as session:
+        run = await session.get(Run, run_id)
+        fresh = await session.get(Job, job.id)
+    assert run is not None and fresh is not None
+    assert (run.status, run.attempts, run.started_at is not None) == ("succeeded", 1, True)
+    # An immediate job ends with its run.
+    assert (fresh.state, fresh.last_run_id) == ("completed", run_id)
+    assert [(a.number, a.status, a.http_status) for a in await attempts_of(sessions, run_id)] == [
+        (1, "succeeded", 200)
+    ]
+    assert await log_of(sessions, run_id) == ["attempt 1", "HTTP 200", "run succeeded after 1 attempt(s)"]
