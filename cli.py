@@ -417,11 +417,11 @@ def worker_command(
     """One worker process on the task queue."""
     from core.config import Settings
     from core.logs import configure_logging
-    from worker import run_worker
+    from worker import serve
 
     settings = Settings(worker_metrics_port=metrics_port) if metrics_port else Settings()
     configure_logging(settings.log_format)
-    asyncio.run(run_worker(settings, concurrency=concurrency))
+    serve(settings, concurrency=concurrency)
 
 
 @app.command("api")
