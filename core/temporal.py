@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import sysconfig
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from temporalio.converter import (
     DataConverter,
     DefaultFailureConverterWithEncodedAttributes,
     SerializationContext,
+    WithSerializationContext,
 )
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
@@ -50,31 +52,35 @@ class ChronosDataConverter(DataConverter):
     """The SDK's DataConverter, whose `with_context` is called for every payload sequence of a workflow's
     commands and of every activity task. The SDK's rebuilds the converter (`dataclasses.replace`, which
     builds a new pydantic payload converter) whenever the codec's context changes, which the encrypting
-    codec's does for every job: here the converter of each job is built once and kept. Only the codec
-    takes a context (the job it names); any other converter that did gets the SDK's path, uncached."""
+    codec's does for every job. Here a job's converter is a shallow copy with the job's codec, made once
+    and kept. Only the codec takes a context (the job it names); were another converter to take one,
+    the SDK's path runs, uncached."""
 
     _contexts: dict[str | None, DataConverter] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
     def with_context(self, context: SerializationContext) -> Self:
-        if not isinstance(self.payload_codec, EncryptionCodec):
+        codec = self.payload_codec
+        if not isinstance(codec, EncryptionCodec):
             return super().with_context(context)
         job_id = job_of_context(context)
-        if job_id == self.payload_codec.job_id:
+        if job_id == codec.job_id:
             return self
         kept = self._contexts.get(job_id)
         if kept is not None:
             return cast(Self, kept)
-        converter = super().with_context(context)
-        if (
-            converter.payload_converter is self.payload_converter
-            and converter.failure_converter is self.failure_converter
-            and converter.external_storage is self.external_storage
+        if any(
+            isinstance(part, WithSerializationContext) and part.with_context(context) is not part
+            for part in (self.payload_converter, self.failure_converter, self.external_storage)
         ):
-            if len(self._contexts) >= CONTEXTS_KEPT:
-                self._contexts.clear()  # plain dict operations: safe from the SDK's threads too
-            self._contexts[job_id] = converter
+            return super().with_context(context)
+        # Shares the converters and the kept ones (what a job's context gives depends on the job alone).
+        converter = copy.copy(self)
+        object.__setattr__(converter, "payload_codec", codec.with_context(context))
+        if len(self._contexts) >= CONTEXTS_KEPT:
+            self._contexts.clear()  # plain dict operations: safe from the SDK's threads too
+        self._contexts[job_id] = converter
         return converter
 
 
