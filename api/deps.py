@@ -6,7 +6,7 @@ pool, a hand-off to a thread and back for each one, several per request (docs/be
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import Depends, Query, Request, Security
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
@@ -18,7 +18,7 @@ from core.auth import SCOPES, Principal, authorize, decode_access_token
 from core.codec import keyring
 from core.codec_service import CodecService
 from core.config import Settings
-from core.db import Sessions
+from core.db import RequestSessions, Sessions
 from core.dead_letters import DeadLetterService
 from core.errors import Forbidden, Invalid, Unauthorized
 from core.jobs import JobService
@@ -111,17 +111,26 @@ async def get_session(sessions: SessionsDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
+async def request_sessions(session: SessionDep, sessions: SessionsDep) -> Sessions:
+    """The services' sessions: their blocks continue the request's session, which the token check began
+    (`core.db.RequestSessions`). Typed as the session maker they take, of which they only call."""
+    return cast(Sessions, RequestSessions(session, sessions))
+
+
+RequestSessionsDep = Annotated[Sessions, Depends(request_sessions)]
+
+
 async def current_principal(
     scopes: SecurityScopes,
     settings: SettingsDep,
-    sessions: SessionsDep,
+    session: SessionDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> Principal:
     """The caller from a valid access token that is not logged out and whose account is enabled (one
-    indexed read); 401 otherwise, 403 when it lacks a required scope."""
+    indexed read, in the request's session); 401 otherwise, 403 when it lacks a required scope."""
     if not token:
         raise Unauthorized("a bearer token is required")
-    principal = await authorize(sessions, decode_access_token(settings, token))
+    principal = await authorize(session, decode_access_token(settings, token))
     missing = [s for s in scopes.scopes if s not in principal.scopes]
     if missing:
         raise Forbidden(f"this token lacks the scope {' '.join(missing)}")
@@ -134,42 +143,42 @@ Writer = Annotated[Principal, Security(current_principal, scopes=["jobs:write"])
 Admin = Annotated[Principal, Security(current_principal, scopes=["admin"])]
 
 
-async def get_jobs(settings: SettingsDep, sessions: SessionsDep, temporal: TemporalDep) -> JobService:
+async def get_jobs(settings: SettingsDep, sessions: RequestSessionsDep, temporal: TemporalDep) -> JobService:
     return JobService(settings, sessions, temporal)
 
 
 JobServiceDep = Annotated[JobService, Depends(get_jobs)]
 
 
-async def get_runs(settings: SettingsDep, sessions: SessionsDep, temporal: TemporalDep) -> RunService:
+async def get_runs(settings: SettingsDep, sessions: RequestSessionsDep, temporal: TemporalDep) -> RunService:
     return RunService(settings, sessions, temporal)
 
 
 RunServiceDep = Annotated[RunService, Depends(get_runs)]
 
 
-async def get_dead_letters(sessions: SessionsDep, jobs: JobServiceDep) -> DeadLetterService:
+async def get_dead_letters(sessions: RequestSessionsDep, jobs: JobServiceDep) -> DeadLetterService:
     return DeadLetterService(sessions, jobs)
 
 
 DeadLetterServiceDep = Annotated[DeadLetterService, Depends(get_dead_letters)]
 
 
-async def get_codec(settings: SettingsDep, sessions: SessionsDep) -> CodecService:
+async def get_codec(settings: SettingsDep, sessions: RequestSessionsDep) -> CodecService:
     return CodecService(sessions, keyring(settings))
 
 
 CodecServiceDep = Annotated[CodecService, Depends(get_codec)]
 
 
-async def get_users(settings: SettingsDep, sessions: SessionsDep, jobs: JobServiceDep) -> UserService:
+async def get_users(settings: SettingsDep, sessions: RequestSessionsDep, jobs: JobServiceDep) -> UserService:
     return UserService(settings, sessions, jobs)
 
 
 UserServiceDep = Annotated[UserService, Depends(get_users)]
 
 
-async def get_audit(sessions: SessionsDep) -> AuditService:
+async def get_audit(sessions: RequestSessionsDep) -> AuditService:
     return AuditService(sessions)
 
 
