@@ -1,9 +1,12 @@
-"""The API's dependencies, defined once as `Annotated` aliases that routes name in their signatures."""
+"""The API's dependencies, defined once as `Annotated` aliases that routes name in their signatures.
+
+All are `async def`, even those that await nothing: FastAPI runs a plain `def` dependency in its thread
+pool, a hand-off to a thread and back for each one, several per request (docs/bench.md)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import Depends, Query, Request, Security
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
@@ -15,7 +18,7 @@ from core.auth import SCOPES, Principal, authorize, decode_access_token
 from core.codec import keyring
 from core.codec_service import CodecService
 from core.config import Settings
-from core.db import Sessions
+from core.db import RequestSessions, Sessions
 from core.dead_letters import DeadLetterService
 from core.errors import Forbidden, Invalid, Unauthorized
 from core.jobs import JobService
@@ -28,17 +31,17 @@ from core.users import UserService
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", scopes=SCOPES, auto_error=False)
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_sessions(request: Request) -> Sessions:
+async def get_sessions(request: Request) -> Sessions:
     sessions: Sessions = request.app.state.sessions
     return sessions
 
 
-def get_temporal(request: Request) -> TemporalGateway:
+async def get_temporal(request: Request) -> TemporalGateway:
     gateway: TemporalGateway = request.app.state.temporal
     return gateway
 
@@ -82,7 +85,19 @@ def job_filter(
         raise Invalid(f"label: {exc.errors()[0]['msg']}", ("query", "label")) from exc
 
 
-JobFilterDep = Annotated[JobFilter, Depends(job_filter)]
+async def query_job_filter(
+    state: JobState | None = None,
+    type: Annotated[ScheduleType | None, Query(description="the schedule's type")] = None,
+    q: Annotated[str | None, Query(max_length=200, description="part of the name, any case")] = None,
+    label: Annotated[
+        list[str], Query(description="`key:value`, a label the job has; repeat it for more (all must hold)")
+    ] = [],  # noqa: B006 (FastAPI copies the default)
+) -> JobFilter:
+    """`job_filter` as a dependency, on the event loop (the dashboard calls `job_filter` itself)."""
+    return job_filter(state, type, q, label)
+
+
+JobFilterDep = Annotated[JobFilter, Depends(query_job_filter)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionsDep = Annotated[Sessions, Depends(get_sessions)]
 TemporalDep = Annotated[TemporalGateway, Depends(get_temporal)]
@@ -96,17 +111,26 @@ async def get_session(sessions: SessionsDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
+async def request_sessions(session: SessionDep, sessions: SessionsDep) -> Sessions:
+    """The services' sessions: their blocks continue the request's session, which the token check began
+    (`core.db.RequestSessions`). Typed as the session maker they take, of which they only call."""
+    return cast(Sessions, RequestSessions(session, sessions))
+
+
+RequestSessionsDep = Annotated[Sessions, Depends(request_sessions)]
+
+
 async def current_principal(
     scopes: SecurityScopes,
     settings: SettingsDep,
-    sessions: SessionsDep,
+    session: SessionDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> Principal:
     """The caller from a valid access token that is not logged out and whose account is enabled (one
-    indexed read); 401 otherwise, 403 when it lacks a required scope."""
+    indexed read, in the request's session); 401 otherwise, 403 when it lacks a required scope."""
     if not token:
         raise Unauthorized("a bearer token is required")
-    principal = await authorize(sessions, decode_access_token(settings, token))
+    principal = await authorize(session, decode_access_token(settings, token))
     missing = [s for s in scopes.scopes if s not in principal.scopes]
     if missing:
         raise Forbidden(f"this token lacks the scope {' '.join(missing)}")
@@ -119,42 +143,42 @@ Writer = Annotated[Principal, Security(current_principal, scopes=["jobs:write"])
 Admin = Annotated[Principal, Security(current_principal, scopes=["admin"])]
 
 
-def get_jobs(settings: SettingsDep, sessions: SessionsDep, temporal: TemporalDep) -> JobService:
+async def get_jobs(settings: SettingsDep, sessions: RequestSessionsDep, temporal: TemporalDep) -> JobService:
     return JobService(settings, sessions, temporal)
 
 
 JobServiceDep = Annotated[JobService, Depends(get_jobs)]
 
 
-def get_runs(settings: SettingsDep, sessions: SessionsDep, temporal: TemporalDep) -> RunService:
+async def get_runs(settings: SettingsDep, sessions: RequestSessionsDep, temporal: TemporalDep) -> RunService:
     return RunService(settings, sessions, temporal)
 
 
 RunServiceDep = Annotated[RunService, Depends(get_runs)]
 
 
-def get_dead_letters(sessions: SessionsDep, jobs: JobServiceDep) -> DeadLetterService:
+async def get_dead_letters(sessions: RequestSessionsDep, jobs: JobServiceDep) -> DeadLetterService:
     return DeadLetterService(sessions, jobs)
 
 
 DeadLetterServiceDep = Annotated[DeadLetterService, Depends(get_dead_letters)]
 
 
-def get_codec(settings: SettingsDep, sessions: SessionsDep) -> CodecService:
+async def get_codec(settings: SettingsDep, sessions: RequestSessionsDep) -> CodecService:
     return CodecService(sessions, keyring(settings))
 
 
 CodecServiceDep = Annotated[CodecService, Depends(get_codec)]
 
 
-def get_users(settings: SettingsDep, sessions: SessionsDep, jobs: JobServiceDep) -> UserService:
+async def get_users(settings: SettingsDep, sessions: RequestSessionsDep, jobs: JobServiceDep) -> UserService:
     return UserService(settings, sessions, jobs)
 
 
 UserServiceDep = Annotated[UserService, Depends(get_users)]
 
 
-def get_audit(sessions: SessionsDep) -> AuditService:
+async def get_audit(sessions: RequestSessionsDep) -> AuditService:
     return AuditService(sessions)
 
 

@@ -74,5 +74,16 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
 def server_config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
     """How every process serves the API: no `server` header naming uvicorn, and the client address left
     as the TCP peer's (uvicorn would take X-Forwarded-For from any local peer; api/throttle.py decides
-    which proxies to believe)."""
-    return uvicorn.Config(app, host=host, port=port, server_header=False, proxy_headers=False, **options)
+    which proxies to believe). The event loop is uvloop's and the HTTP parser httptools' (both C): with
+    asyncio's own loop and the pure-Python h11 parser they were a large share of each request's CPU
+    (docs/bench.md)."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        server_header=False,
+        proxy_headers=False,
+        loop="uvloop",
+        http="httptools",
+        **options,
+    )

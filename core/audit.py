@@ -18,6 +18,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 from core.auth import Principal
 from core.db import Sessions, keyset
 from core.errors import NotFound
+from core.links import fields_of
 from core.models import (
     Actor,
     AuditAction,
@@ -28,6 +29,7 @@ from core.models import (
     JobCreate,
 )
 from core.payloads import EmailAction, HttpAction, NotifySpec, WorkflowAction, masked_action, masked_notify
+from core.runs import job_owner
 
 # A job's fields whose changes the trail shows: its definition and its state (not run bookkeeping).
 JOB_FIELDS = (*JobCreate.model_fields, "state", "pause_note", "version", "deleted_at")
@@ -85,6 +87,9 @@ def shown(value: Any) -> Any:
     return to_jsonable_python(value)
 
 
+ENTRY_FIELDS = tuple(name for name in AuditEntryPublic.model_fields if name in AuditEntry.model_fields)
+
+
 class AuditService:
     """Reading the trail: one job's entries for whoever may see the job, everything for admins."""
 
@@ -96,7 +101,7 @@ class AuditService:
     ) -> CursorPage[AuditEntryPublic]:
         """As with runs, admins also read the trail of deleted jobs; owners only of live ones."""
         async with self.sessions() as session:
-            job = await session.get(Job, job_id)
+            job = await job_owner(session, job_id)
             visible = job is not None and (
                 user.is_admin or (job.owner_id == user.id and job.deleted_at is None)
             )
@@ -131,7 +136,10 @@ class AuditService:
         return CursorPage(
             items=[
                 AuditEntryPublic.model_validate(
-                    {**entry.model_dump(), "actor": Actor(id=entry.actor_id, email=entry.actor_email)}
+                    {
+                        **fields_of(entry, ENTRY_FIELDS),
+                        "actor": Actor(id=entry.actor_id, email=entry.actor_email),
+                    }
                 )
                 for entry in page.items
             ],

@@ -10,8 +10,11 @@ from core.auth import Principal
 from core.db import Sessions, paginate
 from core.errors import NotFound
 from core.jobs import JobService
+from core.links import fields_of
 from core.models import AuditAction, DeadLetter, DeadLetterPublic, Page, RunPublic
 from core.payloads import Trigger
+
+LETTER_FIELDS = tuple(name for name in DeadLetterPublic.model_fields if name in DeadLetter.model_fields)
 
 
 class DeadLetterService:
@@ -34,7 +37,7 @@ class DeadLetterService:
             at, id_ = col(DeadLetter.created_at), col(DeadLetter.id)
             letters = await paginate(session, query, at, id_, limit, cursor, page)
             return letters.with_items(
-                [DeadLetterPublic.model_validate(row.model_dump()) for row in letters.items]
+                [DeadLetterPublic.model_validate(fields_of(row, LETTER_FIELDS)) for row in letters.items]
             )
 
     async def replay(self, user: Principal, letter_id: str) -> RunPublic:

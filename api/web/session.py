@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Response
 from fastapi.security import SecurityScopes
 
-from api.deps import SessionsDep, SettingsDep, current_principal, oauth2_scheme
+from api.deps import SessionDep, SessionsDep, SettingsDep, current_principal, oauth2_scheme
 from core.auth import Principal, session_principal, signing_key
 from core.config import Settings
 from core.errors import Forbidden, Unauthorized
@@ -127,6 +127,7 @@ async def codec_reader(
     request: Request,
     settings: SettingsDep,
     sessions: SessionsDep,
+    session: SessionDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> Principal:
     """The codec endpoint's caller: a bearer token as on every route, else the dashboard's session
@@ -134,7 +135,7 @@ async def codec_reader(
     else's). Decoding changes nothing, so it needs no CSRF token; CORS admits only the UI's origin."""
     session_token = request.cookies.get(SESSION_COOKIE)
     if token or not session_token:
-        return await current_principal(SecurityScopes(["jobs:read"]), settings, sessions, token)
+        return await current_principal(SecurityScopes(["jobs:read"]), settings, session, token)
     principal = await session_principal(sessions, session_token)
     if "jobs:read" not in principal.scopes:
         raise Forbidden("this session lacks the scope jobs:read")

@@ -14,25 +14,26 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from core.auth._grants import revoke_refresh_token
 from core.auth._principal import ROLE_SCOPES, Principal
 from core.auth._tokens import LEEWAY_SECONDS
-from core.db import Sessions
 from core.errors import Unauthorized
 from core.models import RefreshToken, RevokedToken, User, utcnow
 
 
-async def authorize(sessions: Sessions, principal: Principal) -> Principal:
+async def authorize(session: AsyncSession, principal: Principal) -> Principal:
     """The caller of a verified token as the database has them now: 401 if the token was logged out, the
     account is disabled (or its tokens were revoked by a disable) or gone. The role is read from the row
     and the token's scopes narrowed to it, so a demoted admin loses the admin scope at once.
 
-    One statement: the user row by primary key, and the deny-list row by primary key as a subquery."""
+    One statement: the user row by primary key, and the deny-list row by primary key as a subquery. It
+    runs in `session`, the request's, and leaves it open: the request's other reads continue its
+    transaction (`core.db.RequestSessions`). Nothing is cached, so a logout or disable holds from the
+    next request on."""
     token = principal.token
     assert token is not None, "a principal from a verified access token carries its token"
     revoked = select(RevokedToken.jti).where(col(RevokedToken.jti) == token.jti).exists()
     query = select(col(User.role), col(User.disabled_at), col(User.tokens_revoked_at), revoked).where(
         col(User.id) == principal.id
     )
-    async with sessions() as session:
-        row = (await session.exec(query)).one_or_none()
+    row = (await session.exec(query)).one_or_none()
     if row is None:
         raise Unauthorized("the access token's account does not exist")
     role, disabled_at, tokens_revoked_at, logged_out = row
