@@ -8,9 +8,9 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
 
 import httpx
+import uvloop
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -30,11 +30,6 @@ from core.temporal import connect, data_converter
 from workflows.fixed_delay import FIXED_DELAY_WORKFLOWS
 from workflows.reconcile import RECONCILE_WORKFLOWS
 from workflows.run_job import JobRunWorkflow, RecordRunWorkflow
-
-try:
-    import uvloop
-except ImportError:  # not built for every platform (no Windows wheels): the worker runs on asyncio's loop
-    uvloop = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -118,12 +113,11 @@ async def run_worker(settings: Settings | None = None, concurrency: int = 100) -
 
 
 def serve(settings: Settings | None = None, concurrency: int = 100) -> None:
-    """Runs the worker until SIGTERM, on uvloop's event loop where it is installed: the worker's Python
+    """Runs the worker until SIGTERM, on uvloop's event loop: the worker's Python
     side is mostly the event loop passing tasks between the SDK's core, the activities and the
     database's thread, which uvloop does with less CPU per run (docs/bench.md). Workflow code never
     sees it: each run executes on the SDK's own deterministic loop."""
-    factory: Any = uvloop.new_event_loop if uvloop is not None else None
-    with asyncio.Runner(loop_factory=factory) as runner:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(run_worker(settings, concurrency))
 
 
