@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,6 +18,7 @@ from api.routes import admin, audit, auth, codec, dead_letters, docs, jobs, metr
 from api.throttle import Throttle
 from api.web import install as install_dashboard
 from api.web import temporal_ui
+from api.web.render import templates
 from core.config import Settings, get_settings
 from core.db import create_schema, make_engine, make_sessions
 from core.temporal import TemporalGateway, data_converter
@@ -35,6 +37,13 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         app.state.temporal = temporal or TemporalGateway(
             settings.temporal_address, settings.temporal_namespace, data_converter(settings)
         )
+        # Everything loaded so far (modules, routes, schemas, templates) lives as long as the process:
+        # out of the collector's sight, a full collection no longer walks those ~200,000 objects each
+        # time (100+ ms of CPU, the dashboard's slowest requests); undone at shutdown.
+        for name in templates.env.list_templates():
+            templates.env.get_template(name)
+        gc.collect()
+        gc.freeze()
         try:
             if settings.temporal_ui_upstream:
                 async with temporal_ui.upstream_client(app, settings.temporal_ui_upstream):
@@ -42,6 +51,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
             else:
                 yield
         finally:
+            gc.unfreeze()
             await engine.dispose()
 
     app = FastAPI(

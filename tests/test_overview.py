@@ -9,7 +9,7 @@ from core.auth import ROLE_SCOPES, Principal
 from core.db import Sessions
 from core.models import DeadLetter, Role, Run, RunStatus, utcnow
 from core.payloads import Trigger
-from core.stats import overview
+from core.stats import _percentile, overview
 from tests.mirror_rows import add_job
 
 
@@ -56,3 +56,35 @@ async def test_the_overview_counts_the_last_day_by_hour(sessions: Sessions) -> N
     assert (seen.duration_ms_p50, seen.duration_ms_p99) == (200, 300)
     assert [(j.id, j.failures) for j in seen.failing_jobs] == [(job.id, 1)]
     assert seen.dead_letters == 1
+
+
+async def test_the_overview_percentiles_are_the_nearest_ranks_of_its_durations(sessions: Sessions) -> None:
+    """Picked by rank in SQL, they are what `_percentile` takes of the whole sorted list (ties too)."""
+    job = await add_job(sessions)
+    now = utcnow()
+    durations = [(n * 37) % 101 for n in range(150)] + [500, 500, 7]
+    async with sessions() as session:
+        for n, ms in enumerate(durations):
+            at = now - timedelta(minutes=n % 600)
+            session.add(
+                Run(
+                    id=f"{job.id}-ranks-{n}",
+                    job_id=job.id,
+                    owner_id=job.owner_id,
+                    status=RunStatus.SUCCEEDED,
+                    trigger=Trigger.SCHEDULE,
+                    created_at=at,
+                    finished_at=at,
+                    duration_ms=ms,
+                )
+            )
+        await session.commit()
+    user = Principal(id=job.owner_id, email="x@example.org", role=Role.USER, scopes=ROLE_SCOPES[Role.USER])
+
+    seen = await overview(sessions, user)
+
+    ordered = sorted(durations)
+    assert (seen.duration_ms_p50, seen.duration_ms_p99) == (
+        _percentile(ordered, 0.5),
+        _percentile(ordered, 0.99),
+    )

@@ -46,7 +46,9 @@ def pretty(value: Any) -> str:
 
 
 templates.env.filters.update(iso=iso, utc=utc, duration=duration, pretty=pretty, masked_url=masked_url)
-templates.env.globals.update(htmx=HTMX, csrf_field=CSRF_FIELD)
+# A run's status as a symbol (its name is always written beside it, for screen readers).
+RUN_ICONS = {"succeeded": "✓", "failed": "✗", "running": "▶", "paused": "‖", "cancelled": "⊘"}
+templates.env.globals.update(htmx=HTMX, csrf_field=CSRF_FIELD, run_icons=RUN_ICONS)
 
 
 def page(
