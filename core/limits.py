@@ -4,7 +4,8 @@ A check writes its own row first (a rate event, or the new job), then reads the 
 UPDATE` and counts. On PostgreSQL that read is the lock that serialises one user's checks: the next
 check of the same user waits for this transaction to end, and its count (READ COMMITTED takes a new
 snapshot per statement) sees the rows this one committed. On SQLite the first write already took the
-database's only write lock, and SQLAlchemy omits `FOR UPDATE`. Either way two concurrent requests cannot
+database's only write lock, so the quotas are read in the same statement as the count, without a lock of
+their own. Either way two concurrent requests cannot
 both see room for one, and one user's checks never wait on another user's.
 """
 
@@ -56,6 +57,16 @@ _COUNT_LIVE_JOBS = sa_select(func.count()).select_from(
     )
     .limit(bindparam("past"))
     .subquery()
+)
+_QUOTA = (
+    sa_select(User.__table__.c.quotas)  # type: ignore[attr-defined]
+    .where(User.__table__.c.id == bindparam("user_id"))  # type: ignore[attr-defined]
+    .scalar_subquery()
+)
+_COUNT_EVENTS_AND_QUOTAS = _COUNT_EVENTS.add_columns(_QUOTA)
+_QUOTAS_AND_LIVE_JOBS = sa_select(
+    _QUOTA,
+    _COUNT_LIVE_JOBS.scalar_subquery(),  # user_id and owner_id: the same user
 )
 _PRUNE_EVENTS = delete(_events).where(
     _events.c.user_id == bindparam("user_id"), _events.c.at <= bindparam("since")
@@ -124,11 +135,16 @@ class Limits:
             await conn.execute(
                 _INSERT_EVENTS, [{"user_id": user_id, "kind": rate, "at": now} for rate in rates]
             )
-            quotas = await _locked_quotas(session, user_id)
-            counts = await conn.execute(_COUNT_EVENTS, {"user_id": user_id, "kinds": rates, "since": since})
+            params = {"user_id": user_id, "kinds": rates, "since": since}
+            if conn.dialect.name == "sqlite":  # the insert took the one write lock: read the quotas along
+                counts = list(await conn.execute(_COUNT_EVENTS_AND_QUOTAS, params))
+                quotas = counts[0][3] if counts else None
+            else:
+                quotas = await _locked_quotas(session, user_id)
+                counts = list(await conn.execute(_COUNT_EVENTS, params))
             window: dict[str, int] = {}
             stale = 0
-            for kind, inside, total in counts:
+            for kind, inside, total, *_ in counts:
                 window[kind] = int(inside)
                 stale += int(total) - int(inside)
             for rate in rates:
@@ -147,10 +163,26 @@ class Limits:
         job is flushed, so the count includes it; the caller's commit or rollback ends the lock. Counts at
         most one job past the quota: that decides, and a user with many jobs does not make each create
         count them all while it holds the lock (docs/bench.md)."""
-        quotas = await _locked_quotas(session, owner_id)
-        limit = in_force(self.settings, quotas, Limit.MAX_JOBS)
-        params = {"owner_id": owner_id, "cancelled": JobState.CANCELLED, "past": limit.value + 1}
-        live = (await (await session.connection()).execute(_COUNT_LIVE_JOBS, params)).scalar_one()
+        conn = await session.connection()
+        params = {"owner_id": owner_id, "cancelled": JobState.CANCELLED}
+        if conn.dialect.name == "sqlite":  # the job's insert took the one write lock: one read for both
+            # counted up to one past the setting, and again only if the user's own quota is higher
+            past = self.settings.max_jobs_per_user + 1
+            both = {**params, "user_id": owner_id, "past": past}
+            found = (await conn.execute(_QUOTAS_AND_LIVE_JOBS, both)).one()
+            quotas, live = found[0], found[1]
+            limit = in_force(self.settings, quotas, Limit.MAX_JOBS)
+            if live < past or limit.value < past:
+                self._refuse_past(limit, live)
+                return
+        else:
+            quotas = await _locked_quotas(session, owner_id)
+            limit = in_force(self.settings, quotas, Limit.MAX_JOBS)
+        live = (await conn.execute(_COUNT_LIVE_JOBS, {**params, "past": limit.value + 1})).scalar_one()
+        self._refuse_past(limit, live)
+
+    @staticmethod
+    def _refuse_past(limit: InForce, live: int) -> None:
         if live > limit.value:
             raise QuotaExceeded(limit.detail(), limit.limit, limit.value)
 
