@@ -4,9 +4,9 @@ A check writes its own row first (a rate event, or the new job), then reads the 
 UPDATE` and counts. On PostgreSQL that read is the lock that serialises one user's checks: the next
 check of the same user waits for this transaction to end, and its count (READ COMMITTED takes a new
 snapshot per statement) sees the rows this one committed. On SQLite the first write already took the
-database's only write lock, so the quotas are read in the same statement as the count, without a lock of
-their own. Either way two concurrent requests cannot
-both see room for one, and one user's checks never wait on another user's.
+database's only write lock, so the quotas are read in the same statement as the count, without a lock
+of their own. Either way two concurrent requests cannot both see room for one, and one user's checks
+never wait on another user's.
 """
 
 from __future__ import annotations
