@@ -17,6 +17,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Row, event, func, literal, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select, SelectOfScalar
@@ -123,14 +124,24 @@ async def writing(session: AsyncSession) -> AsyncIterator[None]:
             held = False
             lock.release()
 
-    sync = session.sync_session
-    event.listen(sync, "after_commit", release)
-    event.listen(sync, "after_rollback", release)
+    session.sync_session.info[_RELEASE] = release
     try:
         yield
     finally:
-        event.remove(sync, "after_commit", release)
-        event.remove(sync, "after_rollback", release)
+        session.sync_session.info.pop(_RELEASE, None)
+        release()
+
+
+# The key under which a session in its turn keeps the function that ends it: one listener for every
+# session, registered once, calls it (adding and removing listeners per turn cost more than the writes).
+_RELEASE = "chronos.writing.release"
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+def _turn_ends(session: Session) -> None:
+    release = session.info.get(_RELEASE)
+    if release is not None:
         release()
 
 

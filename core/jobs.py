@@ -199,10 +199,14 @@ class JobService:
                 await self.temporal.call(lambda c: self._create_schedule(c, job))
                 job.fires_checked_at = utcnow() + SCHEDULE_SETTLE  # its fires begin once the schedule runs
             changes = audit.definition(job)  # CPU work, done before this process's turn to write
+            run_id = None
+            if job.immediate:  # the job is its one run: inserted running it, so start_run need not update it
+                run_id = run_workflow_id(job.id, Trigger.IMMEDIATE)
+                job.run_started(run_id, Trigger.IMMEDIATE)
             async with writing(session):  # until the commit (start_run's, for an immediate job)
                 session.add(job)
                 await session.flush()  # the key and the labels refer to the job: insert the job first
-                await _index_labels(session, job)
+                session.add_all(JobLabel(job_id=job.id, key=k, value=v) for k, v in job.labels.items())
                 await self._within_quota(session, job)
                 if idempotency_key is not None:
                     session.add(
@@ -212,7 +216,7 @@ class JobService:
                     )
                 audit.record(session, user, AuditAction.JOB_CREATE, job_id=job.id, changes=changes)
                 if job.immediate:
-                    await self.start_run(session, job, Trigger.IMMEDIATE)
+                    await self.start_run(session, job, Trigger.IMMEDIATE, run_id=run_id)
                 else:
                     await session.commit()
             return await self._public(session, job, local=True)
@@ -611,13 +615,20 @@ class JobService:
     # -- runs ------------------------------------------------------------------------------------
 
     async def start_run(
-        self, session: AsyncSession, job: Job, trigger: Trigger, actor: Principal | None = None
+        self,
+        session: AsyncSession,
+        job: Job,
+        trigger: Trigger,
+        actor: Principal | None = None,
+        *,
+        run_id: str | None = None,
     ) -> Run:
         """Every run the API starts (immediate, manual, replay): its row is committed first (the caller
         reads it at once, the worker finds it), then the workflow starts; if Temporal refuses, the rows
         are put back as they were. An `actor`'s trigger is audited with the run (an immediate job's run
-        is audited as its creation)."""
-        run_id = run_workflow_id(job.id, trigger)
+        is audited as its creation). `run_id`: one chosen already (an immediate job's, which `create`
+        inserts as running it)."""
+        run_id = run_id or run_workflow_id(job.id, trigger)
         run = Run(
             id=run_id,
             job_id=job.id,

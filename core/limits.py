@@ -4,8 +4,9 @@ A check writes its own row first (a rate event, or the new job), then reads the 
 UPDATE` and counts. On PostgreSQL that read is the lock that serialises one user's checks: the next
 check of the same user waits for this transaction to end, and its count (READ COMMITTED takes a new
 snapshot per statement) sees the rows this one committed. On SQLite the first write already took the
-database's only write lock, and SQLAlchemy omits `FOR UPDATE`. Either way two concurrent requests cannot
-both see room for one, and one user's checks never wait on another user's.
+database's only write lock, so the quotas are read in the same statement as the count, without a lock
+of their own. Either way two concurrent requests cannot both see room for one, and one user's checks
+never wait on another user's.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func
+from sqlalchemy import bindparam, delete, func, insert
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -24,6 +26,51 @@ from core.errors import QuotaExceeded, RateLimited
 from core.models import Job, JobState, Limit, Quotas, RateEvent, User, UserLimits, utcnow
 
 WINDOW = timedelta(seconds=60)
+# A user's events past the window are deleted once this many have gathered (`Limits.spend`).
+PRUNE_AFTER = 64
+
+# The statements of every check, built once: each request binds its values (SQLAlchemy caches the compiled
+# form by the statement's shape, and a statement built per request costs more than its execution).
+_events = RateEvent.__table__  # type: ignore[attr-defined]
+_INSERT_EVENTS = insert(_events)
+_LOCK_USER = (
+    sa_select(User.__table__.c.quotas)  # type: ignore[attr-defined]
+    .where(User.__table__.c.id == bindparam("user_id"))  # type: ignore[attr-defined]
+    .with_for_update(key_share=True)
+)
+_COUNT_EVENTS = (
+    sa_select(
+        _events.c.kind,
+        func.count().filter(_events.c.at > bindparam("since")),
+        func.count(),
+    )
+    .where(_events.c.user_id == bindparam("user_id"), _events.c.kind.in_(bindparam("kinds", expanding=True)))
+    .group_by(_events.c.kind)
+)
+_jobs = Job.__table__  # type: ignore[attr-defined]
+_COUNT_LIVE_JOBS = sa_select(func.count()).select_from(
+    sa_select(_jobs.c.id)
+    .where(
+        _jobs.c.owner_id == bindparam("owner_id"),
+        _jobs.c.deleted_at.is_(None),
+        _jobs.c.state != bindparam("cancelled"),
+    )
+    .limit(bindparam("past"))
+    .subquery()
+)
+_QUOTA = (
+    sa_select(User.__table__.c.quotas)  # type: ignore[attr-defined]
+    .where(User.__table__.c.id == bindparam("user_id"))  # type: ignore[attr-defined]
+    .scalar_subquery()
+)
+_COUNT_EVENTS_AND_QUOTAS = _COUNT_EVENTS.add_columns(_QUOTA)
+_QUOTAS_AND_LIVE_JOBS = sa_select(
+    _QUOTA,
+    _COUNT_LIVE_JOBS.scalar_subquery(),  # user_id and owner_id: the same user
+)
+_PRUNE_EVENTS = delete(_events).where(
+    _events.c.user_id == bindparam("user_id"), _events.c.at <= bindparam("since")
+)
 
 # How each limit reads in an answer: "at most 60 job writes per minute".
 WHAT = {
@@ -75,24 +122,40 @@ class Limits:
     async def spend(self, user_id: str, *rates: Limit) -> None:
         """Count one request against per-minute limits, all or none, in a short transaction of its own
         (no lock is held across the Temporal call that follows). Every request the service gets counts,
-        also one that then fails; one over a limit is refused with 429 and not counted."""
+        also one that then fails; one over a limit is refused with 429 and not counted.
+
+        Three statements whatever the number of limits, each built once with bind parameters: the events'
+        insert, the user row's lock, and one count of the user's events by kind. That count also counts the
+        events past the window, and they are deleted only once `PRUNE_AFTER` of them have gathered: the
+        window's count never includes them, so the delete need not run on every request."""
         now = utcnow()
         since = now - WINDOW
         async with self.sessions() as session, writing(session):
-            session.add_all([RateEvent(user_id=user_id, kind=rate, at=now) for rate in rates])
-            await session.flush()
-            quotas = await _locked_quotas(session, user_id)
+            conn = await session.connection()
+            await conn.execute(
+                _INSERT_EVENTS, [{"user_id": user_id, "kind": rate, "at": now} for rate in rates]
+            )
+            params = {"user_id": user_id, "kinds": rates, "since": since}
+            if conn.dialect.name == "sqlite":  # the insert took the one write lock: read the quotas along
+                counts = list(await conn.execute(_COUNT_EVENTS_AND_QUOTAS, params))
+                quotas = counts[0][3] if counts else None
+            else:
+                quotas = await _locked_quotas(session, user_id)
+                counts = list(await conn.execute(_COUNT_EVENTS, params))
+            window: dict[str, int] = {}
+            stale = 0
+            for kind, inside, total, *_ in counts:
+                window[kind] = int(inside)
+                stale += int(total) - int(inside)
             for rate in rates:
-                mine = (col(RateEvent.user_id) == user_id, col(RateEvent.kind) == rate)
-                await session.exec(delete(RateEvent).where(*mine, col(RateEvent.at) <= since))
-                counted = (
-                    await session.exec(select(func.count()).where(*mine, col(RateEvent.at) > since))
-                ).one()
+                counted = window.get(rate, 0)
                 limit = in_force(self.settings, quotas, rate)
                 if counted > limit.value:
                     wait = await _retry_after(session, user_id, rate, counted - 1 - limit.value, now)
                     await session.rollback()
                     raise RateLimited(limit.detail(), wait, limit.limit, limit.value)
+            if stale >= PRUNE_AFTER:
+                await conn.execute(_PRUNE_EVENTS, {"user_id": user_id, "since": since})
             await session.commit()
 
     async def hold_jobs(self, session: AsyncSession, owner_id: str) -> None:
@@ -100,27 +163,34 @@ class Limits:
         job is flushed, so the count includes it; the caller's commit or rollback ends the lock. Counts at
         most one job past the quota: that decides, and a user with many jobs does not make each create
         count them all while it holds the lock (docs/bench.md)."""
-        quotas = await _locked_quotas(session, owner_id)
-        limit = in_force(self.settings, quotas, Limit.MAX_JOBS)
-        live_jobs = (
-            select(col(Job.id))
-            .where(
-                col(Job.owner_id) == owner_id,
-                col(Job.deleted_at).is_(None),
-                col(Job.state) != JobState.CANCELLED,
-            )
-            .limit(limit.value + 1)
-            .subquery()
-        )
-        live = (await session.exec(select(func.count()).select_from(live_jobs))).one()
+        conn = await session.connection()
+        params = {"owner_id": owner_id, "cancelled": JobState.CANCELLED}
+        if conn.dialect.name == "sqlite":  # the job's insert took the one write lock: one read for both
+            # counted up to one past the setting, and again only if the user's own quota is higher
+            past = self.settings.max_jobs_per_user + 1
+            both = {**params, "user_id": owner_id, "past": past}
+            found = (await conn.execute(_QUOTAS_AND_LIVE_JOBS, both)).one()
+            quotas, live = found[0], found[1]
+            limit = in_force(self.settings, quotas, Limit.MAX_JOBS)
+            if live < past or limit.value < past:
+                self._refuse_past(limit, live)
+                return
+        else:
+            quotas = await _locked_quotas(session, owner_id)
+            limit = in_force(self.settings, quotas, Limit.MAX_JOBS)
+        live = (await conn.execute(_COUNT_LIVE_JOBS, {**params, "past": limit.value + 1})).scalar_one()
+        self._refuse_past(limit, live)
+
+    @staticmethod
+    def _refuse_past(limit: InForce, live: int) -> None:
         if live > limit.value:
             raise QuotaExceeded(limit.detail(), limit.limit, limit.value)
 
 
 async def _locked_quotas(session: AsyncSession, user_id: str) -> Quotas | None:
     """The user's quotas, read with the row lock that serialises their checks (see the module doc)."""
-    query = select(col(User.quotas)).where(col(User.id) == user_id).with_for_update(key_share=True)
-    return (await session.exec(query)).one_or_none()
+    found = await (await session.connection()).execute(_LOCK_USER, {"user_id": user_id})
+    return found.scalar_one_or_none()
 
 
 async def _retry_after(session: AsyncSession, user_id: str, rate: Limit, skip: int, now: datetime) -> int:

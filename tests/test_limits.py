@@ -8,15 +8,22 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col, select
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from api.main import create_app
+from core.db import make_sessions
+from core.errors import RateLimited
+from core.limits import PRUNE_AFTER, WINDOW, Limits
+from core.models import Limit, RateEvent, User, utcnow
 from core.temporal import TemporalGateway
 from tests.api_client import ApiClient, AuthedClient, app_settings, expect, serve
 from tests.waiting import eventually
@@ -216,3 +223,35 @@ async def test_concurrent_creates_never_pass_the_job_quota(make: Any) -> None:
         answers = await asyncio.gather(*(alice.post("/jobs", json=cron_job()) for _ in range(8)))
         assert Counter(a.status_code for a in answers) == {201: 3, 403: 5}
         assert expect(await alice.get("/jobs"), 200)["total"] == 3
+
+
+async def test_events_past_the_window_neither_count_nor_stay(db_engine: AsyncEngine, tmp_path: Path) -> None:
+    """A check counts only the last minute's events, and deletes the user's older ones once `PRUNE_AFTER`
+    of them have gathered (not on every check)."""
+    sessions = make_sessions(db_engine)
+    limits = Limits(app_settings(db_engine, tmp_path, job_writes_per_minute=2), sessions)
+    async with sessions() as session:
+        user = User(email=f"{uuid.uuid4().hex[:8]}@example.org", password_hash="-")
+        session.add(user)
+        await session.commit()
+    old = utcnow() - WINDOW - timedelta(seconds=1)
+
+    async def events() -> int:
+        async with sessions() as session:
+            mine = select(func.count()).where(col(RateEvent.user_id) == user.id)
+            return (await session.exec(mine)).one()
+
+    async def stale(count: int) -> None:
+        async with sessions() as session:
+            session.add_all(RateEvent(user_id=user.id, kind=Limit.JOB_WRITES, at=old) for _ in range(count))
+            await session.commit()
+
+    await stale(PRUNE_AFTER - 1)
+    await limits.spend(user.id, Limit.JOB_WRITES)
+    assert await events() == PRUNE_AFTER  # the old ones did not count, and stay until enough gather
+    await stale(1)
+    await limits.spend(user.id, Limit.JOB_WRITES)
+    assert await events() == 2  # the last minute's two
+    with pytest.raises(RateLimited):
+        await limits.spend(user.id, Limit.JOB_WRITES, Limit.RUNS)
+    assert await events() == 2  # a refused check counts nothing, of either limit
