@@ -51,7 +51,8 @@ def machine() -> str:
                 cpu = line.split(":", 1)[1].strip()
                 break
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"{now}, {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{now}, {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, load average {load}"
 
 
 def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -185,17 +186,29 @@ class Stack:
 
 
 @asynccontextmanager
-async def stack(*, in_memory: bool = False, postgres: bool = False) -> AsyncIterator[Stack]:
+async def stack(
+    *,
+    in_memory: bool = False,
+    postgres: bool = False,
+    dynamic_config: dict[str, str] | None = None,
+    sqlite_pragmas: Sequence[str] = (),
+) -> AsyncIterator[Stack]:
     """A dev server (its file database unless `in_memory`) with Chronos's search attributes, and the target;
-    with `postgres`, a fresh database on the local PostgreSQL for the mirror (dropped afterwards)."""
+    with `postgres`, a fresh database on the local PostgreSQL for the mirror (dropped afterwards);
+    `dynamic_config` values (JSON, as `--dynamic-config-value KEY=VALUE` takes them) and `sqlite_pragmas`
+    (`journal_mode=wal`, `synchronous=normal`: the two it accepts) go to the dev server."""
     workdir = Path(tempfile.mkdtemp(prefix="chronos-bench-"))
     temporal_port, target_port = free_port(), free_port()
     args = [temporal_binary(), "server", "start-dev", "--headless", "--port", str(temporal_port)]
     args += ["--log-level", "error"]
     if not in_memory:
         args += ["--db-filename", str(workdir / "temporal.db")]
+        for pragma in sqlite_pragmas:
+            args += ["--sqlite-pragma", pragma]
     for key in SEARCH_ATTRIBUTES:
         args += ["--search-attribute", f"{key.name}=Keyword"]
+    for setting, value in (dynamic_config or {}).items():
+        args += ["--dynamic-config-value", f"{setting}={value}"]
     children: dict[str, subprocess.Popen[bytes]] = {}
     db_name = f"chronos_bench_{os.getpid()}"
     s: Stack | None = None
