@@ -28,6 +28,9 @@ from core.temporal import TemporalGateway
 from core.users import UserService
 
 # The token URL makes the Authorize button of /docs run the OAuth2 password grant.
+# Requests that only read: the token check's session stays theirs (`current_principal`).
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", scopes=SCOPES, auto_error=False)
 
 
@@ -121,16 +124,24 @@ RequestSessionsDep = Annotated[Sessions, Depends(request_sessions)]
 
 
 async def current_principal(
+    request: Request,
     scopes: SecurityScopes,
     settings: SettingsDep,
     session: SessionDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> Principal:
     """The caller from a valid access token that is not logged out and whose account is enabled (one
-    indexed read, in the request's session); 401 otherwise, 403 when it lacks a required scope."""
+    indexed read, in the request's session); 401 otherwise, 403 when it lacks a required scope.
+
+    A read (GET, HEAD) keeps the session's connection for the services' first block. Any other method
+    gives it back first: a write may queue for SQLite's write lock (`core.db.writing`), and requests
+    waiting there with a connection each could hold the whole pool while the writer ahead of them waits
+    for one (a 30 s pool timeout, then a 500, with 16 concurrent creates)."""
     if not token:
         raise Unauthorized("a bearer token is required")
     principal = await authorize(session, decode_access_token(settings, token))
+    if request.method not in SAFE_METHODS:
+        await session.close()
     missing = [s for s in scopes.scopes if s not in principal.scopes]
     if missing:
         raise Forbidden(f"this token lacks the scope {' '.join(missing)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -579,3 +580,23 @@ async def test_database_outage_is_503_and_recovers(
             with psycopg.connect(POSTGRES, autocommit=True) as admin:
                 admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")
             assert expect(await alice.get("/jobs"), 200)["total"] == 0
+
+
+async def test_concurrent_creates_do_not_starve_a_small_pool(
+    db_engine: Any, temporal_client: Client, tmp_path: Any, target: HttpTarget
+) -> None:
+    """More concurrent writes than the pool has connections: each gives its token check's connection back
+    before it may queue for SQLite's write lock, so the writer at the head of the queue always finds one
+    (kept, the queue held the whole pool and the writer timed out into a 500 after 30 s)."""
+    settings = app_settings(db_engine, tmp_path, db_pool_size=1)  # 1 + the pool's overflow of 10
+    app = create_app(settings, TemporalGateway.of(temporal_client))
+    async with serve(app) as client:
+        user = await client.authed_user()
+        bodies = [
+            {**http_job(target.url(path()), {"type": "cron", "cron": "0 3 * * *"}), "name": f"n{i}"}
+            for i in range(24)
+        ]
+        answers = await asyncio.gather(*(user.post("/jobs", json=body) for body in bodies))
+        assert [a.status_code for a in answers] == [201] * len(bodies), [a.text for a in answers][:3]
+        for job in [a.json() for a in answers]:
+            expect(await user.delete(f"/jobs/{job['id']}"), 204)

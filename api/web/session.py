@@ -135,7 +135,7 @@ async def codec_reader(
     else's). Decoding changes nothing, so it needs no CSRF token; CORS admits only the UI's origin."""
     session_token = request.cookies.get(SESSION_COOKIE)
     if token or not session_token:
-        return await current_principal(SecurityScopes(["jobs:read"]), settings, session, token)
+        return await current_principal(request, SecurityScopes(["jobs:read"]), settings, session, token)
     principal = await session_principal(sessions, session_token)
     if "jobs:read" not in principal.scopes:
         raise Forbidden("this session lacks the scope jobs:read")
