@@ -65,15 +65,9 @@ Cursor = Annotated[
 ]
 
 
-def job_filter(
-    state: JobState | None = None,
-    type: Annotated[ScheduleType | None, Query(description="the schedule's type")] = None,
-    q: Annotated[str | None, Query(max_length=200, description="part of the name, any case")] = None,
-    label: Annotated[
-        list[str], Query(description="`key:value`, a label the job has; repeat it for more (all must hold)")
-    ] = [],  # noqa: B006 (FastAPI copies the default)
-) -> JobFilter:
-    """The list filter from the query string; a label that is not `key:value` is a 422 naming `label`."""
+def parse_labels(label: list[str]) -> dict[str, str]:
+    """Labels from `key:value` pairs, for the API's filter and the dashboard's; a pair that is not
+    `key:value`, or a key given twice with different values, is a 422 naming `label`."""
     labels: dict[str, str] = {}
     for pair in label:
         key, colon, value = pair.partition(":")
@@ -82,13 +76,10 @@ def job_filter(
         if labels.get(key, value) != value:
             raise Invalid(f"label: {key} is given twice with different values", ("query", "label"))
         labels[key] = value
-    try:
-        return JobFilter(state=state, type=type, q=q, labels=labels)
-    except ValidationError as exc:
-        raise Invalid(f"label: {exc.errors()[0]['msg']}", ("query", "label")) from exc
+    return labels
 
 
-async def query_job_filter(
+async def job_filter(
     state: JobState | None = None,
     type: Annotated[ScheduleType | None, Query(description="the schedule's type")] = None,
     q: Annotated[str | None, Query(max_length=200, description="part of the name, any case")] = None,
@@ -96,11 +87,14 @@ async def query_job_filter(
         list[str], Query(description="`key:value`, a label the job has; repeat it for more (all must hold)")
     ] = [],  # noqa: B006 (FastAPI copies the default)
 ) -> JobFilter:
-    """`job_filter` as a dependency, on the event loop (the dashboard calls `job_filter` itself)."""
-    return job_filter(state, type, q, label)
+    """The list filter from the query string; a label that is not `key:value` is a 422 naming `label`."""
+    try:
+        return JobFilter(state=state, type=type, q=q, labels=parse_labels(label))
+    except ValidationError as exc:
+        raise Invalid(f"label: {exc.errors()[0]['msg']}", ("query", "label")) from exc
 
 
-JobFilterDep = Annotated[JobFilter, Depends(query_job_filter)]
+JobFilterDep = Annotated[JobFilter, Depends(job_filter)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionsDep = Annotated[Sessions, Depends(get_sessions)]
 TemporalDep = Annotated[TemporalGateway, Depends(get_temporal)]

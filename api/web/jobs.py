@@ -18,7 +18,7 @@ from jinja2_fragments import render_block
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.deps import AuditServiceDep, Cursor, JobServiceDep, RunServiceDep, job_filter
+from api.deps import AuditServiceDep, Cursor, JobServiceDep, RunServiceDep, parse_labels
 from api.web import forms
 from api.web.render import page, templates
 from api.web.session import Viewer
@@ -83,7 +83,7 @@ def _label_pairs(params: Params) -> list[str]:
 def _filter_of(params: Params) -> JobFilter:
     """The list filter of the address or form, by the API's rules; a bad value is an `Invalid` that says
     which filter and why."""
-    labels = job_filter(label=_label_pairs(params)).labels
+    labels = parse_labels(_label_pairs(params))
     fields = {"state": _one(params, "state"), "type": _one(params, "type"), "q": _one(params, "q")}
     try:
         return JobFilter.model_validate({**{k: v or None for k, v in fields.items()}, "labels": labels})
