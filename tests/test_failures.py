@@ -343,14 +343,11 @@ async def test_pause_and_resume_at_once_continue_the_run(temporal_client, task_q
     assert [a.number for a in await attempts_of(sessions, handle.id)] == [1, 2]
 
 
-async def test_every_mirror_write_retried_lands_once(sessions):
-    """Each of a run's four mirror writes, run twice (a retried activity), leaves the rows of one run."""
-    job = await add_job(sessions)
-    run_id = f"job-{job.id}-manual-{uuid.uuid4().hex[:8]}"
-    mirror, recorder = MirrorActivities(sessions), RunRecorder(sessions)
+def manual_start(job: Job) -> RunStarted:
+    """The start of a new manual run of `job`, now."""
     now = utcnow()
-    started = RunStarted(
-        run_id=run_id,
+    return RunStarted(
+        run_id=f"job-{job.id}-manual-{uuid.uuid4().hex[:8]}",
         temporal_run_id="t-1",
         job_id=job.id,
         owner_id=job.owner_id,
@@ -358,6 +355,14 @@ async def test_every_mirror_write_retried_lands_once(sessions):
         scheduled_at=now,
         started_at=now,
     )
+
+
+async def test_every_mirror_write_retried_lands_once(sessions):
+    """Each of a run's four mirror writes, run twice (a retried activity), leaves the rows of one run."""
+    job = await add_job(sessions)
+    mirror, recorder = MirrorActivities(sessions), RunRecorder(sessions)
+    started = manual_start(job)
+    run_id = started.run_id
     failed = RunResult(status="failed", attempts=2, http_status=503, error="HTTP 503")
     action = HttpAction(url="https://example.org/hook", headers={"Authorization": "Bearer s3cret"})
     for _ in range(2):
@@ -409,18 +414,9 @@ async def test_a_record_that_ends_its_run_writes_what_a_start_and_an_end_write(s
     """A quick call's one record (start, attempt, end) leaves the rows that the same parts written in
     two records do: the job's state follows both rules, the count and the log lines are all there."""
     job = await add_job(sessions)
-    run_id = f"job-{job.id}-manual-{uuid.uuid4().hex[:8]}"
     recorder = RunRecorder(sessions)
-    now = utcnow()
-    started = RunStarted(
-        run_id=run_id,
-        temporal_run_id="t-1",
-        job_id=job.id,
-        owner_id=job.owner_id,
-        trigger="manual",
-        scheduled_at=now,
-        started_at=now,
-    )
+    started = manual_start(job)
+    run_id, now = started.run_id, started.started_at
     lines = [
         RecordLine(key=f"{run_id}:http:1:started", level="info", message="attempt 1", ts=now),
         RecordLine(key=f"{run_id}:http:1:answer", level="info", message="HTTP 200", ts=now),
