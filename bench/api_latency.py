@@ -34,7 +34,7 @@ from bench.stack import (
     at_fixed_rate,
     machine,
     percentile,
-    postgres_reachable,
+    reachable,
     stack,
     table,
     verdict,
@@ -294,10 +294,7 @@ ALL_CASES = "jobs-first,jobs-page,jobs,jobs-label,runs,runs-failed,dead-letters,
 
 async def main(jobs: int, runs: int, rate: float, seconds: float, dbs: list[str], only: set[str]) -> None:
     rows: list[list[object]] = []
-    for db in dbs:
-        if db == "postgresql" and not postgres_reachable():
-            print("PostgreSQL is not reachable on 127.0.0.1:5432: skipped")
-            continue
+    for db in reachable(dbs):
         rows += await one_database(db, jobs, runs, rate, seconds, only)
     title = f"API latency at {rate:g} requests/s, {jobs} jobs and {runs} runs in the mirror — {machine()}"
     header = [

@@ -11,28 +11,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
-import uuid
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from temporalio.converter import DataConverter
 
-from bench.stack import (
-    create_postgres_database,
-    drop_postgres_database,
-    machine,
-    percentile,
-    postgres_reachable,
-    table,
-)
+from bench.stack import machine, percentile, reachable, scratch_mirror, table
 from core.auth import Principal
-from core.config import Settings
-from core.db import create_schema, make_engine, make_sessions
 from core.jobs import JobService
-from core.models import JobCreate, Role, User
+from core.models import JobCreate, Role
 from core.temporal import TemporalGateway
 
 
@@ -58,38 +46,20 @@ BODIES = {
 
 
 async def one_database(db: str, creates: int) -> list[list[object]]:
-    workdir = Path(tempfile.mkdtemp(prefix="chronos-createcpu-"))
-    name = f"chronos_createcpu_{uuid.uuid4().hex[:8]}"
-    if db == "postgresql":
-        url = create_postgres_database(name).replace("postgresql://", "postgresql+psycopg://", 1)
-    else:
-        url = f"sqlite:///{workdir / 'chronos.db'}"
-    settings = Settings(
-        data_dir=workdir,
-        database_url=url,
-        max_jobs_per_user=1_000_000,
-        job_writes_per_minute=1_000_000,
-        runs_per_minute=1_000_000,
-    )
-    engine = make_engine(settings)
-    statements = 0
+    unlimited = {"max_jobs_per_user": 10**6, "job_writes_per_minute": 10**6, "runs_per_minute": 10**6}
+    async with scratch_mirror("createcpu", db, **unlimited) as mirror:
+        statements = 0
 
-    def count(*_: Any) -> None:
-        nonlocal statements
-        statements += 1
+        def count(*_: Any) -> None:
+            nonlocal statements
+            statements += 1
 
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
-    try:
-        await create_schema(engine)
-        sessions = make_sessions(engine)
-        async with sessions() as session:
-            owner = User(email=f"{name}@example.org", password_hash="-", role=Role.USER)
-            session.add(owner)
-            await session.commit()
+        event.listen(mirror.engine.sync_engine, "before_cursor_execute", count)
+        owner = await mirror.add_user(Role.USER)
         user = Principal(id=owner.id, email=owner.email, role=Role.USER, scopes=frozenset({"jobs:write"}))
         gateway = TemporalGateway("127.0.0.1:1", "default", DataConverter.default)
         gateway._client = AtOnce()  # type: ignore[assignment]
-        service = JobService(settings, sessions, gateway)
+        service = JobService(mirror.settings, mirror.sessions, gateway)
         rows: list[list[object]] = []
         for what, extra in BODIES.items():
             body = JobCreate.model_validate(
@@ -107,18 +77,11 @@ async def one_database(db: str, creates: int) -> list[list[object]]:
             mean = sum(cpu) / len(cpu) * 1000
             rows.append([db, what, mean, *(percentile(cpu, p) * 1000 for p in (50, 99)), per])
         return rows
-    finally:
-        await engine.dispose()
-        if db == "postgresql":
-            drop_postgres_database(name)
 
 
 async def main(creates: int, dbs: list[str]) -> None:
     rows: list[list[object]] = []
-    for db in dbs:
-        if db == "postgresql" and not postgres_reachable():
-            print("PostgreSQL is not reachable on 127.0.0.1:5432: skipped")
-            continue
+    for db in reachable(dbs):
         rows += await one_database(db, creates)
     title = f"API CPU per POST /jobs in JobService.create, {creates} creates each — {machine()}"
     headers = ["mirror", "job", "CPU mean ms", "CPU p50 ms", "CPU p99 ms", "statements"]

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import httpx
 
 from bench.api_latency import LIVE_JOBS, cursors, seed
-from bench.stack import PASSWORD, Stack, machine, percentile, postgres_reachable, stack, table, verdict
+from bench.stack import PASSWORD, Stack, machine, percentile, reachable, stack, table, verdict
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 BOUND_MS = 100
@@ -94,10 +94,7 @@ async def one_database(db: str, jobs: int, runs: int, requests: int, days: float
 
 async def main(jobs: int, runs: int, requests: int, days: float, dbs: list[str]) -> None:
     rows: list[list[object]] = []
-    for db in dbs:
-        if db == "postgresql" and not postgres_reachable():
-            print("PostgreSQL is not reachable on 127.0.0.1:5432: skipped")
-            continue
+    for db in reachable(dbs):
         rows += await one_database(db, jobs, runs, requests, days)
     title = (
         f"Dashboard pages, one at a time, {jobs} jobs and {runs} runs over {days:g} days in the mirror"

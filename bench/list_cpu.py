@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
@@ -29,20 +27,18 @@ from temporalio.converter import DataConverter
 from bench.api_latency import seed
 from bench.stack import (
     Stack,
-    create_postgres_database,
-    drop_postgres_database,
     machine,
     percentile,
-    postgres_reachable,
+    reachable,
+    scratch_mirror,
     table,
 )
 from core.audit import AuditService
 from core.auth import Principal
-from core.config import Settings
-from core.db import Sessions, create_schema, make_engine, make_sessions
+from core.db import Sessions
 from core.dead_letters import DeadLetterService
 from core.jobs import JobService
-from core.models import JobFilter, Role, TypedJSON, User
+from core.models import JobFilter, Role, TypedJSON
 from core.runs import RunService
 from core.temporal import TemporalGateway
 
@@ -76,22 +72,10 @@ TYPED_COLUMNS = [type_coerce(c, JSON).label(c.key) for c in TYPED]
 
 
 async def one_database(db: str, jobs: int, runs: int, pages: int) -> list[list[object]]:
-    workdir = Path(tempfile.mkdtemp(prefix="chronos-listcpu-"))
-    name = f"chronos_listcpu_{uuid.uuid4().hex[:8]}"
-    if db == "postgresql":
-        url = create_postgres_database(name).replace("postgresql://", "postgresql+psycopg://", 1)
-    else:
-        url = f"sqlite:///{workdir / 'chronos.db'}"
-    settings = Settings(data_dir=workdir, database_url=url)
-    engine = make_engine(settings)
-    try:
-        await create_schema(engine)
-        sessions = make_sessions(engine)
-        async with sessions() as session:
-            owner = User(email=f"{name}@example.org", password_hash="-", role=Role.ADMIN)
-            session.add(owner)
-            await session.commit()
-        mirror = cast(Stack, Mirror(workdir, url))
+    async with scratch_mirror("listcpu", db) as scratch:
+        settings, engine, sessions = scratch.settings, scratch.engine, scratch.sessions
+        owner = await scratch.add_user(Role.ADMIN)
+        mirror = cast(Stack, Mirror(scratch.workdir, scratch.url))
         ids = await asyncio.to_thread(seed, mirror, owner.id, owner.email, "http://x.test/", jobs, runs)
         user = Principal(id=owner.id, email=owner.email, role=Role.USER, scopes=frozenset({"jobs:read"}))
         unused = TemporalGateway("127.0.0.1:1", "default", DataConverter.default)  # lists never call it
@@ -134,18 +118,11 @@ async def one_database(db: str, jobs: int, runs: int, pages: int) -> list[list[o
             [db, "typed JSON columns of 20 job rows, decoded", *await decode_cost(sessions, engine.dialect)]
         )
         return rows
-    finally:
-        await engine.dispose()
-        if db == "postgresql":
-            drop_postgres_database(name)
 
 
 async def main(jobs: int, runs: int, pages: int, dbs: list[str]) -> None:
     rows: list[list[object]] = []
-    for db in dbs:
-        if db == "postgresql" and not postgres_reachable():
-            print("PostgreSQL is not reachable on 127.0.0.1:5432: skipped")
-            continue
+    for db in reachable(dbs):
         rows += await one_database(db, jobs, runs, pages)
     title = f"API CPU per list page of 20, deep pages by cursor, {jobs} jobs and {runs} runs — {machine()}"
     print(table(title, ["mirror", "list", "CPU p50 ms", "CPU p99 ms"], rows))

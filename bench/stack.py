@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -26,10 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from bench.target import TargetClient
+from core.config import Settings
+from core.db import Sessions, create_schema, make_engine, make_sessions
 from core.health import live_pollers
+from core.models import Role, User
 from core.temporal import SEARCH_ATTRIBUTES, temporal_binary
 
 BIN = Path(sys.executable).parent
@@ -285,6 +290,54 @@ def drop_postgres_database(name: str) -> None:
 
     with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def reachable(dbs: Sequence[str]) -> list[str]:
+    """The mirrors asked for that this machine has: PostgreSQL only when it answers on 127.0.0.1:5432."""
+    if "postgresql" in dbs and not postgres_reachable():
+        print("PostgreSQL is not reachable on 127.0.0.1:5432: skipped")
+        return [db for db in dbs if db != "postgresql"]
+    return list(dbs)
+
+
+@dataclass
+class ScratchMirror:
+    """A new, empty mirror with its schema, for the benchmarks that call Chronos's services in process."""
+
+    name: str
+    workdir: Path
+    url: str
+    settings: Settings
+    engine: AsyncEngine
+    sessions: Sessions
+
+    async def add_user(self, role: Role) -> User:
+        async with self.sessions() as session:
+            user = User(email=f"{self.name}@example.org", password_hash="-", role=role)
+            session.add(user)
+            await session.commit()
+        return user
+
+
+@asynccontextmanager
+async def scratch_mirror(kind: str, db: str, **settings: Any) -> AsyncIterator[ScratchMirror]:
+    """A mirror of its own on `db` (SQLite in a scratch directory, or a new PostgreSQL database, dropped
+    on the way out), with `settings` over the defaults."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"chronos-{kind}-"))
+    name = f"chronos_{kind}_{uuid.uuid4().hex[:8]}"
+    if db == "postgresql":
+        url = create_postgres_database(name).replace("postgresql://", "postgresql+psycopg://", 1)
+    else:
+        url = f"sqlite:///{workdir / 'chronos.db'}"
+    config = Settings(data_dir=workdir, database_url=url, **settings)
+    engine = make_engine(config)
+    try:
+        await create_schema(engine)
+        yield ScratchMirror(name, workdir, url, config, engine, make_sessions(engine))
+    finally:
+        await engine.dispose()
+        if db == "postgresql":
+            drop_postgres_database(name)
 
 
 class Api:
