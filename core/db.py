@@ -70,12 +70,13 @@ def make_sessions(engine: AsyncEngine) -> Sessions:
 
 class RequestSessions:
     """The sessions of one API request. Its blocks take turns on the request's one session, which the
-        token check (`core.auth.authorize`) has already begun, so a request that checks a token and reads a
-        page pays one pool checkout (with the pool's ping), one BEGIN and one ROLLBACK, not two of each: on
-        PostgreSQL those round trips were most of a short page's time. Each block still ends as one of its own
-        session would: the session is closed, its transaction rolled back unless committed, its objects
-        detached (it begins anew on its next use). A block opened while another is open (a service that calls
-        another, or a concurrent task) gets a session of its own from `sessions`, as before. The services take
+    token check (`core.auth.authorize`) has already begun, so a read that checks a token and reads a page
+    pays one pool checkout (with the pool's ping), one BEGIN and one ROLLBACK, not two of each: on
+    PostgreSQL those round trips were most of a short page's time. (A write's token check gives the
+    connection back at once: `api.deps.current_principal`.) Each block still ends as one of its own
+    session would: the session is closed, its transaction rolled back unless committed, its objects
+    detached (it begins anew on its next use). A block opened while another is open (a service that calls
+    another, or a concurrent task) gets a session of its own from `sessions`, as before. The services take
     it where they take `Sessions` (`async with sessions() as session` is all they do with either)."""
 
     def __init__(self, session: AsyncSession, sessions: Sessions) -> None:
