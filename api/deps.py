@@ -27,10 +27,11 @@ from core.runs import RunService
 from core.temporal import TemporalGateway
 from core.users import UserService
 
-# The token URL makes the Authorize button of /docs run the OAuth2 password grant.
-# Requests that only read: the token check's session stays theirs (`current_principal`).
-SAFE_METHODS = frozenset({"GET", "HEAD"})
+# The methods that change nothing (RFC 9110 9.2.1): the dashboard asks no CSRF token of them, and their
+# token check's session stays theirs (`current_principal`).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
+# The token URL makes the Authorize button of /docs run the OAuth2 password grant.
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", scopes=SCOPES, auto_error=False)
 
 

@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Response
 from fastapi.security import SecurityScopes
 
-from api.deps import SessionDep, SessionsDep, SettingsDep, current_principal, oauth2_scheme
+from api.deps import SAFE_METHODS, SessionDep, SessionsDep, SettingsDep, current_principal, oauth2_scheme
 from core.auth import Principal, session_principal, signing_key
 from core.config import Settings
 from core.errors import Forbidden, Unauthorized
@@ -23,7 +23,6 @@ SESSION_COOKIE = "chronos_session"
 ANON_COOKIE = "chronos_csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class SignInRequired(Exception):

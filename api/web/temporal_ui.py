@@ -17,7 +17,8 @@ from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.datastructures import Headers
 
-from api.web.session import SAFE_METHODS, MaybeViewer, SignInRequired, same_origin
+from api.deps import SAFE_METHODS
+from api.web.session import MaybeViewer, SignInRequired, same_origin
 from core.errors import Forbidden, Unauthorized, Unavailable
 
 PREFIX = "/temporal"
