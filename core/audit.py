@@ -29,7 +29,7 @@ from core.models import (
     JobCreate,
 )
 from core.payloads import EmailAction, HttpAction, NotifySpec, WorkflowAction, masked_action, masked_notify
-from core.runs import job_owner
+from core.runs import job_owner, sees_history_of
 
 # A job's fields whose changes the trail shows: its definition and its state (not run bookkeeping).
 JOB_FIELDS = (*JobCreate.model_fields, "state", "pause_note", "version", "deleted_at")
@@ -101,11 +101,7 @@ class AuditService:
     ) -> CursorPage[AuditEntryPublic]:
         """As with runs, admins also read the trail of deleted jobs; owners only of live ones."""
         async with self.sessions() as session:
-            job = await job_owner(session, job_id)
-            visible = job is not None and (
-                user.is_admin or (job.owner_id == user.id and job.deleted_at is None)
-            )
-            if not visible:
+            if not sees_history_of(user, await job_owner(session, job_id)):
                 raise NotFound(f"job {job_id} not found")
             query = select(AuditEntry).where(AuditEntry.job_id == job_id)
             return await self._page(session, query, cursor, limit)

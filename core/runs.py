@@ -56,7 +56,7 @@ class RunService:
     ) -> Page[RunPublic]:
         """Newest first. Admins also read the runs of deleted jobs; owners only of live ones."""
         async with self.sessions() as session:
-            if not _sees_runs_of(user, await job_owner(session, job_id)):
+            if not sees_history_of(user, await job_owner(session, job_id)):
                 raise NotFound(f"job {job_id} not found")
             query = select(Run).where(Run.job_id == job_id)
             if status is not None:
@@ -113,7 +113,7 @@ class RunService:
 
     async def _owned(self, session: AsyncSession, user: Principal, run_id: str) -> Run:
         run = await session.get(Run, run_id)
-        if run is None or not _sees_runs_of(user, await session.get(Job, run.job_id)):
+        if run is None or not sees_history_of(user, await job_owner(session, run.job_id)):
             raise NotFound(f"run {run_id} not found")
         return run
 
@@ -122,7 +122,7 @@ class RunService:
 def _newest_runs(jobs: int, admin: bool) -> CompoundSelect:
     """The newest `per_job` runs of `jobs` jobs (`job_0`, `job_1`, ...) whose runs the caller (`owner`,
     unless `admin`) may see: a `UNION ALL` of one short read of the (job_id, created_at) index per job,
-    each joined to its job for the visibility rule (`_sees_runs_of`). Built once per count of jobs, as
+    each joined to its job for the visibility rule (`sees_history_of`). Built once per count of jobs, as
     building it costs more than running it."""
     visible = [] if admin else [col(Job.owner_id) == bindparam("owner"), col(Job.deleted_at).is_(None)]
     columns = (col(Run.id), col(Run.job_id), col(Run.status), col(Run.scheduled_at), col(Run.created_at))
@@ -153,8 +153,8 @@ async def job_owner(session: AsyncSession, job_id: str) -> JobOwner | None:
     return None if row is None else JobOwner(*row)
 
 
-def _sees_runs_of(user: Principal, job: Job | JobOwner | None) -> bool:
-    """A job's runs are its owner's while it lives; those of a deleted job, admins' only."""
+def sees_history_of(user: Principal, job: JobOwner | None) -> bool:
+    """A job's runs and audit trail are its owner's while it lives; those of a deleted job, admins' only."""
     return job is not None and user.sees(job.owner_id) and (user.is_admin or job.deleted_at is None)
 
 
