@@ -556,6 +556,7 @@ class ActionAttempt:
         what: str,
         started: RunStarted | None = None,
         action: Action | None = None,
+        carried: list[AttemptRecord] | None = None,
     ) -> None:
         self.recorder = recorder
         self.run_id = run_id
@@ -574,7 +575,7 @@ class ActionAttempt:
         self._began = utcnow()
         self._opening: asyncio.Task[None] | None = None
         self._writing_open = False
-        self._carried = carried_attempts(self.info) if started is not None else []
+        self._carried = [*(carried or ()), *carried_attempts(self.info)] if started is not None else []
 
     def line(self, suffix: str, message: str) -> LogLine:
         """An info line of this attempt, keyed `<run>:<kind>:<number>:<suffix>`."""
@@ -638,7 +639,8 @@ class ActionAttempt:
             # Still waiting out OPEN_AFTER: the outcome's write says it all. A write under way is never
             # cancelled: cut mid-transaction, it could leave SQLite's write lock held.
             self._opening.cancel()
-        final = error is None or next_retry(self.info, error) is None
+        retry = None if error is None else next_retry(self.info, error)
+        final = retry is None
         record = self._record(AttemptStatus.FAILED if error else AttemptStatus.SUCCEEDED, error, final)
         try:
             # Shielded: a write past the wait goes on (and lands, or not) rather than being cut mid-way.
@@ -653,16 +655,22 @@ class ActionAttempt:
                 extra={"job_id": job_of_workflow(self.run_id), "run_id": self.run_id},
             )
             self.unrecorded = record
-            if not final:  # Temporal retries this attempt: the next one writes this record with its own
+            if not final and not self.info.is_local:  # the next attempt writes this record with its own
                 activity.heartbeat(CarriedAttempts(attempts=record.attempts).model_dump(mode="json"))
         if error is not None:
             details = error.details[0] if error.details else {}
             unrecorded = self.unrecorded.model_dump(mode="json") if self.unrecorded else None
+            details = {**details, "recorded": self.unrecorded is None, "unrecorded": unrecorded}
+            # A local first attempt is not retried where it ran: the run sleeps out `retry_in` and goes on
+            # with activities, handing them what this one could not write.
+            if retry is not None and self.info.is_local:
+                details["retry_in"] = retry.total_seconds()
+            handed_on = "retry_in" in details
             raise ApplicationError(
                 error.message,
-                {**details, "recorded": self.unrecorded is None, "unrecorded": unrecorded},
+                details,
                 type=error.type,
-                non_retryable=error.non_retryable,
+                non_retryable=error.non_retryable or handed_on,
                 next_retry_delay=error.next_retry_delay,
             ) from None
 

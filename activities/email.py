@@ -150,7 +150,7 @@ class EmailActivities:
         recipients = ", ".join([*action.to, *action.cc])
         what = f"email to {recipients}"
         async with ActionAttempt(
-            self.recorder, req.run_id, "email", req.attempts_made, what, req.started, action
+            self.recorder, req.run_id, "email", req.attempts_made, what, req.started, action, req.carried
         ) as attempt:
             message = self.mailer.compose(
                 req.run_id, list(action.to), action.subject, action.body, action.html, list(action.cc)

@@ -51,7 +51,7 @@ class HttpActivities:
         action = req.action
         what = f"{action.method} {masked_url(action.url)}"
         async with ActionAttempt(
-            self.recorder, req.run_id, "http", req.attempts_made, what, req.started, action
+            self.recorder, req.run_id, "http", req.attempts_made, what, req.started, action, req.carried
         ) as attempt:
             number = attempt.number
             # Every attempt of one run carries the same key, so targets can deduplicate retries.

@@ -31,6 +31,7 @@ from core.config import Settings
 from core.models import ACTIVE_RUNS, Job, JobState, OverlapPolicy, Run
 from core.payloads import (
     FIXED_DELAY_WORKFLOW,
+    LOCAL_FIRST,
     RUN_WORKFLOW,
     FixedCron,
     FixedDelayInput,
@@ -105,6 +106,7 @@ def run_input(job: Job, trigger: Trigger) -> RunInput:
         trigger=trigger,
         notify=job.notify,
         fixed_cron=fixed_cron(job) if trigger == Trigger.SCHEDULE else None,
+        layout=LOCAL_FIRST,
     )
 
 

@@ -26,6 +26,11 @@ RUN_WORKFLOW = "JobRunWorkflow"
 RECONCILE_WORKFLOW = "ReconcileWorkflow"
 FIXED_DELAY_WORKFLOW = "FixedDelayWorkflow"
 SCHEDULE_PREFIX = "job-"
+# The workflow layout a run follows, chosen by whoever starts it (core/job_schedules.py `run_input`) and
+# carried in its input: 0 (runs from before) reads the patches in its history; LOCAL_FIRST records itself
+# from its attempts and tries an at-least-once action first as a local activity. A number in the input,
+# not a patch: a patch costs every run two history events (its marker and a search attribute upsert).
+LOCAL_FIRST = 1
 
 
 def schedule_id(job_id: str) -> str:
@@ -287,10 +292,13 @@ class RetrySpec(BaseModel):
         return 1 if guarantee == Guarantee.AT_MOST_ONCE else self.max_attempts
 
     def to_temporal(self, guarantee: Guarantee, attempts_made: int = 0) -> RetryPolicy:
-        """The policy for the attempts still to come (`attempts_made` ran before a pause interrupted them)."""
+        """The policy for the attempts still to come: `attempts_made` ran before (a local first attempt, or
+        attempts a pause interrupted), so the backoff goes on from where they left it."""
+        coefficient = 2.0 if self.backoff == "exponential" else 1.0
+        initial = self.initial_interval_seconds * coefficient**attempts_made
         return RetryPolicy(
-            initial_interval=timedelta(seconds=self.initial_interval_seconds),
-            backoff_coefficient=2.0 if self.backoff == "exponential" else 1.0,
+            initial_interval=timedelta(seconds=min(initial, self.max_interval_seconds)),
+            backoff_coefficient=coefficient,
             maximum_interval=timedelta(seconds=self.max_interval_seconds),
             maximum_attempts=self.attempt_limit(guarantee) - attempts_made,
             non_retryable_error_types=list(NON_RETRYABLE),
@@ -359,6 +367,7 @@ class RunInput(BaseModel):
     job_name: str = ""
     notify: NotifySpec = NotifySpec()
     fixed_cron: FixedCron | None = None
+    layout: int = 0
 
 
 class FixedDelayInput(BaseModel):
@@ -387,6 +396,8 @@ class HttpCall(BaseModel):
     # Runs since the attempt records its run: the run's start as the workflow saw it (None: earlier runs,
     # whose workflow writes the start and the end itself).
     started: RunStarted | None = None
+    # Earlier attempts that could not write themselves (the database was away): written with this one.
+    carried: list[AttemptRecord] = []
 
 
 class HttpOutcome(BaseModel):
@@ -403,6 +414,7 @@ class EmailSend(BaseModel):
     action: EmailAction
     attempts_made: int = 0
     started: RunStarted | None = None
+    carried: list[AttemptRecord] = []
 
 
 class EmailOutcome(BaseModel):

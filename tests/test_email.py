@@ -14,7 +14,7 @@ from activities.email import SmtpServer
 from core.config import Settings
 from core.db import Sessions
 from core.models import Attempt, Job, RunLog
-from core.payloads import EmailAction, RunInput, RunResult
+from core.payloads import LOCAL_FIRST, EmailAction, RunInput, RunResult
 from tests.histories import keep
 from tests.mirror_rows import add_job
 from tests.smtp_server import SmtpSink, start_smtp
@@ -70,7 +70,7 @@ def address(name: str) -> str:
 async def send(
     client: Client, queue: str, job: Job, action: EmailAction, history: str = ""
 ) -> tuple[str, RunResult]:
-    spec = RunInput(job_id=job.id, owner_id=job.owner_id, action=action)
+    spec = RunInput(job_id=job.id, owner_id=job.owner_id, action=action, layout=LOCAL_FIRST)
     handle = await client.start_workflow(
         JobRunWorkflow.run, spec, id=f"job-{job.id}-manual-{uuid.uuid4().hex[:8]}", task_queue=queue
     )

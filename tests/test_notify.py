@@ -15,7 +15,7 @@ from temporalio.client import Client
 from core.config import Settings
 from core.db import Sessions
 from core.models import Job, RunLog, User
-from core.payloads import HttpAction, NotifySpec, RetrySpec, RunInput, RunResult
+from core.payloads import LOCAL_FIRST, HttpAction, NotifySpec, RetrySpec, RunInput, RunResult
 from tests.histories import keep
 from tests.mirror_rows import add_job
 from tests.smtp_server import SmtpSink, start_smtp
@@ -65,6 +65,7 @@ async def run(
         action=HttpAction(url=url),
         retry=FAST,
         notify=notify,
+        layout=LOCAL_FIRST,
     )
     handle = await client.start_workflow(
         JobRunWorkflow.run, spec, id=f"job-{job.id}-manual-{fresh('run')}", task_queue=queue

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,9 +15,9 @@ from temporalio.worker import Replayer
 from core.config import Settings
 from core.db import Sessions
 from core.models import Job, Run
-from core.payloads import Guarantee, HttpAction, RetrySpec, RunInput, RunResult
+from core.payloads import LOCAL_FIRST, Guarantee, HttpAction, RetrySpec, RunInput, RunResult
 from tests.api_client import session_converter
-from tests.histories import committed, keep, load
+from tests.histories import WORKFLOW_ID, committed, keep, load
 from tests.http_target import HttpTarget, Received
 from tests.mirror_rows import add_job
 from worker import WORKFLOWS, build_worker
@@ -56,6 +58,7 @@ async def run_job(
         action=HttpAction(url=url),
         retry=retry,
         guarantee=guarantee,
+        layout=LOCAL_FIRST,
     )
     run_id = f"job-{job.id}-manual-{uuid.uuid4().hex[:8]}"
     handle = await client.start_workflow(JobRunWorkflow.run, spec, id=run_id, task_queue=queue)
@@ -143,3 +146,17 @@ async def test_committed_histories_replay(path: Path):
     history = load(path)
     replayer = Replayer(workflows=WORKFLOWS, data_converter=session_converter())
     await replayer.replay_workflow(history)
+
+
+@pytest.mark.parametrize("name", ["recorded_http_succeeded_1", "recorded_retry_then_success"])
+async def test_a_run_an_older_worker_began_replays_on_its_patches(name: str):
+    """An upgrade with both kinds of worker: a run started with the LOCAL_FIRST layout that a worker from
+    before layouts began (it ignored `layout` and followed its patches) replays on current code, which
+    finds its RUN_RECORDS marker."""
+    path = next(path for path in committed() if path.stem == name)
+    history = json.loads(path.read_text())
+    started = history["events"][0]["workflowExecutionStartedEventAttributes"]["input"]["payloads"][0]
+    spec = json.loads(base64.b64decode(started["data"]))
+    started["data"] = base64.b64encode(json.dumps({**spec, "layout": LOCAL_FIRST}).encode()).decode()
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=session_converter())
+    await replayer.replay_workflow(WorkflowHistory.from_json(history.pop(WORKFLOW_ID), history))

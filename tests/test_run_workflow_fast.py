@@ -14,12 +14,14 @@ from typing import Any
 
 import pytest
 from temporalio import activity, workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from core.payloads import (
+    LOCAL_FIRST,
     ChildAttempt,
     ChildAttemptEnd,
     EmailAction,
@@ -40,6 +42,7 @@ from core.payloads import (
     RunStarted,
     WebhookNotice,
     WorkflowAction,
+    retry_delay,
 )
 from tests.waiting import eventually
 from workflows.run_job import NOTIFY_RETRY, JobRunWorkflow, RecordRunWorkflow
@@ -81,7 +84,6 @@ class Activities:
         self.webhooks: list[WebhookNotice] = []
         self.finished: list[RunResult] = []
         self.attempts = 0
-        self.counted = asyncio.Event()
         self.children: list[ChildAttempt] = []
         self.child_ends: list[ChildAttemptEnd] = []
 
@@ -133,7 +135,6 @@ class Activities:
 
     @activity.defn(name="mirror_attempts_made")
     async def attempts_made(self, run_id: str) -> int:
-        self.counted.set()
         return self.attempts
 
     @activity.defn(name="mirror_run_finished")
@@ -145,7 +146,7 @@ class Activities:
         info = activity.info()
         self.attempts = number = req.attempts_made + info.attempt
         self.calls.append(req)
-        self.started.append(info.started_time)
+        self.started.append(await self.env.get_current_time())  # the server's (skipped) clock
         status = self.script[min(len(self.calls), len(self.script)) - 1]
         if status == HANG:  # the test server's clock passes the heartbeat timeout, as when a worker is lost
             assert info.heartbeat_timeout is not None
@@ -161,6 +162,9 @@ class Activities:
                 result = RunResult(status="failed", attempts=number, http_status=status, error=error)
                 left = self.ended(req, result)
                 details |= {"recorded": left is None, "unrecorded": left and left.model_dump(mode="json")}
+            elif server and info.is_local and info.retry_policy:  # handed on, as ActionAttempt does
+                details["retry_in"] = retry_delay(info.retry_policy, info.attempt).total_seconds()
+                raise ApplicationError(f"HTTP {status}", details, type=kind, non_retryable=True)
             raise ApplicationError(f"HTTP {status}", details, type=kind, non_retryable=not server)
         result = RunResult(status="succeeded", attempts=number, http_status=status)
         left = self.ended(req, result)
@@ -212,7 +216,15 @@ async def worker(env: WorkflowEnvironment, mocks: Activities) -> AsyncIterator[s
 
 def spec(guarantee: Guarantee = Guarantee.AT_LEAST_ONCE, **extra: Any) -> RunInput:
     action = extra.pop("action", HttpAction(url="https://target.example/hook"))
-    return RunInput(job_id="j1", owner_id="u1", action=action, retry=SLOW, guarantee=guarantee, **extra)
+    return RunInput(
+        job_id="j1",
+        owner_id="u1",
+        action=action,
+        retry=SLOW,
+        guarantee=guarantee,
+        layout=LOCAL_FIRST,
+        **extra,
+    )
 
 
 async def start(env: WorkflowEnvironment, queue: str, run: RunInput) -> WorkflowHandle[Any, RunResult]:
@@ -226,17 +238,21 @@ async def run(env: WorkflowEnvironment, mocks: Activities, run: RunInput) -> Run
         return await (await start(env, queue, run)).result()
 
 
-async def in_backoff(handle: WorkflowHandle[Any, Any], attempt: int) -> bool:
-    """Whether the run's action waits, failed, for its `attempt`-th try."""
-    pending = (await handle.describe()).raw_description.pending_activities
-    return bool(pending) and pending[0].attempt == attempt and pending[0].HasField("last_failure")
+async def has_event(handle: WorkflowHandle[Any, Any], kind: EventType.ValueType) -> bool:
+    """Whether the run's history has an event of that kind."""
+    return any([event.event_type == kind async for event in handle.fetch_history_events()])
 
 
-async def paused_in_backoff(handle: WorkflowHandle[Any, Any], mocks: Activities) -> None:
-    """Pause the run once attempt 1 failed, and wait until the pause has cut its backoff short."""
-    await eventually(lambda: in_backoff(handle, 2), "attempt 1 to fail into its backoff")
+async def paused_in_backoff(handle: WorkflowHandle[Any, Any]) -> None:
+    """Pause the run once its first attempt (local) failed into its backoff (a workflow timer), and wait
+    until the pause has cut that backoff short."""
+    await eventually(
+        lambda: has_event(handle, EventType.EVENT_TYPE_TIMER_STARTED), "attempt 1 to fail into its backoff"
+    )
     await handle.signal(JobRunWorkflow.pause)
-    await asyncio.wait_for(mocks.counted.wait(), 10)
+    await eventually(
+        lambda: has_event(handle, EventType.EVENT_TYPE_TIMER_CANCELED), "the pause to cut the backoff short"
+    )
 
 
 async def test_retries_back_off_exponentially_until_success(time_skipping_env):
@@ -294,7 +310,7 @@ async def test_pause_in_backoff_holds_the_next_attempt_until_resume(time_skippin
     mocks = Activities(time_skipping_env, [500, 200])
     async with worker(time_skipping_env, mocks) as queue:
         handle = await start(time_skipping_env, queue, spec())
-        await paused_in_backoff(handle, mocks)
+        await paused_in_backoff(handle)
         await time_skipping_env.sleep(timedelta(minutes=10))
         assert await handle.query(JobRunWorkflow.paused)
         assert not (await handle.describe()).raw_description.pending_activities
@@ -309,7 +325,7 @@ async def test_cancel_while_paused_ends_the_run_cancelled(time_skipping_env):
     mocks = Activities(time_skipping_env, [500, 200])
     async with worker(time_skipping_env, mocks) as queue:
         handle = await start(time_skipping_env, queue, spec())
-        await paused_in_backoff(handle, mocks)
+        await paused_in_backoff(handle)
         await handle.cancel()
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -15,6 +16,7 @@ from temporalio.exceptions import (
     ApplicationError,
     CancelledError,
     ChildWorkflowError,
+    FailureError,
     RetryState,
     TerminatedError,
     TimeoutError,
@@ -32,8 +34,10 @@ with workflow.unsafe.imports_passed_through():
     from activities.mirror import MirrorActivities
     from activities.notify import NotifyActivities
     from core.payloads import (
+        LOCAL_FIRST,
         MAX_OUTPUT_BYTES,
         RUN_WORKFLOW,
+        AttemptRecord,
         ChildAttempt,
         ChildAttemptEnd,
         EmailAction,
@@ -41,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         EmailOutcome,
         EmailSend,
         ErrorType,
+        Guarantee,
         HttpCall,
         HttpOutcome,
         RunFinished,
@@ -97,6 +102,10 @@ class JobRunWorkflow:
         self._child: workflow.ChildWorkflowHandle[Any, Any] | None = None
         # A pause cancelled the attempts in flight: they resume when the run does (even if it already has).
         self._paused_attempts = False
+        # Pauses signalled so far: one during a local attempt's backoff cuts it short.
+        self._pauses = 0
+        # The run follows LOCAL_FIRST (`run`): its first at-least-once attempt is a local activity.
+        self._local_first = False
         # How the last attempt ended: what it wrote into the mirror is in its outcome or error details.
         self._last: HttpOutcome | EmailOutcome | BaseException | None = None
 
@@ -114,7 +123,11 @@ class JobRunWorkflow:
             fixed_cron=spec.fixed_cron,
         )
         # A workflow action's attempts are the workflow's own to record: it writes its start first.
-        if isinstance(spec.action, WorkflowAction) or not workflow.patched(RUN_RECORDS):
+        if isinstance(spec.action, WorkflowAction):
+            return await self._run_mirrored(spec, started)
+        # Runs of a layout know their branch from their input; earlier ones from their patches.
+        self._local_first = spec.layout >= LOCAL_FIRST and not _begun_by_an_older_worker()
+        if not self._local_first and not workflow.patched(RUN_RECORDS):
             return await self._run_mirrored(spec, started)
         return await self._run_recorded(spec, started)
 
@@ -151,7 +164,7 @@ class JobRunWorkflow:
         last = self._last
         if isinstance(last, HttpOutcome | EmailOutcome):
             return last.unrecorded, True
-        details = _details(last) if isinstance(last, ActivityError) else {}
+        details = _details(last) if isinstance(last, FailureError) else {}
         if details.get("recorded"):
             return None, True
         if details.get("unrecorded"):
@@ -171,7 +184,7 @@ class JobRunWorkflow:
                     retry_policy=RetryPolicy(maximum_attempts=2),
                 )
                 return
-            except ActivityError:
+            except FailureError:
                 pass
         await workflow.start_child_workflow(
             RecordRunWorkflow.run,
@@ -217,22 +230,33 @@ class JobRunWorkflow:
             workflow.patched(WORKFLOW_ACTION)  # marks the branch in the history
             return await self._children(spec, spec.action, run_id)
         made = 0
+        carried: list[AttemptRecord] = []
         limit = spec.retry.attempt_limit(spec.guarantee)
         while True:
             await workflow.wait_condition(lambda: not self._paused)
-            handle = self._start_attempts(spec, run_id, made, started)
+            handle = self._start_attempts(spec, run_id, made, started, carried)
             self._attempts = handle
             await workflow.wait([handle])
             try:
                 outcome = handle.result()
-            except (ActivityError, asyncio.CancelledError) as exc:
+            except (FailureError, asyncio.CancelledError) as exc:
                 self._last = exc
                 if self._paused_attempts and _interrupted(exc):
                     self._paused_attempts = False
                     made = await _mirror(MirrorActivities.attempts_made, run_id)
                     if made < limit:
                         continue
-                if isinstance(exc, ActivityError):
+                if isinstance(exc, FailureError):
+                    details = _details(exc)
+                    if "retry_in" in details:  # the local first attempt failed: activities go on after it
+                        made = int(details["attempt"])
+                        if details.get("unrecorded"):
+                            carried = RunRecord.model_validate(details["unrecorded"]).attempts
+                        if self._paused_attempts:  # paused during the attempt: no backoff
+                            self._paused_attempts = False
+                        else:
+                            await self._backoff(timedelta(seconds=details["retry_in"]))
+                        continue
                     return _failure(exc, limit)
                 raise
             self._last = outcome
@@ -312,28 +336,52 @@ class JobRunWorkflow:
             await _mirror(MirrorActivities.attempt_finished, end)
             return RunResult(status=RunOutcome.SUCCEEDED, attempts=number, output=kept)
 
+    async def _backoff(self, delay: timedelta) -> None:
+        """The wait after a local first attempt, which a pause cuts short, even one resumed at once: once
+        resumed, the next attempt runs without waiting, as when a pause cancels an activity's backoff."""
+        pauses = self._pauses
+        with suppress(asyncio.TimeoutError):
+            await workflow.wait_condition(lambda: self._pauses > pauses, timeout=delay)
+
     def _start_attempts(
-        self, spec: RunInput, run_id: str, made: int, started: RunStarted | None
+        self, spec: RunInput, run_id: str, made: int, started: RunStarted | None, carried: list[AttemptRecord]
     ) -> workflow.ActivityHandle[Any]:
+        """The attempts still to come, retried by Temporal. An at-least-once run of LOCAL_FIRST tries first
+        in a local activity: in the worker that holds the run, with no activity task (a run that succeeds
+        at once is one workflow task and 6 history events instead of 2 and 11). Only the first: a local
+        activity re-runs when its worker is lost, which at-most-once forbids, and later attempts keep
+        their count and carried records on the server."""
         retry = spec.retry.to_temporal(spec.guarantee, attempts_made=made)
-        # Cancelling (pause, cancel) waits until the attempt in progress has reported its outcome.
-        options: dict[str, Any] = {
-            "retry_policy": retry,
-            "heartbeat_timeout": HEARTBEAT_TIMEOUT,
-            "cancellation_type": ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-        }
+        activity: Any
+        call: EmailSend | HttpCall
         if isinstance(spec.action, EmailAction):
-            return workflow.start_activity_method(
-                EmailActivities.send,
-                EmailSend(run_id=run_id, action=spec.action, attempts_made=made, started=started),
-                start_to_close_timeout=EMAIL_TIMEOUT,
-                **options,
+            activity, timeout = EmailActivities.send, EMAIL_TIMEOUT
+            call = EmailSend(
+                run_id=run_id, action=spec.action, attempts_made=made, started=started, carried=carried
+            )
+        else:
+            activity = HttpActivities.call
+            timeout = timedelta(seconds=spec.action.timeout_seconds) + ATTEMPT_MARGIN
+            call = HttpCall(
+                run_id=run_id, action=spec.action, attempts_made=made, started=started, carried=carried
+            )
+        # Cancelling (pause, cancel) waits until the attempt in progress has reported its outcome.
+        cancellation = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+        if self._local_first and spec.guarantee == Guarantee.AT_LEAST_ONCE and made == 0:
+            return workflow.start_local_activity_method(
+                activity,
+                call,
+                start_to_close_timeout=timeout,
+                retry_policy=retry,
+                cancellation_type=cancellation,
             )
         return workflow.start_activity_method(
-            HttpActivities.call,
-            HttpCall(run_id=run_id, action=spec.action, attempts_made=made, started=started),
-            start_to_close_timeout=timedelta(seconds=spec.action.timeout_seconds) + ATTEMPT_MARGIN,
-            **options,
+            activity,
+            call,
+            start_to_close_timeout=timeout,
+            retry_policy=retry,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            cancellation_type=cancellation,
         )
 
     async def _finish(self, spec: RunInput, result: RunResult) -> None:
@@ -371,6 +419,7 @@ class JobRunWorkflow:
     def pause(self) -> None:
         """Hold the run before its next attempt; the attempt in progress finishes first."""
         self._paused = True
+        self._pauses += 1
         if self._attempts is not None and not self._attempts.done():
             self._paused_attempts = True
             self._attempts.cancel()
@@ -409,16 +458,25 @@ async def send_notice(activity: Callable[[NotifyActivities, ArgT], Awaitable[Non
         workflow.logger.warning("%s gave up: %s", exc.activity_type, exc.cause or exc)
 
 
+def _begun_by_an_older_worker() -> bool:
+    """Whether a worker from before layouts began this run: it ignored `layout` and followed its patches,
+    whose RUN_RECORDS marker the replay finds (an upgrade with both kinds of worker). Asked only when
+    replaying: on a first execution `patched` would add the marker that layouts exist to save."""
+    return workflow.unsafe.is_replaying() and workflow.patched(RUN_RECORDS)
+
+
 def _scheduled_at(info: workflow.Info) -> datetime:
     """The schedule's nominal fire time when a schedule started the run, else the start time."""
     return info.typed_search_attributes.get(SCHEDULED_START) or info.start_time
 
 
-def _interrupted(exc: ActivityError | asyncio.CancelledError) -> bool:
+def _interrupted(exc: FailureError | asyncio.CancelledError) -> bool:
     """The attempts stopped because the workflow cancelled them (a pause), not because one failed for good."""
-    if isinstance(exc, asyncio.CancelledError):
+    if isinstance(exc, asyncio.CancelledError | CancelledError):
         return True
-    return isinstance(exc.cause, CancelledError) or exc.retry_state == RetryState.CANCEL_REQUESTED
+    return isinstance(exc, ActivityError) and (
+        isinstance(exc.cause, CancelledError) or exc.retry_state == RetryState.CANCEL_REQUESTED
+    )
 
 
 def _child_failure(exc: ChildWorkflowError, action: WorkflowAction) -> tuple[str, bool]:
@@ -452,9 +510,15 @@ def _kept(output: Any) -> tuple[Any, str | None]:
     return None, f"its result of {size} bytes is over the {MAX_OUTPUT_BYTES} a run keeps"
 
 
-def _details(exc: ActivityError) -> dict[str, Any]:
+def _error(exc: FailureError) -> BaseException | None:
+    """The attempt's own error: an activity's comes inside an ActivityError, a local activity's that
+    ends without a retry (non-retryable) comes bare."""
+    return exc.cause if isinstance(exc, ActivityError) else exc
+
+
+def _details(exc: FailureError) -> dict[str, Any]:
     """What the attempt put in its error: its number, the HTTP status, what it recorded."""
-    cause = exc.cause
+    cause = _error(exc)
     details = cause.details[0] if isinstance(cause, ApplicationError) and cause.details else {}
     return details if isinstance(details, dict) else {}
 
@@ -465,9 +529,9 @@ def _finished(spec: RunInput, result: RunResult) -> RunFinished:
     )
 
 
-def _failure(exc: ActivityError, limit: int) -> RunResult:
+def _failure(exc: FailureError, limit: int) -> RunResult:
     """The run's end from the last attempt's error; the activity puts its attempt number in the details."""
-    cause = exc.cause
+    cause = _error(exc)
     details = _details(exc)
     error = str(cause) if cause is not None else str(exc)
     # No details: the attempt timed out or its worker died, so the outcome of the call is unknown.

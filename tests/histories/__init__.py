@@ -1,6 +1,7 @@
 """Committed workflow histories: the replay test proves the current code still replays each of them.
 
 Run the suite with `CHRONOS_RECORD_HISTORIES=1` to (re)write them after a deliberate, patched change.
+Each is named after the layout that wrote it (ERA), so a new layout's histories sit beside the old ones.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from tests.api_client import ENCRYPTION_KEYS
 HERE = Path(__file__).parent
 WORKFLOW_ID = "chronosWorkflowId"
 _ENCRYPTED = base64.b64encode(ENCODING).decode()
+# The runs' layout the tests record now (RunInput.layout LOCAL_FIRST).
+ERA = "local_first"
 
 
 async def keep(name: str, handle: WorkflowHandle, keys: Keyring | None = None) -> None:
@@ -33,7 +36,7 @@ async def keep(name: str, handle: WorkflowHandle, keys: Keyring | None = None) -
     history = json.loads((await handle.fetch_history()).to_json())
     history = _decrypted(history, keys or keyring(Settings(encryption_keys=ENCRYPTION_KEYS)))
     # The run's id too: a run derives ids from it (its child workflows'), so it replays under it.
-    (HERE / f"{name}.json").write_text(json.dumps({WORKFLOW_ID: handle.id, **history}))
+    (HERE / f"{ERA}_{name}.json").write_text(json.dumps({WORKFLOW_ID: handle.id, **history}))
 
 
 def _decrypted(value: Any, keys: Keyring) -> Any:
