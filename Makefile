@@ -35,9 +35,10 @@ chromium:
 test: lint chromium
 	$(BIN)/pytest -n 2 --dist loadfile
 
-# Every speed target, Chronos beside bare Temporal on one dev server each; about 11 minutes on 2 cores.
+# Every speed target, Chronos beside bare Temporal on one dev server each; about 14 minutes on 2 cores.
 bench: $(STAMP)
 	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.throughput --in-memory
 	$(BIN)/python -m bench.lateness --live 2000 --in-flight 1000
 	$(BIN)/python -m bench.schedules
 	$(BIN)/python -m bench.api_latency --seconds 5
