@@ -19,7 +19,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import JSON, type_coerce
+from sqlalchemy import JSON, Text, type_coerce
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.engine import Dialect
 from sqlmodel import SQLModel, select
 from temporalio.converter import DataConverter
@@ -66,9 +67,10 @@ class Mirror:
         self.workdir, self.mirror_url = workdir, url
 
 
-# The job's typed JSON columns, and the same read as plain JSON (what the database hands over).
+# The job's typed JSON columns, and the same read as what the driver hands them over as (`TypedJSON` selects
+# them as text: PostgreSQL's driver hands over the text, SQLite's JSON type the parsed value).
 TYPED = [c for c in SQLModel.metadata.tables["job"].columns if isinstance(c.type, TypedJSON)]
-TYPED_COLUMNS = [type_coerce(c, JSON).label(c.key) for c in TYPED]
+TYPED_COLUMNS = [type_coerce(sql_cast(c, Text), JSON).label(c.key) for c in TYPED]
 
 
 async def one_database(db: str, jobs: int, runs: int, pages: int) -> list[list[object]]:

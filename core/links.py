@@ -13,7 +13,9 @@ from core.schedules import is_fixed_delay, schedule_warnings, skipped_days
 
 # The row's fields an answer shows. Answers are built from them as they are, not from a `model_dump` of the
 # row: the dump turned the typed columns (schedule, action, ...) back into dicts for the answer model to
-# validate again, half the cost of a jobs page's answers (docs/bench.md); their instances pass as they are.
+# validate again, half the cost of a jobs page's answers (docs/bench.md). Nor are they validated again
+# (`model_construct`): a row's values were validated into their types as the row was read (`TypedJSON`,
+# `EnumText`, `UTCDateTime`), and what is added here is built by this module.
 JOB_FIELDS = tuple(name for name in JobPublic.model_fields if name in Job.model_fields)
 RUN_FIELDS = tuple(name for name in RunPublic.model_fields if name in Run.model_fields)
 
@@ -46,21 +48,19 @@ class Links:
         return TemporalLinks(workflow_id=run.id, run_id=run.temporal_run_id, ui_url=url)
 
     def run_public(self, run: Run) -> RunPublic:
-        return RunPublic.model_validate({**fields_of(run, RUN_FIELDS), "temporal": self.run(run)})
+        return RunPublic.model_construct(**fields_of(run, RUN_FIELDS), temporal=self.run(run))
 
     def job_public(
         self, job: Job, upcoming: list[datetime], last: Run | None, note: str | None = None
     ) -> JobPublic:
         """One job as answers show it, with its coming fires (and a note on them) and its last run."""
-        return JobPublic.model_validate(
-            {
-                **fields_of(job, JOB_FIELDS),
-                "next_runs": upcoming,
-                "next_run_at": upcoming[0] if upcoming else None,
-                "next_run_note": note,
-                "last_run": self.run_public(last) if last else None,
-                "temporal": self.job(job),
-                "warnings": schedule_warnings(job.schedule),
-                "skipped": skipped_days(job.schedule, utcnow(), upcoming[-1] if upcoming else None),
-            }
+        return JobPublic.model_construct(
+            **fields_of(job, JOB_FIELDS),
+            next_runs=upcoming,
+            next_run_at=upcoming[0] if upcoming else None,
+            next_run_note=note,
+            last_run=self.run_public(last) if last else None,
+            temporal=self.job(job),
+            warnings=schedule_warnings(job.schedule),
+            skipped=skipped_days(job.schedule, utcnow(), upcoming[-1] if upcoming else None),
         )

@@ -14,6 +14,7 @@ from core.config import Settings
 from core.job_schedules import create_schedule, described_next_runs, jittered, upcoming_local
 from core.models import Job, JobCreate, new_id
 from core.payloads import schedule_id
+from core.schedules import fire_times
 from tests.api_client import ENCRYPTION_KEYS
 
 NEW_YORK = "America/New_York"
@@ -85,3 +86,25 @@ async def test_local_next_runs_agree_with_describe(temporal_client: Client, case
 def test_a_jittered_schedule_is_read_back_from_temporal() -> None:
     assert jittered(job_of({"type": "interval", "every_seconds": 60, "jitter_seconds": 5}))
     assert not jittered(job_of({"type": "immediate"}))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_kept_fires_are_the_fires_computed_anew(case: str) -> None:
+    """A list shown again reuses a job's fires until the first of them passes: at every instant the
+    answer is what `fire_times` computes then, before, at and after that first fire."""
+    job = job_of(CASES[case])
+    start = datetime.now(UTC)
+    first = upcoming_local(job, start)[0]
+    tick = timedelta(microseconds=1)
+    for now in (start, start + tick, first - tick, first, first + tick, first + timedelta(days=1), start):
+        assert upcoming_local(job, now) == fire_times(job.timed, now, 5), now
+        assert upcoming_local(job, now, 2) == fire_times(job.timed, now, 2), now
+
+
+def test_a_changed_schedule_is_not_answered_with_the_old_ones_fires() -> None:
+    job = job_of({"type": "cron", "cron": "0 0 3 * * *"})
+    now = datetime.now(UTC)
+    upcoming_local(job, now)
+    changed = job_of({"type": "cron", "cron": "0 0 4 * * *"})
+    changed.id = job.id
+    assert upcoming_local(changed, now) == fire_times(changed.timed, now, 5)
