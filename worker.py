@@ -81,7 +81,10 @@ async def build_worker(
                 notify.webhook,
                 *reconcile_activities(settings, sessions),
             ],
+            # A run's first attempt is a local activity (workflows/run_job.py): it counts against the
+            # same concurrency, in the local activities' own slots.
             max_concurrent_activities=concurrency,
+            max_concurrent_local_activities=concurrency,
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         )
 
