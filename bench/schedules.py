@@ -1,7 +1,8 @@
 """Target 3, scale of schedules: creating N recurring jobs through the API (16 clients) against N bare
 `create_schedule` calls (16 clients) on the same server, alternating in two halves so the growing number
-of schedules weighs on both; then the latency of a page of `GET /jobs` (20 jobs, each read back from its
-schedule's `describe()` for `next_runs`) with all N live, beside a page of bare `list_schedules`.
+of schedules weighs on both; then the latency of a page of `GET /jobs` (20 jobs with their `next_runs`,
+computed by the schedules' own rules as `POST /jobs` answers them) with all N live, beside a page of bare
+`list_schedules`, and what each process spent in CPU per create on either side.
 The jobs fire daily at 03:00 UTC so they exist without firing during the run.
 
     python -m bench.schedules [-n 400] [--pages 100] [--in-memory]
@@ -23,7 +24,7 @@ from temporalio.client import (
 )
 
 from bench.bare import BareCall
-from bench.stack import Api, Stack, machine, percentile, stack, table, verdict, with_clients
+from bench.stack import Api, Stack, cpu_used, machine, percentile, stack, table, verdict, with_clients
 
 CLIENTS = 16
 DAILY_SPEC = ScheduleSpec(
@@ -76,10 +77,20 @@ async def main(n: int, pages: int, in_memory: bool) -> None:
         bare_s = chronos_s = 0.0
         bare_lat: list[float] = []
         chronos_lat: list[float] = []
+        cpu: dict[str, dict[str, float]] = {"bare": {}, "Chronos": {}}
+
+        def count_cpu(side: str, before: dict[str, float]) -> None:
+            for name, seconds in cpu_used(before, s.cpu_seconds()).items():
+                cpu[side][name] = cpu[side].get(name, 0.0) + seconds
+
         for start, count in ((0, half), (half, n - half)):
+            before = s.cpu_seconds()
             took, lat = await bare_creates(s, start, count)
+            count_cpu("bare", before)
             bare_s, bare_lat = bare_s + took, bare_lat + lat
+            before = s.cpu_seconds()
             took, lat = await chronos_creates(api, url, start, count)
+            count_cpu("Chronos", before)
             chronos_s, chronos_lat = chronos_s + took, chronos_lat + lat
 
         async def jobs_page(page: int) -> None:
@@ -125,6 +136,10 @@ async def main(n: int, pages: int, in_memory: bool) -> None:
         ],
     ]
     print(table(title, ["what", "per s", "p50 ms", "p99 ms"], rows))
+    names = sorted({name for used in cpu.values() for name in used})
+    cpu_rows = [[side, *(cpu[side].get(name, 0.0) * 100 / n for name in names)] for side in cpu]
+    print()
+    print(table("CPU seconds per 100 creates, by process", ["side", *names], cpu_rows))
     ratio = chronos_s / bare_s
     print("\n" + verdict("creation time ratio (Chronos ÷ bare)", ratio, 1.2, higher_is_better=False))
     p99 = percentile(chronos_pages, 99) * 1000

@@ -190,6 +190,11 @@ class Stack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Each process's CPU seconds between two `Stack.cpu_seconds()` readings (a profiler's own left out)."""
+    return {name: after[name] - before.get(name, 0.0) for name in after if "py-spy" not in name}
+
+
 @asynccontextmanager
 async def stack(
     *,

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 from temporalio.api.enums.v1 import TimeoutType
 
 from bench.bare import BareCall
-from bench.stack import Api, Stack, machine, stack, table, verdict, with_clients
+from bench.stack import Api, Stack, cpu_used, machine, stack, table, verdict, with_clients
 from core.config import Settings
 from core.temporal import data_converter
 
@@ -104,10 +104,6 @@ async def chronos_round(s: Stack, api: Api, tag: str, n: int, clients: int) -> t
             await asyncio.sleep(0.1)
     finally:
         engine.dispose()
-
-
-def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {name: after[name] - before.get(name, 0.0) for name in after if "py-spy" not in name}
 
 
 async def history_events(s: Stack, workflow_id: str) -> int:
