@@ -76,6 +76,10 @@ RUNNING_LOOPS = f'WorkflowType = "{FIXED_DELAY_WORKFLOW}" AND ExecutionStatus = 
 # Prometheus name of the fixes counter, served with the SDK's metrics on the worker's metrics port.
 FIXES_METRIC = "chronos_reconcile_fixes_total"
 RUNS_PER_PAGE = 200
+NOT_STARTED = (
+    "Temporal's scheduler did not start it (past the catch-up window, or held back by overlap policy skip "
+    "after the run before it had ended)"
+)
 ENDED: dict[WorkflowExecutionStatus, RunOutcome] = {
     WorkflowExecutionStatus.FAILED: RunOutcome.FAILED,
     WorkflowExecutionStatus.TERMINATED: RunOutcome.FAILED,
@@ -292,9 +296,11 @@ class ReconcileActivities:
                     skipped[fire] = f"skipped: run {running} was still running (overlap policy skip)"
                 else:
                     dropped.append(fire)
-            verdict = judge(job.misfire, dropped, now, "not started within the catch-up window")
+            # No workflow and no run open: past the catch-up window, or Temporal's scheduler still counted an
+            # ended run as running (on a busy server it learns of the end late) and `skip` dropped the fire.
+            verdict = judge(job.misfire, dropped, now, NOT_STARTED)
             made_up = {
-                fire: f"missed: not started within the catch-up window; made up by misfire policy "
+                fire: f"missed: {NOT_STARTED}; made up by misfire policy "
                 f"{job.misfire.policy if job.misfire else ''}"
                 for fire in verdict.backfill
             }
