@@ -24,7 +24,7 @@ from temporalio.client import (
 )
 
 from bench.bare import BareCall
-from bench.stack import Api, Stack, cpu_used, machine, percentile, stack, table, verdict, with_clients
+from bench.stack import Api, Stack, add_cpu, machine, percentile, stack, table, verdict, with_clients
 
 CLIENTS = 16
 DAILY_SPEC = ScheduleSpec(
@@ -78,19 +78,14 @@ async def main(n: int, pages: int, in_memory: bool) -> None:
         bare_lat: list[float] = []
         chronos_lat: list[float] = []
         cpu: dict[str, dict[str, float]] = {"bare": {}, "Chronos": {}}
-
-        def count_cpu(side: str, before: dict[str, float]) -> None:
-            for name, seconds in cpu_used(before, s.cpu_seconds()).items():
-                cpu[side][name] = cpu[side].get(name, 0.0) + seconds
-
         for start, count in ((0, half), (half, n - half)):
             before = s.cpu_seconds()
             took, lat = await bare_creates(s, start, count)
-            count_cpu("bare", before)
+            add_cpu(cpu["bare"], before, s.cpu_seconds())
             bare_s, bare_lat = bare_s + took, bare_lat + lat
             before = s.cpu_seconds()
             took, lat = await chronos_creates(api, url, start, count)
-            count_cpu("Chronos", before)
+            add_cpu(cpu["Chronos"], before, s.cpu_seconds())
             chronos_s, chronos_lat = chronos_s + took, chronos_lat + lat
 
         async def jobs_page(page: int) -> None:

@@ -190,9 +190,12 @@ class Stack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
-def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Each process's CPU seconds between two `Stack.cpu_seconds()` readings (a profiler's own left out)."""
-    return {name: after[name] - before.get(name, 0.0) for name in after if "py-spy" not in name}
+def add_cpu(totals: dict[str, float], before: dict[str, float], after: dict[str, float]) -> None:
+    """Add each process's CPU seconds between two `Stack.cpu_seconds()` readings to `totals` (a
+    profiler's own left out)."""
+    for name in after:
+        if "py-spy" not in name:
+            totals[name] = totals.get(name, 0.0) + after[name] - before.get(name, 0.0)
 
 
 @asynccontextmanager

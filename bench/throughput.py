@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 from temporalio.api.enums.v1 import TimeoutType
 
 from bench.bare import BareCall
-from bench.stack import Api, Stack, cpu_used, machine, stack, table, verdict, with_clients
+from bench.stack import Api, Stack, add_cpu, machine, stack, table, verdict, with_clients
 from core.config import Settings
 from core.temporal import data_converter
 
@@ -132,12 +132,8 @@ async def main(n: int, clients: int, rounds: int, in_memory: bool, postgres: boo
             middle = s.cpu_seconds()
             chronos, recorded = await chronos_round(s, api, f"chronos-{r}", n, clients)
             await asyncio.sleep(1)
-            for side, used in (
-                ("bare", cpu_used(before, middle)),
-                ("Chronos", cpu_used(middle, s.cpu_seconds())),
-            ):
-                for name, seconds in used.items():
-                    cpu[side][name] = cpu[side].get(name, 0.0) + seconds
+            add_cpu(cpu["bare"], before, middle)
+            add_cpu(cpu["Chronos"], middle, s.cpu_seconds())
             bare_total += bare
             chronos_total += chronos
             rows.append([r, bare, n / bare, chronos, n / chronos, recorded, bare / chronos])
