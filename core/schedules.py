@@ -7,6 +7,7 @@ Cron expressions are parsed and compiled by core/cron.py; this module adds the t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -394,13 +395,15 @@ def _day_start(day: date, zone: ZoneInfo) -> datetime:
 def _fires_ignoring_exclude(
     schedule: CronSchedule | IntervalSchedule, after: datetime, count: int
 ) -> list[datetime]:
-    start = max(after, schedule.start_at or after)
+    # Fires come strictly after `after`, but Temporal fires at start_at itself: search from just before it.
+    start_at = schedule.start_at
+    start = after if start_at is None or start_at <= after else start_at - timedelta(microseconds=1)
     if isinstance(schedule, CronSchedule):
         fires = schedule.expression.fire_times(schedule.timezone, start, count, schedule.dst_rule)
         return [f for f in fires if not schedule.end_at or f <= schedule.end_at]
     # Temporal's interval rule: epoch-aligned multiples of every_seconds plus offset, inside the window.
     every, offset = schedule.every_seconds, schedule.offset_seconds
-    n = int((start.timestamp() - offset) // every) + 1
+    n = (math.floor(start.timestamp()) - offset) // every + 1  # fire times are whole seconds
     fires = []
     while len(fires) < count and (stamp := n * every + offset) <= _LAST_INSTANT:
         fire = datetime.fromtimestamp(stamp, UTC)

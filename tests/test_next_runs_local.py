@@ -19,6 +19,7 @@ from tests.api_client import ENCRYPTION_KEYS
 
 NEW_YORK = "America/New_York"
 SOON = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
+ON_THE_HOUR = SOON.replace(minute=0, second=0)
 CASES: dict[str, dict[str, Any]] = {
     "posix every 7 minutes": {"type": "cron", "cron": "*/7 * * * *"},
     "posix weekdays, New York": {"type": "cron", "cron": "30 9 * * 1-5", "timezone": "America/New_York"},
@@ -43,6 +44,17 @@ CASES: dict[str, dict[str, Any]] = {
         "type": "interval",
         "every_seconds": 90,
         "start_at": (SOON + timedelta(seconds=17)).isoformat(),
+    },
+    # start_at on a fire instant: Temporal fires at start_at itself.
+    "interval from start_at on a fire": {
+        "type": "interval",
+        "every_seconds": 90,
+        "start_at": datetime.fromtimestamp(SOON.timestamp() // 90 * 90, UTC).isoformat(),
+    },
+    "cron from start_at on a fire": {
+        "type": "cron",
+        "cron": "0 * * * *",
+        "start_at": ON_THE_HOUR.isoformat(),
     },
     "once": {"type": "once", "run_at": (SOON + timedelta(milliseconds=250)).isoformat()},
 }

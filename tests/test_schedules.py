@@ -104,6 +104,20 @@ async def test_interval_and_once(temporal_client):
 
 
 @pytest.mark.parametrize(
+    "schedule",
+    [IntervalSchedule(every_seconds=90, start_at=z("2030-01-01T00:00:00Z")), CronSchedule(cron="0 * * * *")],
+    ids=["interval", "cron"],
+)
+def test_a_fire_at_start_at_itself_is_listed_locally(schedule: CronSchedule | IntervalSchedule) -> None:
+    """Temporal fires at start_at itself (test_interval_and_once); the local list, searched after `now`,
+    must count it too, and not a whole second before a sub-second start_at."""
+    on_fire, before = z("2030-01-01T00:00:00Z"), z("2029-12-31T00:00:00Z")
+    assert local_fire_times(schedule.model_copy(update={"start_at": on_fire}), before, 1) == [on_fire]
+    just_after = schedule.model_copy(update={"start_at": on_fire + timedelta(milliseconds=1)})
+    assert local_fire_times(just_after, before, 1) > [on_fire]
+
+
+@pytest.mark.parametrize(
     ("run_at", "fires"),
     [
         ("2030-05-06T07:08:09+02:00", "2030-05-06T05:08:09Z"),
