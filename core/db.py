@@ -221,15 +221,26 @@ async def paginate(
     or else page number `page` (1-based, default 1), which also counts the rows (`total`): an offset and a
     count cost the more the deeper the page, so only clients that ask by number pay them. Either way
     the answer carries `next_cursor`, so a walk can go on by cursor. A query of several entities pages
-    by its first one's (`at`, `id_`)."""
+    by its first one's (`at`, `id_`), its conditions on that entity alone: a join only brings a row's
+    companion along (an outer join on a unique key), since rows are counted and skipped without it."""
     if cursor is not None:
         if page is not None:
             raise Invalid("page: give either page or cursor, not both", ("query", "page"))
         found = await keyset(session, query, at, id_, cursor, limit)
         return Page(items=found.items, limit=limit, next_cursor=found.next_cursor, total=None, page=None)
-    page = page or 1
-    total = (await session.exec(select(func.count()).select_from(query.subquery()))).one()
-    rows = list(await session.exec(_newest_first(query, at, id_).offset((page - 1) * limit).limit(limit + 1)))
+    return await _numbered(session, query, at, id_, limit, page or 1)
+
+
+async def _numbered(session: AsyncSession, query: Any, at: Any, id_: Any, limit: int, page: int) -> Page[Any]:
+    """Page `page` of `paginate`, and the count. Rows are counted and skipped by their ids alone, by
+    `query`'s conditions without its joins (an index); then only the page's rows are read. Skipping
+    whole rows, sorted and joined, took 40 ms a deep page of 10,000 jobs on PostgreSQL, and counting
+    them with the join 5 ms on SQLite. (One read of the ids with `count(*) OVER ()` doubled a page's
+    time on SQLite, which then sorts every row.)"""
+    ids = select(id_).where(*([] if query.whereclause is None else [query.whereclause]))
+    total = (await session.exec(select(func.count()).select_from(ids.subquery()))).one()
+    skipped = _newest_first(ids, at, id_).offset((page - 1) * limit).limit(limit + 1)
+    rows = list(await session.exec(_newest_first(query.where(id_.in_(skipped)), at, id_)))
     items, next_cursor = _cut(rows, at, id_, limit)
     return Page(items=items, limit=limit, next_cursor=next_cursor, total=total, page=page)
 

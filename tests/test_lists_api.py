@@ -128,6 +128,27 @@ async def test_jobs_page_by_cursor_to_the_end_without_repeats_or_gaps(api: ApiCl
     assert problem["errors"][0]["loc"] == ["query", "page"]
 
 
+async def test_jobs_page_by_number_counts_only_what_the_filter_keeps(api: ApiClient) -> None:
+    """A page by number is read by its ids first, without the join of each job's last run: the count and
+    the offset still keep to the caller's live jobs that match, and a page past the end is empty."""
+    alice, bob = await api.authed_user(), await api.authed_user()
+    made = [
+        (await create(alice, job(f"job {i}", labels={"batch": "a" if i % 2 else "b"})))["id"]
+        for i in range(7)
+    ]
+    await create(bob, job("not alice's", labels={"batch": "a"}))
+    expect(await alice.delete(f"/jobs/{made[1]}"), 204)
+    kept = [made[5], made[3]]  # batch a, live, newest first
+    for page, items in [(1, kept), (2, [])]:
+        found = expect(await alice.get("/jobs", params={"limit": 2, "page": page, "label": "batch:a"}), 200)
+        assert ([j["id"] for j in found["items"]], found["total"], found["next_cursor"]) == (items, 2, None)
+    last = expect(await alice.get("/jobs", params={"limit": 4, "page": 2}), 200)
+    oldest = [made[2], made[0]]
+    assert ([j["id"] for j in last["items"]], last["total"], last["next_cursor"]) == (oldest, 6, None)
+    past = expect(await alice.get("/jobs", params={"limit": 4, "page": 3}), 200)
+    assert (past["items"], past["total"], past["next_cursor"]) == ([], 6, None)
+
+
 async def test_runs_and_dead_letters_page_by_cursor(api: ApiClient, sessions: Sessions) -> None:
     alice = await api.authed_user()
     made = await create(alice, job("with history"))
