@@ -51,10 +51,11 @@ CASES: dict[str, dict[str, Any]] = {
         "every_seconds": 90,
         "start_at": datetime.fromtimestamp(SOON.timestamp() // 90 * 90, UTC).isoformat(),
     },
-    "cron from start_at on a fire": {
+    "cron from start_at to end_at, both on a fire": {
         "type": "cron",
         "cron": "0 * * * *",
         "start_at": ON_THE_HOUR.isoformat(),
+        "end_at": (ON_THE_HOUR + timedelta(hours=2)).isoformat(),
     },
     "once": {"type": "once", "run_at": (SOON + timedelta(milliseconds=250)).isoformat()},
 }

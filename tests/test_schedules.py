@@ -115,6 +115,9 @@ def test_a_fire_at_start_at_itself_is_listed_locally(schedule: CronSchedule | In
     assert local_fire_times(schedule.model_copy(update={"start_at": on_fire}), before, 1) == [on_fire]
     just_after = schedule.model_copy(update={"start_at": on_fire + timedelta(milliseconds=1)})
     assert local_fire_times(just_after, before, 1) > [on_fire]
+    # end_at bounds them inclusively too: over two hours, 3 hourly fires or 81 every 90 s.
+    window = schedule.model_copy(update={"start_at": on_fire, "end_at": on_fire + timedelta(hours=2)})
+    assert len(local_fire_times(window, before, 100)) == (3 if isinstance(schedule, CronSchedule) else 81)
 
 
 @pytest.mark.parametrize(
