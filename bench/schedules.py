@@ -24,7 +24,18 @@ from temporalio.client import (
 )
 
 from bench.bare import BareCall
-from bench.stack import Api, Stack, add_cpu, machine, percentile, stack, table, verdict, with_clients
+from bench.stack import (
+    Api,
+    Stack,
+    add_cpu,
+    cpu_table,
+    machine,
+    percentile,
+    stack,
+    table,
+    verdict,
+    with_clients,
+)
 
 CLIENTS = 16
 DAILY_SPEC = ScheduleSpec(
@@ -131,10 +142,8 @@ async def main(n: int, pages: int, in_memory: bool) -> None:
         ],
     ]
     print(table(title, ["what", "per s", "p50 ms", "p99 ms"], rows))
-    names = sorted({name for used in cpu.values() for name in used})
-    cpu_rows = [[side, *(cpu[side].get(name, 0.0) * 100 / n for name in names)] for side in cpu]
     print()
-    print(table("CPU seconds per 100 creates, by process", ["side", *names], cpu_rows))
+    print(cpu_table("creates", cpu, n))
     ratio = chronos_s / bare_s
     print("\n" + verdict("creation time ratio (Chronos ÷ bare)", ratio, 1.2, higher_is_better=False))
     p99 = percentile(chronos_pages, 99) * 1000

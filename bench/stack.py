@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -196,6 +196,23 @@ def add_cpu(totals: dict[str, float], before: dict[str, float], after: dict[str,
     for name in after:
         if "py-spy" not in name:
             totals[name] = totals.get(name, 0.0) + after[name] - before.get(name, 0.0)
+
+
+def cpu_table(
+    what: str, cpu: dict[str, dict[str, float]], count: int, **columns: Mapping[str, object]
+) -> str:
+    """Each side's CPU seconds per 100 `what` by process, from its `add_cpu` totals over `count` of them;
+    `columns` (header: value by side) come between the side and the processes."""
+    names = sorted({name for used in cpu.values() for name in used})
+    rows = [
+        [
+            side,
+            *(column[side] for column in columns.values()),
+            *(used.get(name, 0.0) * 100 / count for name in names),
+        ]
+        for side, used in cpu.items()
+    ]
+    return table(f"CPU seconds per 100 {what}, by process", ["side", *columns, *names], rows)
 
 
 @asynccontextmanager

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 from temporalio.api.enums.v1 import TimeoutType
 
 from bench.bare import BareCall
-from bench.stack import Api, Stack, add_cpu, machine, stack, table, verdict, with_clients
+from bench.stack import Api, Stack, add_cpu, cpu_table, machine, stack, table, verdict, with_clients
 from core.config import Settings
 from core.temporal import data_converter
 
@@ -161,11 +161,8 @@ async def main(n: int, clients: int, rounds: int, in_memory: bool, postgres: boo
         "ratio",
     ]
     print(table(title, header, rows))
-    names = sorted({name for used in cpu.values() for name in used})
-    per = 100 / (n * rounds)
-    cpu_rows = [[side, events[side], *(cpu[side].get(name, 0.0) * per for name in names)] for side in cpu]
     print()
-    print(table("CPU seconds per 100 runs, by process", ["side", "history events/run", *names], cpu_rows))
+    print(cpu_table("runs", cpu, n * rounds, **{"history events/run": events}))
     print("\n" + verdict("ratio (Chronos calls/s ÷ bare calls/s)", ratio, 1.0, higher_is_better=True))
 
 
