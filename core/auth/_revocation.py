@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.auth._grants import revoke_refresh_token
@@ -16,6 +17,17 @@ from core.auth._principal import ROLE_SCOPES, Principal
 from core.auth._tokens import LEEWAY_SECONDS
 from core.errors import Unauthorized
 from core.models import RefreshToken, RevokedToken, User, utcnow
+
+# The one read of every authenticated request, built once with bind parameters: building it per request
+# (ORM column expressions, then the compiled-cache key) cost about as much as running it (docs/bench.md).
+_users = User.__table__  # type: ignore[attr-defined]
+_revoked = RevokedToken.__table__  # type: ignore[attr-defined]
+_AUTHORIZE = sa_select(
+    _users.c.role,
+    _users.c.disabled_at,
+    _users.c.tokens_revoked_at,
+    sa_select(_revoked.c.jti).where(_revoked.c.jti == bindparam("jti")).exists(),
+).where(_users.c.id == bindparam("user_id"))
 
 
 async def authorize(session: AsyncSession, principal: Principal) -> Principal:
@@ -29,11 +41,9 @@ async def authorize(session: AsyncSession, principal: Principal) -> Principal:
     next request on."""
     token = principal.token
     assert token is not None, "a principal from a verified access token carries its token"
-    revoked = select(RevokedToken.jti).where(col(RevokedToken.jti) == token.jti).exists()
-    query = select(col(User.role), col(User.disabled_at), col(User.tokens_revoked_at), revoked).where(
-        col(User.id) == principal.id
-    )
-    row = (await session.exec(query)).one_or_none()
+    connection = await session.connection()
+    found = await connection.execute(_AUTHORIZE, {"jti": token.jti, "user_id": principal.id})
+    row = found.one_or_none()
     if row is None:
         raise Unauthorized("the access token's account does not exist")
     role, disabled_at, tokens_revoked_at, logged_out = row
