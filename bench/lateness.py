@@ -27,7 +27,7 @@ import contextlib
 import re
 import time
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from temporalio.client import (
@@ -56,6 +56,9 @@ LATE_WAIT = 180  # the longest a window waits for its late fires: any not in by 
 # (on this 2-core machine 2,000 new schedulers took over 2 minutes to take theirs).
 SCHEDULER_MARGIN = 90
 SCHEDULER_MARGIN_EACH = 0.1
+# The benchmark's own visibility listings of every run (thousands, on a dev server still firing): past the
+# SDK's default deadline on a slow machine (a run at 16:38 UTC on the AMD EPYC VM stopped there).
+LISTING = timedelta(seconds=120)
 ONCE_WAIT = 600  # --once: how long after the due minute a call may arrive before it counts as lost
 APART = 120  # --once --apart: seconds between Chronos's due minute and bare's
 START_RPS = "worker.schedulerNamespaceStartWorkflowRPS"
@@ -235,7 +238,7 @@ async def stages(s: Stack, workflow_type: str, fired: list[tuple[float, str]]) -
     wanted = {key for _, key in fired}
     started_at = {
         wf.id: wf.start_time.timestamp()
-        async for wf in s.temporal.list_workflows(f'WorkflowType = "{workflow_type}"')
+        async for wf in s.temporal.list_workflows(f'WorkflowType = "{workflow_type}"', rpc_timeout=LISTING)
         if wf.id in wanted
     }
     split: list[list[float]] = [[], []]
@@ -333,7 +336,7 @@ async def why_missing(
     """Say where fires that never reached the target stopped: never started by Temporal's scheduler
     (skipped or missed by its counts since the schedules were made), or started and not finished."""
     started: dict[str, int] = {}
-    async for wf in s.temporal.list_workflows(f'WorkflowType = "{workflow_type}"'):
+    async for wf in s.temporal.list_workflows(f'WorkflowType = "{workflow_type}"', rpc_timeout=LISTING):
         due = nominal(wf.id)
         if due is not None and since <= due < until:
             status = wf.status.name if wf.status is not None else "UNKNOWN"
