@@ -255,7 +255,7 @@ async def not_started(s: Stack, bare: bool) -> list[int]:
     since they were made (Temporal's counts; both sides keep the default overlap policy `skip`, so a fire
     due while the previous run of its schedule is still open is dropped, not late)."""
     counts = [0, 0]
-    async for listed in await s.temporal.list_schedules():
+    async for listed in await s.temporal.list_schedules(rpc_timeout=LISTING):
         if listed.id.startswith("bare-") != bare or listed.id == RECONCILE_SCHEDULE_ID:
             continue
         with contextlib.suppress(RPCError):
