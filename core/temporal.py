@@ -103,6 +103,17 @@ async def connect(
     return await Client.connect(address, namespace=namespace, data_converter=converter, runtime=runtime)
 
 
+# What a call may meet that says nothing of the request and passes on its own: a 503 with the reason, never
+# a 500. A busy dev server's `describe_task_queue` came back CANCELLED ("operation was canceled") in CI,
+# and a server over its namespace's request rate answers RESOURCE_EXHAUSTED.
+TRANSIENT = {
+    RPCStatusCode.UNAVAILABLE: "is unreachable",
+    RPCStatusCode.DEADLINE_EXCEEDED: "is unreachable",
+    RPCStatusCode.CANCELLED: "dropped the call",
+    RPCStatusCode.RESOURCE_EXHAUSTED: "is over its request rate",
+}
+
+
 class TemporalGateway:
     """The process's one Temporal client, connected on first use so the API starts while Temporal is down.
 
@@ -143,6 +154,8 @@ class TemporalGateway:
         except TimeoutError as exc:
             raise Unavailable(f"Temporal at {self.address} did not answer in {self.timeout:g} s") from exc
         except RPCError as exc:
-            if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
-                raise Unavailable(f"Temporal at {self.address} is unreachable: {exc.message}") from exc
+            if exc.status in TRANSIENT:
+                raise Unavailable(
+                    f"Temporal at {self.address} {TRANSIENT[exc.status]}: {exc.message}"
+                ) from exc
             raise
