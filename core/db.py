@@ -10,18 +10,20 @@ import weakref
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple, overload
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Row, event, func, literal, text, tuple_
+from sqlalchemy import Connection, Row, event, func, literal, make_url, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select, SelectOfScalar
 
+from core import sqlite_driver
 from core.codec import keyring
 from core.config import Settings
 from core.errors import Invalid
@@ -45,18 +47,19 @@ def make_engine(settings: Settings) -> AsyncEngine:
 
 
 def _engine(settings: Settings) -> AsyncEngine:
-    """SQLite gets WAL and a busy timeout so the API and worker processes can share one file."""
+    """SQLite gets WAL so the API and worker processes can share one file, and statements run on the event
+    loop (`core.sqlite_driver`, which also waits out another process's write lock)."""
     url = settings.sqlalchemy_url
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        database = make_url(url).database or ":memory:"
+        engine = create_async_engine(url, async_creator=partial(sqlite_driver.connect, database))
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 

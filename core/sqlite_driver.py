@@ -1,0 +1,165 @@
+"""SQLite for the async engine, on the event loop itself: SQLAlchemy's aiosqlite dialect over a connection
+shaped like aiosqlite's that runs each statement at once instead of handing it to a thread of its own.
+
+aiosqlite hands every call (a cursor, its execute, its fetch, its close, a commit) to the connection's
+thread and waits for the answer: four hand-offs a statement. A SQLite statement of this service takes tens
+of microseconds; the hand-offs took about half of the CPU of a `POST /jobs` (docs/bench.md). A statement
+moves to a thread only where it would hold the loop:
+- one that meets another connection's write lock (SQLITE_BUSY) waits for it there, with the busy timeout.
+  On the loop the timeout is 0, so a write never blocks the loop; in a thread, as before, it waits.
+- a read outside a write transaction that runs past `LOOP_BUDGET` is interrupted and read again there.
+  Only then: an interrupted write, or a read inside a transaction that wrote, may roll the transaction
+  back, and a read outside one changes nothing when it is cut short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# How long another connection's write lock may be waited for (in a thread), as SQLite's busy timeout.
+BUSY_TIMEOUT_MS = 30_000
+# How long a read may hold the event loop before it is read again in a thread.
+LOOP_BUDGET = 0.002
+# SQLite's progress handler runs every this many virtual machine steps (about a few microseconds' worth).
+_STEPS = 1_000
+_MOVE = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_INTERRUPT})
+
+
+async def connect(database: str) -> Connection:
+    """The driver connection, for `create_async_engine(async_creator=...)`."""
+    return Connection(sqlite3.connect(database, timeout=0, check_same_thread=False))
+
+
+class Connection:
+    """What SQLAlchemy's aiosqlite dialect uses of an `aiosqlite.Connection`."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.sqlite = conn
+        # Named as aiosqlite names it: the dialect reads it (set while open) before a commit or rollback.
+        self._connection: sqlite3.Connection | None = conn
+        self._deadline: float | None = None
+        conn.set_progress_handler(self._past_budget, _STEPS)
+
+    def _past_budget(self) -> bool:
+        return self._deadline is not None and time.perf_counter() > self._deadline
+
+    async def run(self, work: Callable[[], T], read: bool = False) -> T:
+        """`work` on the loop, or in a thread where it would wait for a lock or (a `read`) run long."""
+        budgeted = read and not self.sqlite.in_transaction
+        self._deadline = time.perf_counter() + LOOP_BUDGET if budgeted else None
+        try:
+            return work()
+        except sqlite3.OperationalError as exc:
+            code = exc.sqlite_errorcode & 0xFF
+            if code not in _MOVE or (code == sqlite3.SQLITE_INTERRUPT and not budgeted):
+                raise
+        finally:
+            self._deadline = None
+        return await asyncio.to_thread(self._waiting, work)
+
+    def _waiting(self, work: Callable[[], T]) -> T:
+        self.sqlite.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        try:
+            return work()
+        finally:
+            self.sqlite.execute("PRAGMA busy_timeout=0")
+
+    def cursor(self) -> Cursor:
+        return Cursor(self)
+
+    async def commit(self) -> None:
+        await self.run(self.sqlite.commit)
+
+    async def rollback(self) -> None:
+        await self.run(self.sqlite.rollback)
+
+    async def close(self) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """SQLAlchemy's forced close (`terminate`) too: there is no thread to stop."""
+        self._connection = None
+        self.sqlite.close()
+
+    async def create_function(self, *args: Any, **kwargs: Any) -> None:
+        self.sqlite.create_function(*args, **kwargs)
+
+    @property
+    def isolation_level(self) -> str | None:
+        return self.sqlite.isolation_level
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.sqlite.in_transaction
+
+
+class Cursor:
+    """A cursor whose execute also reads every row, so that a read moved to a thread moves whole."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._owner = connection
+        self._cursor = connection.sqlite.cursor()
+        self._rows: collections.deque[Any] = collections.deque()
+
+    async def __aenter__(self) -> Cursor:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self._cursor.close()
+
+    async def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> Cursor:
+        def work() -> list[Any]:
+            self._cursor.execute(sql, parameters)
+            return self._cursor.fetchall() if self._cursor.description else []
+
+        read = sql.lstrip()[:6].upper() == "SELECT"
+        self._rows = collections.deque(await self._owner.run(work, read))
+        return self
+
+    async def executemany(self, sql: str, parameters: Iterable[Any]) -> Cursor:
+        rows = list(parameters)  # an iterator could not be gone through again in a thread
+        await self._owner.run(lambda: self._cursor.executemany(sql, rows))
+        self._rows.clear()
+        return self
+
+    async def fetchall(self) -> list[Any]:
+        rows = list(self._rows)
+        self._rows.clear()
+        return rows
+
+    async def fetchone(self) -> Any:
+        return self._rows.popleft() if self._rows else None
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        count = self._cursor.arraysize if size is None else size
+        return [self._rows.popleft() for _ in range(min(count, len(self._rows)))]
+
+    async def close(self) -> None:
+        self._cursor.close()
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    @property
+    def arraysize(self) -> int:
+        return self._cursor.arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._cursor.arraysize = value

@@ -1,0 +1,95 @@
+"""`core/sqlite_driver.py`: SQLite statements run on the event loop, and move to a thread only where they
+would hold it: waiting for another connection's write lock, or a long read."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.config import Settings
+from core.db import make_engine
+
+# Counts to a few million: far more than `LOOP_BUDGET` of work on any machine.
+LONG_READ = (
+    "SELECT count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000)"
+    " SELECT x FROM c)"
+)
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    made = make_engine(Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'driver.db'}"))
+    async with made.begin() as conn:
+        await conn.execute(text("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)"))
+    yield made
+    await made.dispose()
+
+
+async def test_rows_written_and_read_back(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(text("INSERT INTO item (name) VALUES (:n)"), [{"n": "a"}, {"n": "b"}])
+        found = await conn.execute(text("INSERT INTO item (name) VALUES ('c') RETURNING id"))
+        assert found.scalar_one() == 3
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT name FROM item ORDER BY id"))).scalars().all()
+    assert rows == ["a", "b", "c"]
+
+
+async def test_an_error_reaches_the_caller_and_the_connection_goes_on(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        with pytest.raises(OperationalError, match="no such table"):
+            await conn.execute(text("SELECT * FROM missing"))
+        assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+
+
+async def test_a_write_that_meets_another_writer_waits_in_a_thread(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """Another process's write lock (here another connection's) is waited for off the loop: other tasks run
+    meanwhile, and the write lands once the lock is free."""
+    other = sqlite3.connect(tmp_path / "driver.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # holds the write lock
+    other.execute("INSERT INTO item (name) VALUES ('other')")
+
+    async def write() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO item (name) VALUES ('mine')"))
+
+    writer = asyncio.create_task(write())
+    ticks = 0
+    while ticks < 20:  # the loop turns while the write waits
+        await asyncio.sleep(0.01)
+        ticks += 1
+        assert not writer.done()
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.wait_for(writer, 30)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT name FROM item ORDER BY id"))).scalars().all()
+    assert rows == ["other", "mine"]
+
+
+async def test_a_long_read_moves_to_a_thread_and_the_loop_runs_meanwhile(engine: AsyncEngine) -> None:
+    turned = asyncio.Event()
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))  # connected: the read below is the only thing left to wait on
+        asyncio.get_running_loop().call_soon(turned.set)  # on the loop's next turn
+        count = (await conn.execute(text(LONG_READ))).scalar_one()
+        assert turned.is_set(), "the loop stood still for the whole read"
+    assert count == 3_000_000
+
+
+async def test_a_read_in_a_transaction_that_wrote_is_not_cut_short(engine: AsyncEngine) -> None:
+    """Cutting it short could roll the write back: it runs to the end where it is."""
+    async with engine.begin() as conn:
+        await conn.execute(text("INSERT INTO item (name) VALUES ('kept')"))
+        assert (await conn.execute(text(LONG_READ))).scalar_one() == 3_000_000
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT name FROM item"))).scalars().all() == ["kept"]
