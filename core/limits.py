@@ -23,7 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from core.config import Settings
 from core.db import Sessions, writing
 from core.errors import QuotaExceeded, RateLimited
-from core.models import Job, JobState, Limit, Quotas, RateEvent, User, UserLimits, utcnow
+from core.models import COUNTED, Job, Limit, Quotas, RateEvent, User, UserLimits, utcnow
 
 WINDOW = timedelta(seconds=60)
 # A user's events past the window are deleted once this many have gathered (`Limits.spend`).
@@ -48,13 +48,11 @@ _COUNT_EVENTS = (
     .group_by(_events.c.kind)
 )
 _jobs = Job.__table__  # type: ignore[attr-defined]
+# Reads `ix_job_owner_counted` alone: the condition is that partial index's own, written out (`COUNTED`),
+# and the column read is one it holds (selecting `id` read every job's row: 6 times slower at 10,000 jobs).
 _COUNT_LIVE_JOBS = sa_select(func.count()).select_from(
-    sa_select(_jobs.c.id)
-    .where(
-        _jobs.c.owner_id == bindparam("owner_id"),
-        _jobs.c.deleted_at.is_(None),
-        _jobs.c.state != bindparam("cancelled"),
-    )
+    sa_select(_jobs.c.owner_id)
+    .where(_jobs.c.owner_id == bindparam("owner_id"), COUNTED)
     .limit(bindparam("past"))
     .subquery()
 )
@@ -164,7 +162,7 @@ class Limits:
         most one job past the quota: that decides, and a user with many jobs does not make each create
         count them all while it holds the lock (docs/bench.md)."""
         conn = await session.connection()
-        params = {"owner_id": owner_id, "cancelled": JobState.CANCELLED}
+        params = {"owner_id": owner_id}
         if conn.dialect.name == "sqlite":  # the job's insert took the one write lock: one read for both
             # counted up to one past the setting, and again only if the user's own quota is higher
             past = self.settings.max_jobs_per_user + 1

@@ -19,6 +19,7 @@ from core.models._common import (
 )
 from core.models._dead_letters import DeadLetter, DeadLetterBase, DeadLetterPublic
 from core.models._jobs import (
+    COUNTED,
     Backfill,
     BackfillCount,
     BackfillRequest,
@@ -84,6 +85,7 @@ from core.models._users import (
 
 __all__ = [
     "ACTIVE_RUNS",
+    "COUNTED",
     "FINISHED",
     "NOT_RUN",
     "Actor",

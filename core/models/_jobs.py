@@ -154,6 +154,9 @@ class JobUpdate(JobBase):
 
 
 LIVE = text("deleted_at IS NULL")
+# The jobs a user's quota counts (`core/limits.py`): live and not cancelled. Written out, not bound, so the
+# count's query matches the partial index on it, and counting reads the index alone.
+COUNTED = text("deleted_at IS NULL AND state != 'cancelled'")
 
 
 class Job(JobBase, table=True):
@@ -166,6 +169,7 @@ class Job(JobBase, table=True):
         Index("ix_job_owner_state_created", "owner_id", "state", "created_at", "id"),
         Index("ix_job_owner_type_created", "owner_id", "schedule_type", "created_at", "id"),
         Index("ix_job_owner_live", "owner_id", "created_at", "id", postgresql_where=LIVE, sqlite_where=LIVE),
+        Index("ix_job_owner_counted", "owner_id", postgresql_where=COUNTED, sqlite_where=COUNTED),
         Index("ix_job_created", "created_at", "id"),
     )
 
