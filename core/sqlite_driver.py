@@ -55,11 +55,16 @@ class Connection:
         budgeted = read and not self.sqlite.in_transaction
         self._deadline = time.perf_counter() + LOOP_BUDGET if budgeted else None
         try:
-            return work()
+            done = work()
         except sqlite3.OperationalError as exc:
             code = exc.sqlite_errorcode & 0xFF
             if code not in _MOVE or (code == sqlite3.SQLITE_INTERRUPT and not budgeted):
                 raise
+        else:
+            # Other tasks' turn, as a hand-off to a thread gave them: without it a request ran all its
+            # statements in one stretch, and `/health` beside two lists waited twice as long (docs/bench.md).
+            await asyncio.sleep(0)
+            return done
         finally:
             self._deadline = None
         return await asyncio.to_thread(self._waiting, work)

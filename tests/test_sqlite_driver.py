@@ -86,6 +86,17 @@ async def test_a_long_read_moves_to_a_thread_and_the_loop_runs_meanwhile(engine:
     assert count == 3_000_000
 
 
+async def test_other_tasks_get_a_turn_after_each_statement(engine: AsyncEngine) -> None:
+    """As a hand-off to a driver thread gave them: a request's statements do not run in one stretch."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+        for _ in range(3):
+            turned = asyncio.Event()
+            asyncio.get_running_loop().call_soon(turned.set)
+            await conn.execute(text("SELECT 1"))
+            assert turned.is_set()
+
+
 async def test_a_read_in_a_transaction_that_wrote_is_not_cut_short(engine: AsyncEngine) -> None:
     """Cutting it short could roll the write back: it runs to the end where it is."""
     async with engine.begin() as conn:
