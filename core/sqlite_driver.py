@@ -3,13 +3,14 @@ shaped like aiosqlite's that runs each statement at once instead of handing it t
 
 aiosqlite hands every call (a cursor, its execute, its fetch, its close, a commit) to the connection's
 thread and waits for the answer: four hand-offs a statement. A SQLite statement of this service takes tens
-of microseconds; the hand-offs took about half of the CPU of a `POST /jobs` (docs/bench.md). A statement
-moves to a thread only where it would hold the loop:
+of microseconds; the hand-offs took more than half of `JobService.create`'s CPU (docs/bench.md). A
+statement moves to a thread only where it would hold the loop:
 - one that meets another connection's write lock (SQLITE_BUSY) waits for it there, with the busy timeout.
   On the loop the timeout is 0, so a write never blocks the loop; in a thread, as before, it waits.
-- a read outside a write transaction that runs past `LOOP_BUDGET` is interrupted and read again there.
-  Only then: an interrupted write, or a read inside a transaction that wrote, may roll the transaction
-  back, and a read outside one changes nothing when it is cut short.
+- a read outside a write transaction that runs past `LOOP_BUDGET` is cut short and read again there. Only
+  such a read: cutting short a write, or a read in a transaction that wrote, could roll the transaction
+  back, and a read outside one changes nothing.
+After each statement on the loop, other tasks get their turn, as the hand-offs gave them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000
 # How long a read may hold the event loop before it is read again in a thread.
 LOOP_BUDGET = 0.002
+# A wait for a lock in a thread polls in slices this long, so that it can stop when its caller is gone.
+_BUSY_SLICE_MS = 50
 # SQLite's progress handler runs every this many virtual machine steps (about a few microseconds' worth).
 _STEPS = 1_000
 _MOVE = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_INTERRUPT})
@@ -45,6 +48,8 @@ class Connection:
         # Named as aiosqlite names it: the dialect reads it (set while open) before a commit or rollback.
         self._connection: sqlite3.Connection | None = conn
         self._deadline: float | None = None
+        self._moved: asyncio.Future[Any] | None = None  # the statement last moved to a thread
+        self._abandoned = False  # its caller was cancelled: it stops waiting for a lock
         conn.set_progress_handler(self._past_budget, _STEPS)
 
     def _past_budget(self) -> bool:
@@ -67,12 +72,32 @@ class Connection:
             return done
         finally:
             self._deadline = None
-        return await asyncio.to_thread(self._waiting, work)
+        self._moved = moved = asyncio.ensure_future(asyncio.to_thread(self._waiting, work))
+        try:
+            return await asyncio.shield(moved)
+        except asyncio.CancelledError:
+            # The caller is gone (a timeout, a shutdown): end the statement before the connection is used
+            # again, instead of leaving it running in the thread.
+            self._abandoned = True
+            self.sqlite.interrupt()
+            await asyncio.wait([moved])
+            moved.exception()  # its failure (locked, interrupted) is the cancelled caller's: not reported
+            self._abandoned = False
+            raise
 
     def _waiting(self, work: Callable[[], T]) -> T:
-        self.sqlite.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        """`work` in a thread, waiting up to `BUSY_TIMEOUT_MS` for a write lock in short slices, so that a
+        cancelled caller (`_abandoned`) ends the wait within one (an interrupt does not end SQLite's)."""
+        self.sqlite.execute(f"PRAGMA busy_timeout={_BUSY_SLICE_MS}")
+        ends = time.monotonic() + BUSY_TIMEOUT_MS / 1000
         try:
-            return work()
+            while True:
+                try:
+                    return work()
+                except sqlite3.OperationalError as exc:
+                    busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                    if not busy or self._abandoned or time.monotonic() > ends:
+                        raise
         finally:
             self.sqlite.execute("PRAGMA busy_timeout=0")
 
@@ -86,11 +111,20 @@ class Connection:
         await self.run(self.sqlite.rollback)
 
     async def close(self) -> None:
+        if self._moved is not None and not self._moved.done():
+            self.sqlite.interrupt()
+            await asyncio.wait([self._moved])
         self.stop()
 
     def stop(self) -> None:
-        """SQLAlchemy's forced close (`terminate`) too: there is no thread to stop."""
+        """SQLAlchemy's forced close (`terminate`) too. A statement still running in a thread (its caller
+        cancelled) is interrupted and the connection closed once it has ended: closing it under the
+        statement crashed the process."""
         self._connection = None
+        if self._moved is not None and not self._moved.done():
+            self.sqlite.interrupt()
+            self._moved.add_done_callback(lambda _: self.sqlite.close())
+            return
         self.sqlite.close()
 
     async def create_function(self, *args: Any, **kwargs: Any) -> None:

@@ -76,6 +76,31 @@ async def test_a_write_that_meets_another_writer_waits_in_a_thread(
     assert rows == ["other", "mine"]
 
 
+async def test_a_write_waiting_in_a_thread_ends_with_its_caller(engine: AsyncEngine, tmp_path: Path) -> None:
+    """Cancelled while it waits for another writer, the statement is interrupted there and then, not left to
+    land later on a connection that its session has rolled back and handed on."""
+    other = sqlite3.connect(tmp_path / "driver.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+
+    async def write() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO item (name) VALUES ('cancelled')"))
+
+    writer = asyncio.create_task(write())
+    for _ in range(20):  # into its thread, waiting for the lock
+        await asyncio.sleep(0.01)
+    writer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(writer, 10)  # well inside the 30 s it would otherwise wait
+    other.execute("COMMIT")
+    other.close()
+    async with engine.begin() as conn:
+        await conn.execute(text("INSERT INTO item (name) VALUES ('after')"))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT name FROM item ORDER BY id"))).scalars().all()
+    assert rows == ["after"]
+
+
 async def test_a_long_read_moves_to_a_thread_and_the_loop_runs_meanwhile(engine: AsyncEngine) -> None:
     turned = asyncio.Event()
     async with engine.connect() as conn:
