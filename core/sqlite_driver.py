@@ -78,12 +78,21 @@ class Connection:
         except asyncio.CancelledError:
             # The caller is gone (a timeout, a shutdown): end the statement before the connection is used
             # again, instead of leaving it running in the thread.
-            self._abandoned = True
-            self.sqlite.interrupt()
+            self._abandon()
             await asyncio.wait([moved])
-            moved.exception()  # its failure (locked, interrupted) is the cancelled caller's: not reported
             self._abandoned = False
             raise
+
+    def _abandon(self) -> asyncio.Future[Any] | None:
+        """The statement still running in a thread, if any, told to end: a wait for a lock stops at its next
+        slice, a long read is interrupted, and its failure (the caller's, who is gone) is not reported."""
+        moved = self._moved
+        if moved is None or moved.done():
+            return None
+        self._abandoned = True
+        self.sqlite.interrupt()
+        moved.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return moved
 
     def _waiting(self, work: Callable[[], T]) -> T:
         """`work` in a thread, waiting up to `BUSY_TIMEOUT_MS` for a write lock in short slices, so that a
@@ -111,9 +120,8 @@ class Connection:
         await self.run(self.sqlite.rollback)
 
     async def close(self) -> None:
-        if self._moved is not None and not self._moved.done():
-            self.sqlite.interrupt()
-            await asyncio.wait([self._moved])
+        if (moved := self._abandon()) is not None:
+            await asyncio.wait([moved])
         self.stop()
 
     def stop(self) -> None:
@@ -121,9 +129,8 @@ class Connection:
         cancelled) is interrupted and the connection closed once it has ended: closing it under the
         statement crashed the process."""
         self._connection = None
-        if self._moved is not None and not self._moved.done():
-            self.sqlite.interrupt()
-            self._moved.add_done_callback(lambda _: self.sqlite.close())
+        if (moved := self._abandon()) is not None:
+            moved.add_done_callback(lambda _: self.sqlite.close())
             return
         self.sqlite.close()
 
@@ -133,10 +140,6 @@ class Connection:
     @property
     def isolation_level(self) -> str | None:
         return self.sqlite.isolation_level
-
-    @property
-    def in_transaction(self) -> bool:
-        return self.sqlite.in_transaction
 
 
 class Cursor:
