@@ -63,7 +63,8 @@ class Connection:
             done = work()
         except sqlite3.OperationalError as exc:
             code = exc.sqlite_errorcode & 0xFF
-            if code not in _MOVE or (code == sqlite3.SQLITE_INTERRUPT and not budgeted):
+            stale = exc.sqlite_errorcode == sqlite3.SQLITE_BUSY_SNAPSHOT  # no wait can help (`_waiting`)
+            if code not in _MOVE or stale or (code == sqlite3.SQLITE_INTERRUPT and not budgeted):
                 raise
         else:
             # Other tasks' turn, as a hand-off to a thread gave them: without it a request ran all its
@@ -96,16 +97,23 @@ class Connection:
 
     def _waiting(self, work: Callable[[], T]) -> T:
         """`work` in a thread, waiting up to `BUSY_TIMEOUT_MS` for a write lock in short slices, so that a
-        cancelled caller (`_abandoned`) ends the wait within one (an interrupt does not end SQLite's)."""
+        cancelled caller (`_abandoned`) ends the wait within one (an interrupt does not end SQLite's).
+
+        Only a lock that SQLite itself waited for (its busy handler ran the slice) is waited for again. A
+        busy error it gives at once cannot end while the transaction lasts: one whose snapshot another
+        writer has since moved past, or one that read before it wrote. That is the caller's at once, as
+        with a plain busy timeout; tried again, it spun a core for the whole timeout."""
         self.sqlite.execute(f"PRAGMA busy_timeout={_BUSY_SLICE_MS}")
         ends = time.monotonic() + BUSY_TIMEOUT_MS / 1000
         try:
             while True:
+                began = time.monotonic()
                 try:
                     return work()
                 except sqlite3.OperationalError as exc:
                     busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
-                    if not busy or self._abandoned or time.monotonic() > ends:
+                    waited = time.monotonic() - began >= _BUSY_SLICE_MS / 2000
+                    if not (busy and waited) or self._abandoned or time.monotonic() > ends:
                         raise
         finally:
             self.sqlite.execute("PRAGMA busy_timeout=0")

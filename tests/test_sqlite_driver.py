@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core import sqlite_driver
 from core.config import Settings
 from core.db import make_engine
 
@@ -129,3 +130,29 @@ async def test_a_read_in_a_transaction_that_wrote_is_not_cut_short(engine: Async
         assert (await conn.execute(text(LONG_READ))).scalar_one() == 3_000_000
     async with engine.connect() as conn:
         assert (await conn.execute(text("SELECT name FROM item"))).scalars().all() == ["kept"]
+
+
+@pytest.mark.parametrize("other_commits", [True, False], ids=["stale snapshot", "read before the write"])
+async def test_a_lock_no_wait_can_get_is_refused_at_once(
+    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, other_commits: bool
+) -> None:
+    """A transaction that read before it wrote cannot take the write lock while another writer holds it,
+    nor once that writer has committed past its snapshot: SQLite refuses at once, without waiting, and so
+    does the driver (it used to try again until the busy timeout, spinning a core all along)."""
+    monkeypatch.setattr(sqlite_driver, "BUSY_TIMEOUT_MS", 3_600_000)  # a retry would outlast the guard
+    other = sqlite3.connect(tmp_path / "driver.db", isolation_level=None)
+    async with engine.connect() as conn:
+        await conn.exec_driver_sql("BEGIN")
+        await conn.execute(text("SELECT count(*) FROM item"))  # the transaction's snapshot
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO item (name) VALUES ('other')")
+        if other_commits:
+            other.execute("COMMIT")
+        with pytest.raises(OperationalError, match="database is locked"):
+            await asyncio.wait_for(conn.execute(text("INSERT INTO item (name) VALUES ('mine')")), 20)
+        await conn.rollback()
+    if not other_commits:
+        other.execute("COMMIT")
+    other.close()
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT name FROM item"))).scalars().all() == ["other"]
