@@ -20,6 +20,7 @@ import collections
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -33,6 +34,12 @@ _BUSY_SLICE_MS = 50
 # SQLite's progress handler runs every this many virtual machine steps (about a few microseconds' worth).
 _STEPS = 1_000
 _MOVE = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_INTERRUPT})
+# Where moved statements run: threads of their own, not the loop's default executor, which password hashing
+# and list pages use (`asyncio.to_thread`). Writes waiting out another process's lock there took all of its
+# few threads (cores + 4) and held those up for as long. As many as connections can wait at once (the pool).
+# A statement's future is the executor's own, not a task: the end of the loop (asyncio.run cancels every
+# task) marked a task done while its statement still ran, and the connection was closed under it (a crash).
+_THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="sqlite")
 
 
 async def connect(database: str) -> Connection:
@@ -73,7 +80,7 @@ class Connection:
             return done
         finally:
             self._deadline = None
-        self._moved = moved = asyncio.ensure_future(asyncio.to_thread(self._waiting, work))
+        self._moved = moved = asyncio.get_running_loop().run_in_executor(_THREADS, self._waiting, work)
         try:
             return await asyncio.shield(moved)
         except asyncio.CancelledError:

@@ -4,9 +4,14 @@ would hold it: waiting for another connection's write lock, or a long read."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -17,6 +22,7 @@ from core import sqlite_driver
 from core.config import Settings
 from core.db import make_engine
 
+ROOT = Path(__file__).resolve().parent.parent
 # Counts to a few million: far more than `LOOP_BUDGET` of work on any machine.
 LONG_READ = (
     "SELECT count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000)"
@@ -156,3 +162,88 @@ async def test_a_lock_no_wait_can_get_is_refused_at_once(
     other.close()
     async with engine.connect() as conn:
         assert (await conn.execute(text("SELECT name FROM item"))).scalars().all() == ["other"]
+
+
+async def test_writes_waiting_for_the_lock_leave_the_default_executor_free(
+    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Password checks and list pages run in the loop's default executor (`asyncio.to_thread`): writes
+    waiting out another process's lock must not take its threads (a small pool here, as on 2 cores)."""
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=2))
+    writers_count, waiting, all_waiting = 4, [], asyncio.Event()
+    wait = sqlite_driver.Connection._waiting
+
+    def counted(self: sqlite_driver.Connection, work: Callable[[], Any]) -> Any:
+        waiting.append(self)
+        if len(waiting) == writers_count:
+            loop.call_soon_threadsafe(all_waiting.set)
+        return wait(self, work)
+
+    monkeypatch.setattr(sqlite_driver.Connection, "_waiting", counted)
+    other = sqlite3.connect(tmp_path / "driver.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+
+    async def write(n: int) -> None:
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO item (name) VALUES (:n)"), {"n": f"w{n}"})
+
+    writers = [asyncio.create_task(write(n)) for n in range(writers_count)]
+    async with asyncio.timeout(10):
+        await all_waiting.wait()  # every write waits for the lock, in a thread
+        assert await asyncio.to_thread(lambda: "free") == "free"  # and the default executor still runs
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.wait_for(asyncio.gather(*writers), 30)
+    async with engine.connect() as conn:
+        assert len((await conn.execute(text("SELECT name FROM item"))).scalars().all()) == 4
+
+
+# A process whose loop ends (asyncio.run's teardown, as on SIGTERM, cancels every task) while a write waits
+# in a thread for another connection's lock.
+SHUTDOWN = """
+import asyncio, os, sqlite3, sys, threading
+from sqlalchemy import text
+from core import sqlite_driver
+from core.config import Settings
+from core.db import make_engine
+
+path = sys.argv[1]
+entered = threading.Event()
+wait = sqlite_driver.Connection._waiting
+def counted(self, work):
+    entered.set()
+    return wait(self, work)
+sqlite_driver.Connection._waiting = counted
+other = sqlite3.connect(path, isolation_level=None)
+other.execute("BEGIN IMMEDIATE")
+engine = make_engine(Settings(data_dir=os.path.dirname(path), database_url=f"sqlite:///{path}"))
+
+async def write():
+    async with engine.begin() as conn:
+        await conn.execute(text("INSERT INTO item (name) VALUES ('late')"))
+
+async def main():
+    asyncio.create_task(write())
+    await asyncio.to_thread(entered.wait, 20)
+
+asyncio.run(main())
+other.execute("COMMIT")
+print("ended")
+"""
+
+
+def test_a_loop_that_ends_while_a_write_waits_in_a_thread_ends_cleanly(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """The statement's connection is closed only once its thread is done with it, even when the loop's
+    end cancels every task: closing it under the statement crashed the process."""
+    done = subprocess.run(
+        [sys.executable, "-c", SHUTDOWN, str(tmp_path / "driver.db")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ended"
