@@ -70,8 +70,7 @@ class Connection:
             done = work()
         except sqlite3.OperationalError as exc:
             code = exc.sqlite_errorcode & 0xFF
-            stale = exc.sqlite_errorcode == sqlite3.SQLITE_BUSY_SNAPSHOT  # no wait can help (`_waiting`)
-            if code not in _MOVE or stale or (code == sqlite3.SQLITE_INTERRUPT and not budgeted):
+            if code not in _MOVE or (code == sqlite3.SQLITE_INTERRUPT and not budgeted):
                 raise
         else:
             # Other tasks' turn, as a hand-off to a thread gave them: without it a request ran all its
