@@ -8,7 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,14 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     await made.dispose()
 
 
+@pytest.fixture
+def other(engine: AsyncEngine, tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    """Another process's connection to the same database, in autocommit: tests take its write lock."""
+    conn = sqlite3.connect(tmp_path / "driver.db", isolation_level=None)
+    yield conn
+    conn.close()
+
+
 async def test_rows_written_and_read_back(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.execute(text("INSERT INTO item (name) VALUES (:n)"), [{"n": "a"}, {"n": "b"}])
@@ -57,11 +65,10 @@ async def test_an_error_reaches_the_caller_and_the_connection_goes_on(engine: As
 
 
 async def test_a_write_that_meets_another_writer_waits_in_a_thread(
-    engine: AsyncEngine, tmp_path: Path
+    engine: AsyncEngine, other: sqlite3.Connection
 ) -> None:
     """Another process's write lock (here another connection's) is waited for off the loop: other tasks run
     meanwhile, and the write lands once the lock is free."""
-    other = sqlite3.connect(tmp_path / "driver.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # holds the write lock
     other.execute("INSERT INTO item (name) VALUES ('other')")
 
@@ -76,17 +83,17 @@ async def test_a_write_that_meets_another_writer_waits_in_a_thread(
         ticks += 1
         assert not writer.done()
     other.execute("COMMIT")
-    other.close()
     await asyncio.wait_for(writer, 30)
     async with engine.connect() as conn:
         rows = (await conn.execute(text("SELECT name FROM item ORDER BY id"))).scalars().all()
     assert rows == ["other", "mine"]
 
 
-async def test_a_write_waiting_in_a_thread_ends_with_its_caller(engine: AsyncEngine, tmp_path: Path) -> None:
+async def test_a_write_waiting_in_a_thread_ends_with_its_caller(
+    engine: AsyncEngine, other: sqlite3.Connection
+) -> None:
     """Cancelled while it waits for another writer, the statement is interrupted there and then, not left to
     land later on a connection that its session has rolled back and handed on."""
-    other = sqlite3.connect(tmp_path / "driver.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
 
     async def write() -> None:
@@ -100,7 +107,6 @@ async def test_a_write_waiting_in_a_thread_ends_with_its_caller(engine: AsyncEng
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(writer, 10)  # well inside the 30 s it would otherwise wait
     other.execute("COMMIT")
-    other.close()
     async with engine.begin() as conn:
         await conn.execute(text("INSERT INTO item (name) VALUES ('after')"))
     async with engine.connect() as conn:
@@ -140,13 +146,12 @@ async def test_a_read_in_a_transaction_that_wrote_is_not_cut_short(engine: Async
 
 @pytest.mark.parametrize("other_commits", [True, False], ids=["stale snapshot", "read before the write"])
 async def test_a_lock_no_wait_can_get_is_refused_at_once(
-    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, other_commits: bool
+    engine: AsyncEngine, other: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch, other_commits: bool
 ) -> None:
     """A transaction that read before it wrote cannot take the write lock while another writer holds it,
     nor once that writer has committed past its snapshot: SQLite refuses at once, without waiting, and so
     does the driver (it used to try again until the busy timeout, spinning a core all along)."""
     monkeypatch.setattr(sqlite_driver, "BUSY_TIMEOUT_MS", 3_600_000)  # a retry would outlast the guard
-    other = sqlite3.connect(tmp_path / "driver.db", isolation_level=None)
     async with engine.connect() as conn:
         await conn.exec_driver_sql("BEGIN")
         await conn.execute(text("SELECT count(*) FROM item"))  # the transaction's snapshot
@@ -159,13 +164,12 @@ async def test_a_lock_no_wait_can_get_is_refused_at_once(
         await conn.rollback()
     if not other_commits:
         other.execute("COMMIT")
-    other.close()
     async with engine.connect() as conn:
         assert (await conn.execute(text("SELECT name FROM item"))).scalars().all() == ["other"]
 
 
 async def test_writes_waiting_for_the_lock_leave_the_default_executor_free(
-    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: AsyncEngine, other: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Password checks and list pages run in the loop's default executor (`asyncio.to_thread`): writes
     waiting out another process's lock must not take its threads (a small pool here, as on 2 cores)."""
@@ -181,7 +185,6 @@ async def test_writes_waiting_for_the_lock_leave_the_default_executor_free(
         return wait(self, work)
 
     monkeypatch.setattr(sqlite_driver.Connection, "_waiting", counted)
-    other = sqlite3.connect(tmp_path / "driver.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
 
     async def write(n: int) -> None:
@@ -193,7 +196,6 @@ async def test_writes_waiting_for_the_lock_leave_the_default_executor_free(
         await all_waiting.wait()  # every write waits for the lock, in a thread
         assert await asyncio.to_thread(lambda: "free") == "free"  # and the default executor still runs
     other.execute("COMMIT")
-    other.close()
     await asyncio.wait_for(asyncio.gather(*writers), 30)
     async with engine.connect() as conn:
         assert len((await conn.execute(text("SELECT name FROM item"))).scalars().all()) == 4
