@@ -27,8 +27,10 @@ T = TypeVar("T")
 
 # How long another connection's write lock may be waited for (in a thread), as SQLite's busy timeout.
 BUSY_TIMEOUT_MS = 30_000
-# How long a read may hold the event loop before it is read again in a thread.
-LOOP_BUDGET = 0.002
+# How long a read may hold the event loop before it is read again in a thread: a point read takes tens of
+# microseconds and never reaches it; a list page's read wastes at most this much of the loop's time before
+# it moves (2 ms gave `/health` beside two list callers a p99 of 11-14 ms, 0.5 ms 8.4-9.4: docs/bench.md).
+LOOP_BUDGET = 0.0005
 # A wait for a lock in a thread polls in slices this long, so that it can stop when its caller is gone.
 _BUSY_SLICE_MS = 50
 # SQLite's progress handler runs every this many virtual machine steps (about a few microseconds' worth).
