@@ -265,10 +265,15 @@ class ReconcileActivities:
         until = now - grace
         if job.paused and job.paused_at is not None:  # resume judges the fires of the pause
             until = min(until, job.paused_at - SCHEDULE_SETTLE)
+        timed = job.timed
+        if not isinstance(timed, OnceSchedule) and timed.end_at is not None:  # none after it to look for
+            until = min(until, timed.end_at)
         if until <= since:
             return
         cap = self.settings.max_backfill_fires
-        fires = [f for f in fire_times(job.timed, since, cap) if f <= until]
+        fires = fire_times(timed, since, cap, until)
+        if not fires:  # nothing to judge; the mark stays, and the next pass looks from it again
+            return
         if len(fires) == cap:  # more than a pass takes: the rest next pass
             until = fires[-1]
         async with self.sessions() as session:

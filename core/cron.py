@@ -571,12 +571,17 @@ class CronExpression:
         return _describe(self)
 
     def fire_times(
-        self, tz: str, after: datetime, count: int, dst: DstRule = CRON_CONVENTION
+        self,
+        tz: str,
+        after: datetime,
+        count: int,
+        dst: DstRule = CRON_CONVENTION,
+        until: datetime | None = None,
     ) -> list[datetime]:
         """The next `count` fire instants (UTC) after `after` under the DST rule (the cron convention by
         default), computed here so a schedule can be previewed without creating it in Temporal. None
         before FIRST_YEAR or after LAST_YEAR, the span Temporal schedules, so any instant is a valid
-        `after`.
+        `after`. With `until`, none later than it: the search stops there instead of at `count`.
 
         Fixed times follow `dst`, as Temporal fires them with the extras and filter below: a gap time at
         the first instant after the gap (or not), a repeated time at the occurrences the rule keeps of
@@ -592,8 +597,10 @@ class CronExpression:
         day: date | None = after.astimezone(ZoneInfo(tz)).date() - timedelta(days=1)
         while len(fires) < count and day is not None and (day := parsed.next_day(day)) is not None:
             fires.extend(_day_fires(parsed, dst if fixed else None, tz, day, later, count - len(fires)))
+            if until is not None and fires and fires[-1] > until:
+                break  # a later day's fires are later still
             day += timedelta(days=1)
-        return fires[:count]
+        return [f for f in fires[:count] if until is None or f <= until]
 
 
 _DAY = 24 * 3600

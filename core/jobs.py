@@ -495,11 +495,11 @@ class JobService:
         since = job.paused_at - SCHEDULE_SETTLE
         since = min(max(since, job.fires_checked_at or since), job.paused_at)
         cap = self.settings.max_backfill_fires
-        fires = [f for f in fire_times(job.timed, since, cap + 1) if f <= now]
+        fires = fire_times(job.timed, since, cap + 1, now)
         if len(fires) > cap:  # a long pause of a frequent job: the latest fires, within the window, count
             window = job.misfire.window_seconds if job.misfire else self.settings.catchup_window_seconds
             since = max(since, now - timedelta(seconds=window))
-            fires = [f for f in fire_times(job.timed, since, cap) if f <= now]
+            fires = fire_times(job.timed, since, cap, now)
         ran = await fires_with_runs(session, job.id, since, now)
         unrecorded = [f for f in fires if f not in ran]
         before = [f for f in unrecorded if f <= job.paused_at]  # ran before the pause, maybe not recorded
@@ -541,7 +541,7 @@ class JobService:
                 kind = "immediate" if job.immediate else "a fixed-delay job"
                 raise Conflict(f"job {job.id} is {kind}: it has no fire times to backfill")
             cap = self.settings.max_backfill_fires
-            fires = [f for f in fire_times(job.timed, body.start - EPSILON, cap + 1) if f <= body.end]
+            fires = fire_times(job.timed, body.start - EPSILON, cap + 1, body.end)
             if len(fires) > cap:
                 raise Invalid(
                     f"the range holds more than {cap} fires (CHRONOS_MAX_BACKFILL_FIRES); backfill a shorter "

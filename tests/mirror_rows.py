@@ -7,10 +7,10 @@ import uuid
 from core.db import Sessions
 from core.models import Job, User
 from core.payloads import HttpAction
-from core.schedules import ImmediateSchedule
+from core.schedules import ImmediateSchedule, Schedule
 
 
-async def add_job(sessions: Sessions) -> Job:
+async def add_job(sessions: Sessions, schedule: Schedule | None = None) -> Job:
     async with sessions() as session:
         user = User(email=f"{uuid.uuid4().hex[:8]}@example.org", password_hash="-")
         session.add(user)
@@ -18,7 +18,7 @@ async def add_job(sessions: Sessions) -> Job:
         job = Job(
             owner_id=user.id,
             name="test job",
-            schedule=ImmediateSchedule(),
+            schedule=schedule or ImmediateSchedule(),
             # Runs carry their own action (RunInput): the row's is never read by them.
             action=HttpAction(url="http://127.0.0.1/unused"),
         )

@@ -237,3 +237,38 @@ def test_excluded_days_hold_at_the_ends_of_time() -> None:
     fires = fire_times(interval, _z("9999-12-31T20:00Z"), 5)
     assert fires == [_z(f"9999-12-31T{h}:00Z") for h in (21, 22, 23)]
     assert skipped_days(interval, _z("9999-12-31T20:00Z"), fires[-1]) == []
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        {"type": "cron", "cron": "0 0 3 * * *"},
+        {"type": "cron", "cron": "0 30 2 * * *", "timezone": "Europe/Berlin", "dst": {"gap": "skip"}},
+        {"type": "cron", "cron": "0 */20 1-3 * * *", "timezone": "America/New_York"},
+        {
+            "type": "cron",
+            "cron": "0 0 9 * * MON-FRI",
+            "timezone": "Europe/Berlin",
+            "exclude": {"holidays": "DE"},
+        },
+        {"type": "cron", "cron": "0 0 3 1 1 *", "end_at": "2031-06-01T00:00:00Z"},
+        {"type": "interval", "every_seconds": 5400, "exclude": {"dates": ["2027-03-29", "2027-03-30"]}},
+        {"type": "once", "run_at": "2027-03-28T01:30:00Z"},
+    ],
+)
+def test_fire_times_until_stops_where_the_filter_would(schedule: dict[str, Any]) -> None:
+    """`until` ends the search (reconciliation's pass asks each job for a few minutes of fires) and gives
+    exactly the fires a filter of the whole count would keep: across DST changes, excluded days, end_at."""
+    parsed = SCHEDULE.validate_python(schedule)
+    after = _z("2027-03-20T00:00Z")
+    for until in (
+        "2027-03-20T00:00Z",
+        "2027-03-28T01:30Z",
+        "2027-03-31T12:00Z",
+        "2027-11-07T07:00Z",
+        "2040-01-01T00:00Z",
+    ):
+        bound = _z(until)
+        for count in (1, 7, 400):
+            want = [f for f in fire_times(parsed, after, count) if f <= bound]
+            assert fire_times(parsed, after, count, bound) == want, (until, count)
