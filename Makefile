@@ -39,7 +39,7 @@ test: lint chromium
 bench: $(STAMP)
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.throughput --in-memory
-	$(BIN)/python -m bench.lateness --live 2000 --in-flight 1000
+	$(BIN)/python -m bench.lateness --live 2000 --settle 90 --in-flight 1000
 	$(BIN)/python -m bench.lateness --in-memory --once 1000 --spread --apart
 	$(BIN)/python -m bench.schedules
 	$(BIN)/python -m bench.api_latency --seconds 5

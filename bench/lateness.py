@@ -16,7 +16,7 @@ window the benchmark waits for the fires still on their way, and splits each fir
 workflow's start: Temporal's scheduler, then the worker.
 
     python -m bench.lateness [--jobs 50] [--seconds 60] [--burst 0] [--once 0 [--spread] [--apart]] [--live 0]
-        [--in-flight 0] [--in-memory] [--start-rps R] [--sqlite-pragma journal_mode=wal ...]
+        [--settle 0] [--in-flight 0] [--in-memory] [--start-rps R] [--sqlite-pragma journal_mode=wal ...]
 """
 
 from __future__ import annotations
@@ -350,10 +350,11 @@ async def why_missing(
 
 
 async def with_live(
-    s: Stack, api: Api, jobs: int, seconds: int, live: int, in_flight: int
+    s: Stack, api: Api, jobs: int, seconds: int, live: int, in_flight: int, settle: float = 0
 ) -> tuple[list[list[object]], list[list[object]], float]:
     """`--live` and `--in-flight`: the every-10-s lateness with `live` quiet schedules made through the
-    API, and RSS empty, with them, and with `in_flight` held runs; the seconds the creates took."""
+    API (`settle` seconds after the last was made), and RSS empty, with them, and with `in_flight` held
+    runs; the seconds the creates took."""
     memory: list[tuple[str, dict[str, float]]] = [("empty (the every-10-s schedules only)", rss_mb(s))]
     retried = RETRIED[0]
 
@@ -365,6 +366,7 @@ async def with_live(
     )
     took = time.perf_counter() - began
     memory.append((f"{live} more schedules", rss_mb(s)))
+    await asyncio.sleep(settle)
     rows = await window(s, seconds, jobs, f"{live} live")
     if in_flight:
         url = s.target.url(f"/held?delay_ms={HOLD_MS}")
@@ -400,6 +402,7 @@ async def main(
     apart: bool = False,
     start_rps: float | None = None,
     pragmas: Sequence[str] = (),
+    settle: float = 0,
 ) -> None:
     live_rows: list[list[object]] = []
     once_rows: list[list[object]] = []
@@ -447,7 +450,7 @@ async def main(
         if once:
             once_rows, doubled = await one_time(s, api, once, spread, apart)
         if live:
-            live_rows, memory, took = await with_live(s, api, jobs, seconds, live, in_flight)
+            live_rows, memory, took = await with_live(s, api, jobs, seconds, live, in_flight, settle)
         await api.aclose()
     server = f"{'in-memory' if in_memory else 'file'} dev server"
     if start_rps is not None:
@@ -498,6 +501,9 @@ if __name__ == "__main__":
     parser.add_argument(
         "--in-flight", type=int, default=0, help="held runs then started, for RSS (target: 1,000)"
     )
+    parser.add_argument(
+        "--settle", type=float, default=0, help="seconds between the last --live create and the window"
+    )
     parser.add_argument("--in-memory", action="store_true", help="dev server without its file database")
     parser.add_argument("--once", type=int, default=0, help="one-time jobs due in one minute (target: 1,000)")
     parser.add_argument("--spread", action="store_true", help="--once spread over the minute, not one second")
@@ -525,5 +531,6 @@ if __name__ == "__main__":
             a.apart,
             a.start_rps,
             a.sqlite_pragma,
+            a.settle,
         )
     )
