@@ -35,7 +35,7 @@ chromium:
 test: lint chromium
 	$(BIN)/pytest -n 2 --dist loadfile
 
-# Every speed target, Chronos beside bare Temporal on one dev server each; about 14 minutes on 2 cores.
+# Every speed target, Chronos beside bare Temporal on one dev server each; about 28 minutes on 2 cores.
 bench: $(STAMP)
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.throughput --in-memory
