@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
+from temporalio.api.schedule.v1 import ScheduleSpec as ScheduleSpecProto
 from temporalio.client import ScheduleCalendarSpec, ScheduleIntervalSpec, ScheduleRange, ScheduleSpec
 
 from core.config import Settings
@@ -323,20 +324,27 @@ def holiday_comment(region: str, years: range) -> str:
     return f"holidays {region} {years.start}-{years.stop - 1}"
 
 
-def renewal_due(schedule: Schedule, listed: ScheduleSpec, now: datetime) -> bool:
+def renewal_due(schedule: Schedule, listed: ScheduleSpec | ScheduleSpecProto, now: datetime) -> bool:
     """Is the part of a schedule's spec that lists dates ahead (holidays for HOLIDAY_YEARS, after-gap
     instants for DST_HORIZON) not what a spec built now would list? The reconcile pass renews such a
-    spec in place, so a year's holidays and a coming gap are always in it (a few times a year a job)."""
+    spec in place, so a year's holidays and a coming gap are always in it (a few times a year a job).
+    `listed` may be the spec as Temporal's listing sends it: the pass reads that without the SDK's
+    conversion, which was most of its CPU with thousands of schedules (docs/bench.md)."""
     if not isinstance(schedule, CronSchedule | IntervalSchedule):
         return False
     return _dated_marks(listed) != _dated_marks(temporal_spec(schedule, now))
 
 
-def _dated_marks(spec: ScheduleSpec) -> tuple[list[str], list[tuple[int, ...]]]:
-    holidays = sorted(c.comment for c in spec.skip if c.comment and c.comment.startswith("holidays "))
+def _dated_marks(spec: ScheduleSpec | ScheduleSpecProto) -> tuple[list[str], list[tuple[int, ...]]]:
+    skip, calendars = (
+        (spec.skip, spec.calendars)
+        if isinstance(spec, ScheduleSpec)
+        else (spec.exclude_structured_calendar, spec.structured_calendar)
+    )
+    holidays = sorted(c.comment for c in skip if c.comment and c.comment.startswith("holidays "))
     gaps = sorted(
         tuple(getattr(c, name)[0].start for name in ("year", "month", "day_of_month", "hour", "minute"))
-        for c in spec.calendars
+        for c in calendars
         if c.comment and c.comment.endswith(AFTER_GAP) and c.year
     )
     return holidays, gaps

@@ -17,6 +17,7 @@ from core.schedules import (
     Schedule,
     calendar_notes,
     fire_times,
+    renewal_due,
     schedule_warnings,
     skipped_days,
     temporal_spec,
@@ -272,3 +273,15 @@ def test_fire_times_until_stops_where_the_filter_would(schedule: dict[str, Any])
         for count in (1, 7, 400):
             want = [f for f in fire_times(parsed, after, count) if f <= bound]
             assert fire_times(parsed, after, count, bound) == want, (until, count)
+
+
+def test_renewal_reads_a_listed_spec_as_temporal_sends_it() -> None:
+    """Reconciliation reads the specs of Temporal's listing without the SDK's conversion (protobuf): the
+    dated parts read from it are those of the SDK's spec, so a fresh spec is not renewed, a stale one is."""
+    berlin = SCHEDULE.validate_python(
+        {"type": "cron", "cron": "30 2 * * *", "timezone": "Europe/Berlin", "exclude": {"holidays": "DE-BY"}}
+    )
+    now = _z("2027-06-01T00:00Z")
+    fresh, stale = temporal_spec(berlin, now), temporal_spec(berlin, _z("2025-12-01T00:00Z"))
+    assert not renewal_due(berlin, fresh._to_proto(), now) and not renewal_due(berlin, fresh, now)
+    assert renewal_due(berlin, stale._to_proto(), now) and renewal_due(berlin, stale, now)
