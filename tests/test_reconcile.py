@@ -35,6 +35,7 @@ from temporalio.worker import Worker
 from activities.reconcile import ReconcileActivities, reconcile_activities
 from core.config import Settings
 from core.db import Sessions
+from core.job_schedules import fire_workflow_id
 from core.metrics import worker_runtime
 from core.models import DeadLetter, Job, Run, RunStatus, new_id, utcnow
 from core.payloads import FiresPass, FixedDelayInput, HttpAction, RunInput, Trigger, schedule_id
@@ -404,7 +405,7 @@ async def test_a_pass_writes_nothing_for_a_job_with_no_fire_to_judge(
     """Each minute's pass asks every live job for its fires since the last pass. A job with none to judge
     (a daily cron between its fires) costs a computation bounded by now, not a transaction: its mark
     stays. Once a fire has passed and has its run, the mark moves past it. With 2,000 daily jobs the
-    worker spent 17 s of CPU a minute on these passes, 2.5 s now (docs/bench.md)."""
+    worker spent 17 s of CPU a minute on the passes before (docs/bench.md)."""
     now = utcnow()
     # Daily, half a day from now: the last fire was about 12 hours ago and the next is as far ahead.
     daily = CronSchedule.model_validate({"type": "cron", "cron": f"0 0 {(now.hour + 12) % 24} * * *"})
@@ -431,7 +432,7 @@ async def test_a_pass_writes_nothing_for_a_job_with_no_fire_to_judge(
     async with sessions() as session:  # the last fire ran
         session.add(
             Run(
-                id=f"{schedule_id(job.id)}-{last:%Y-%m-%dT%H:%M:%SZ}",
+                id=fire_workflow_id(job.id, last),
                 job_id=job.id,
                 owner_id=job.owner_id,
                 status=RunStatus.SUCCEEDED,
