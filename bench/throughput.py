@@ -87,8 +87,9 @@ async def chronos_round(s: Stack, api: Api, tag: str, n: int, clients: int) -> t
         deadline = time.monotonic() + 60
         while True:
             with engine.connect() as conn:
-                done = int(conn.execute(CHECK, {"prefix": f"{tag}-%"}).scalar_one())
+                # Ended first: a run that ends between the two counts must not read as a wrong record.
                 ended = int(conn.execute(ENDED, {"prefix": f"{tag}-%"}).scalar_one())
+                done = int(conn.execute(CHECK, {"prefix": f"{tag}-%"}).scalar_one())
             if done == n:
                 return arrived, time.time() - started
             if ended == n or time.monotonic() > deadline:
