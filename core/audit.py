@@ -46,7 +46,21 @@ def record(
 ) -> AuditEntry:
     """Add one entry to the session, to commit with the change it records. Job and dead-letter actions
     name `job_id`; user-admin actions (`user.update`) name `target_user_id` and pass `changed(...)`."""
-    entry = AuditEntry(
+    made = entry(actor, action, job_id=job_id, target_user_id=target_user_id, changes=changes)
+    session.add(made)
+    return made
+
+
+def entry(
+    actor: Principal,
+    action: AuditAction,
+    *,
+    job_id: str | None = None,
+    target_user_id: str | None = None,
+    changes: Mapping[str, Any] | None = None,
+) -> AuditEntry:
+    """The entry `record` adds, for a caller that writes its rows itself (`core.db.insert_rows`)."""
+    return AuditEntry(
         actor_id=actor.id,
         actor_email=actor.email,
         action=action,
@@ -54,8 +68,6 @@ def record(
         target_user_id=target_user_id,
         changes=to_jsonable_python(changes or {}),
     )
-    session.add(entry)
-    return entry
 
 
 def snapshot(job: Job) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, NamedTuple
@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import ColumnElement, delete, func, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlmodel import col, select
+from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 from temporalio.client import Client, ScheduleAlreadyRunningError
@@ -36,7 +36,7 @@ from core import audit
 from core.auth import Principal
 from core.config import Settings
 from core.cron import FIRST_YEAR
-from core.db import Sessions, keyset, paginate, writing
+from core.db import Sessions, insert_rows, keyset, paginate, writing
 from core.errors import ChronosError, Conflict, Invalid, NotFound, PreconditionFailed, QuotaExceeded
 from core.job_schedules import (
     backfill_fires,
@@ -198,28 +198,26 @@ class JobService:
             if not job.immediate:
                 await self.temporal.call(lambda c: self._create_schedule(c, job))
                 job.fires_checked_at = utcnow() + SCHEDULE_SETTLE  # its fires begin once the schedule runs
-            changes = audit.definition(job)  # CPU work, done before this process's turn to write
-            run_id = None
-            if job.immediate:  # the job is its one run: inserted running it, so start_run need not update it
-                run_id = run_workflow_id(job.id, Trigger.IMMEDIATE)
-                job.run_started(run_id, Trigger.IMMEDIATE)
-            async with writing(session):  # until the commit (start_run's, for an immediate job)
-                session.add(job)
-                await session.flush()  # the key and the labels refer to the job: insert the job first
-                session.add_all(JobLabel(job_id=job.id, key=k, value=v) for k, v in job.labels.items())
+            # CPU work, done before this process's turn to write.
+            rows: list[SQLModel] = [job]
+            rows += [JobLabel(job_id=job.id, key=k, value=v) for k, v in job.labels.items()]
+            if idempotency_key is not None:
+                hashed = body_hash(body)
+                rows.append(
+                    IdempotencyKey(owner_id=user.id, key=idempotency_key, body_hash=hashed, job_id=job.id)
+                )
+            changes = audit.definition(job)
+            rows.append(audit.entry(user, AuditAction.JOB_CREATE, job_id=job.id, changes=changes))
+            # The job is its one run: inserted already running it, with the run's row.
+            run = self._new_run(job, Trigger.IMMEDIATE) if job.immediate else None
+            rows += [run] if run else []
+            async with writing(session):  # until the commit
+                await session.run_sync(lambda sync: insert_rows(sync.connection(), rows))
                 await self._within_quota(session, job)
-                if idempotency_key is not None:
-                    session.add(
-                        IdempotencyKey(
-                            owner_id=user.id, key=idempotency_key, body_hash=body_hash(body), job_id=job.id
-                        )
-                    )
-                audit.record(session, user, AuditAction.JOB_CREATE, job_id=job.id, changes=changes)
-                if job.immediate:
-                    await self.start_run(session, job, Trigger.IMMEDIATE, run_id=run_id)
-                else:
-                    await session.commit()
-            return await self._public(session, job, local=True)
+                await session.commit()
+            if run is not None:
+                await self._start_workflow(job, run, partial(self._unmake, session, job.id))
+            return await self._public(session, job, local=True, run=run)
 
     async def _idempotent(
         self, session: AsyncSession, user: Principal, key: str, body: JobCreate
@@ -615,21 +613,36 @@ class JobService:
     # -- runs ------------------------------------------------------------------------------------
 
     async def start_run(
-        self,
-        session: AsyncSession,
-        job: Job,
-        trigger: Trigger,
-        actor: Principal | None = None,
-        *,
-        run_id: str | None = None,
+        self, session: AsyncSession, job: Job, trigger: Trigger, actor: Principal | None = None
     ) -> Run:
-        """Every run the API starts (immediate, manual, replay): its row is committed first (the caller
-        reads it at once, the worker finds it), then the workflow starts; if Temporal refuses, the rows
-        are put back as they were. An `actor`'s trigger is audited with the run (an immediate job's run
-        is audited as its creation). `run_id`: one chosen already (an immediate job's, which `create`
-        inserts as running it)."""
-        run_id = run_id or run_workflow_id(job.id, trigger)
-        run = Run(
+        """A run a user asks for (manual, replay), audited as `actor`'s: its row is committed first (the
+        caller reads it at once, the worker finds it), then the workflow starts (`_start_workflow`); if
+        Temporal refuses, the rows are put back as they were."""
+        previous = (job.state, job.last_run_id)
+        run = self._new_run(job, trigger)
+        session.add_all([job, run])
+        entry = None
+        if actor is not None:
+            changes = {"trigger": trigger, "run_id": run.id}
+            entry = audit.record(session, actor, AuditAction.JOB_TRIGGER, job_id=job.id, changes=changes)
+        await session.commit()
+
+        async def undo() -> None:
+            await session.delete(run)
+            if entry:
+                await session.delete(entry)
+            job.state, job.last_run_id = previous
+            await session.commit()
+
+        await self._start_workflow(job, run, undo)
+        return run
+
+    @staticmethod
+    def _new_run(job: Job, trigger: Trigger) -> Run:
+        """A run the API starts, and its job now running it."""
+        run_id = run_workflow_id(job.id, trigger)
+        job.run_started(run_id, trigger)
+        return Run(
             id=run_id,
             job_id=job.id,
             owner_id=job.owner_id,
@@ -637,33 +650,26 @@ class JobService:
             trigger=trigger,
             scheduled_at=utcnow(),
         )
-        previous = (job.state, job.last_run_id)
-        job.run_started(run_id, trigger)
-        session.add_all([job, run])
-        entry = None
-        if actor is not None:
-            changes = {"trigger": trigger, "run_id": run_id}
-            entry = audit.record(session, actor, AuditAction.JOB_TRIGGER, job_id=job.id, changes=changes)
-        await session.commit()
+
+    async def _start_workflow(self, job: Job, run: Run, undo: Callable[[], Awaitable[None]]) -> None:
+        """Start the committed run's workflow; if Temporal refuses (or cannot be reached), `undo` takes its
+        rows back before the error goes on to the caller."""
         try:
             handle = await self.temporal.call(
-                lambda c: start_run_workflow(c, self.settings, job, run_id, trigger)
+                lambda c: start_run_workflow(c, self.settings, job, run.id, run.trigger)
             )
         except Exception:
-            await session.delete(run)
-            if entry:
-                await session.delete(entry)
-            await session.flush()
-            if trigger == Trigger.IMMEDIATE:  # the job was made by this request: nothing of it remains
-                await session.exec(delete(IdempotencyKey).where(col(IdempotencyKey.job_id) == job.id))
-                await session.exec(delete(AuditEntry).where(col(AuditEntry.job_id) == job.id))
-                await session.delete(job)
-            else:
-                job.state, job.last_run_id = previous
-            await session.commit()
+            await undo()
             raise
         run.temporal_run_id = handle.first_execution_run_id or handle.result_run_id
-        return run
+
+    async def _unmake(self, session: AsyncSession, job_id: str) -> None:
+        """Take back every row a create wrote for a job whose run Temporal refused: nothing of it remains."""
+        async with writing(session):
+            for model in (Run, AuditEntry, IdempotencyKey, JobLabel):
+                await session.exec(delete(model).where(col(model.job_id) == job_id))
+            await session.exec(delete(Job).where(col(Job.id) == job_id))
+            await session.commit()
 
     async def _within_quota(self, session: AsyncSession, job: Job) -> None:
         """The owner's job quota, checked at the insert under their lock (core/limits.py); a refused job's
@@ -699,13 +705,15 @@ class JobService:
             return JobState.COMPLETED if last.status == RunStatus.SUCCEEDED else JobState.FAILED
         return JobState.RUNNING if last is not None and last.status in ACTIVE_RUNS else JobState.SCHEDULED
 
-    async def _public(self, session: AsyncSession, job: Job, *, local: bool = False) -> JobPublic:
+    async def _public(
+        self, session: AsyncSession, job: Job, *, local: bool = False, run: Run | None = None
+    ) -> JobPublic:
         """One job as answers show it, its next runs read back from the Temporal schedule (a fixed-delay
         job's from its last scheduled run: they depend on when that run ends). `local` (the answer to a
         create): computed here instead, by the rules its schedule was just made from, which spares
         Temporal a second call per create (docs/bench.md); not for a jittered schedule, whose times are
-        Temporal's random draw."""
-        last = await session.get(Run, job.last_run_id) if job.last_run_id else None
+        Temporal's random draw. `run`: the job's last run, when the caller holds it."""
+        last = run or (await session.get(Run, job.last_run_id) if job.last_run_id else None)
         if is_fixed_delay(job.schedule):
             scheduled = await last_scheduled_runs(session, [job])
             upcoming, note = fixed_delay_next(job, scheduled.get(job.id), datetime.now(UTC))

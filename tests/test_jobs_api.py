@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, ScheduleActionStartWorkflow
 
 from api.main import create_app
@@ -452,7 +454,7 @@ async def test_a_sub_second_run_at_fires_at_or_after_it(api: ApiClient, temporal
 
 
 async def test_temporal_down_is_503_and_creates_nothing(
-    db_engine: Any, tmp_path_factory: pytest.TempPathFactory
+    db_engine: AsyncEngine, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     settings = app_settings(db_engine, tmp_path_factory.mktemp("down"))
     down = TemporalGateway("127.0.0.1:1", "default", session_converter(), timeout=2)
@@ -463,11 +465,30 @@ async def test_temporal_down_is_503_and_creates_nothing(
         )
         problem = expect(answer, 503)
         assert "unreachable" in problem["detail"]
-        now = http_job("http://example.org/x", {"type": "immediate"})
+        # A run-now job is written before its run starts: the refused start takes back all its rows.
+        now = http_job("http://example.org/x", {"type": "immediate"}, labels={"team": "ops", "tier": "1"})
         expect(await alice.post("/jobs", json=now, headers={"Idempotency-Key": "k1"}), 503)
         assert expect(await alice.get("/jobs"), 200)["total"] == 0
+        left = await rows_of(db_engine, alice.id)
+        assert not any(left.values()), left
+        # The key went with the job: the same request is a new attempt, not a replay of a job that is gone.
+        expect(await alice.post("/jobs", json=now, headers={"Idempotency-Key": "k1"}), 503)
         ready = await api.request("GET", "http://chronos.test/ready")
         assert ready.status_code == 503 and "Temporal" in ready.json()["detail"]
+
+
+async def rows_of(engine: AsyncEngine, user_id: str) -> dict[str, int]:
+    """How many rows of each table a user's jobs left; labels have no owner column: those of no job."""
+    counts = {}
+    async with engine.connect() as conn:
+        for table, owner in (("job", "owner_id"), ("run", "owner_id"), ("auditentry", "actor_id")):
+            query = text(f"SELECT count(*) FROM {table} WHERE {owner} = :user")
+            counts[table] = (await conn.execute(query, {"user": user_id})).scalar_one()
+        query = text("SELECT count(*) FROM idempotencykey WHERE owner_id = :user")
+        counts["idempotencykey"] = (await conn.execute(query, {"user": user_id})).scalar_one()
+        orphans = text("SELECT count(*) FROM joblabel WHERE job_id NOT IN (SELECT id FROM job)")
+        assert (await conn.execute(orphans)).scalar_one() == 0
+    return counts
 
 
 async def test_ready_once_a_worker_polls(api: ApiClient) -> None:
