@@ -35,22 +35,6 @@ from core.runs import job_owner, sees_history_of
 JOB_FIELDS = (*JobCreate.model_fields, "state", "pause_note", "version", "deleted_at")
 
 
-def record(
-    session: AsyncSession,
-    actor: Principal,
-    action: AuditAction,
-    *,
-    job_id: str | None = None,
-    target_user_id: str | None = None,
-    changes: Mapping[str, Any] | None = None,
-) -> AuditEntry:
-    """Add one entry to the session, to commit with the change it records. Job and dead-letter actions
-    name `job_id`; user-admin actions (`user.update`) name `target_user_id` and pass `changed(...)`."""
-    made = entry(actor, action, job_id=job_id, target_user_id=target_user_id, changes=changes)
-    session.add(made)
-    return made
-
-
 def entry(
     actor: Principal,
     action: AuditAction,
@@ -59,7 +43,9 @@ def entry(
     target_user_id: str | None = None,
     changes: Mapping[str, Any] | None = None,
 ) -> AuditEntry:
-    """The entry `record` adds, for a caller that writes its rows itself (`core.db.insert_rows`)."""
+    """One entry, for the caller to add to the session that commits the change it records (or to write
+    with the create's rows, `core.db.insert_rows`). Job and dead-letter actions name `job_id`; user-admin
+    actions (`user.update`) name `target_user_id` and pass `changed(...)`."""
     return AuditEntry(
         actor_id=actor.id,
         actor_email=actor.email,

@@ -50,7 +50,9 @@ class DeadLetterService:
             run = await self.jobs.trigger(user, letter.job_id, Trigger.REPLAY)
             await session.delete(letter)
             changes = {"dead_letter_id": letter.id, "failed_run_id": letter.run_id, "run_id": run.id}
-            audit.record(session, user, AuditAction.DEAD_LETTER_REPLAY, job_id=letter.job_id, changes=changes)
+            session.add(
+                audit.entry(user, AuditAction.DEAD_LETTER_REPLAY, job_id=letter.job_id, changes=changes)
+            )
             await session.commit()
             return run
 
@@ -59,8 +61,8 @@ class DeadLetterService:
             letter = await self._owned(session, user, letter_id)
             await session.delete(letter)
             changes = {"dead_letter_id": letter.id, "failed_run_id": letter.run_id}
-            audit.record(
-                session, user, AuditAction.DEAD_LETTER_DISCARD, job_id=letter.job_id, changes=changes
+            session.add(
+                audit.entry(user, AuditAction.DEAD_LETTER_DISCARD, job_id=letter.job_id, changes=changes)
             )
             await session.commit()
 

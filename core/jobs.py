@@ -550,8 +550,8 @@ class JobService:
                 return BackfillCount(count=0)
             row = Backfill(job_id=job.id, start_at=body.start, end_at=body.end, count=len(fires))
             changes = {**body.model_dump(mode="json"), "count": len(fires)}
-            entry = audit.record(session, user, AuditAction.JOB_BACKFILL, job_id=job.id, changes=changes)
-            session.add(row)
+            entry = audit.entry(user, AuditAction.JOB_BACKFILL, job_id=job.id, changes=changes)
+            session.add_all([entry, row])
             await session.commit()
             try:
                 await self.temporal.call(
@@ -624,7 +624,8 @@ class JobService:
         entry = None
         if actor is not None:
             changes = {"trigger": trigger, "run_id": run.id}
-            entry = audit.record(session, actor, AuditAction.JOB_TRIGGER, job_id=job.id, changes=changes)
+            entry = audit.entry(actor, AuditAction.JOB_TRIGGER, job_id=job.id, changes=changes)
+            session.add(entry)
         await session.commit()
 
         async def undo() -> None:
@@ -756,7 +757,7 @@ class JobService:
     ) -> None:
         """The change from `before` to the job as it is now, in the trail (and any `extra` said about it)."""
         changes = {**audit.changed(before, audit.snapshot(job)), **extra}
-        audit.record(session, user, action, job_id=job.id, changes=changes)
+        session.add(audit.entry(user, action, job_id=job.id, changes=changes))
 
     def _refuse_cancelled(self, job: Job) -> None:
         if job.state == JobState.CANCELLED:

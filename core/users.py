@@ -62,7 +62,9 @@ class UserService:
                 user.disabled_at = None
             session.add(user)
             if changes := audit.changed(before, _audited(user)):
-                audit.record(session, admin, AuditAction.USER_UPDATE, target_user_id=user.id, changes=changes)
+                session.add(
+                    audit.entry(admin, AuditAction.USER_UPDATE, target_user_id=user.id, changes=changes)
+                )
             await session.commit()
         if body.disabled:
             await self.jobs.pause_all_of(user.id, DISABLED_NOTE, admin)
