@@ -16,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import TypeAdapter
 from sqlmodel import col, select, update
+from temporalio.api.workflowservice.v1 import ListSchedulesRequest
 from temporalio.client import (
     Client,
     Schedule,
@@ -29,18 +30,29 @@ from temporalio.client import (
     ScheduleUpdateInput,
     WorkflowExecutionStatus,
 )
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
-from activities.reconcile import ReconcileActivities, reconcile_activities
+from activities.reconcile import ReconcileActivities, _in_shard, reconcile_activities
 from core.config import Settings
 from core.db import Sessions
 from core.job_schedules import fire_workflow_id
 from core.metrics import worker_runtime
 from core.models import DeadLetter, Job, Run, RunStatus, new_id, utcnow
-from core.payloads import FiresPass, FixedDelayInput, HttpAction, RunInput, Trigger, schedule_id
+from core.payloads import (
+    SHARDS,
+    FiresPass,
+    FixedDelayInput,
+    HttpAction,
+    RunInput,
+    Shard,
+    Trigger,
+    schedule_id,
+)
 from core.reconcile import RECONCILE_SCHEDULE_ID, ensure_reconcile_schedule
 from core.schedules import CronSchedule, fire_times, renewal_due, temporal_spec
+from core.temporal import JOB_ID, OWNER_ID
 from tests.api_client import ApiClient, AuthedClient, expect
 from tests.histories import keep
 from tests.http_target import HttpTarget
@@ -168,13 +180,45 @@ async def test_schedule_deleted_in_temporal_is_recreated(
         assert (await temporal_client.get_schedule_handle(sid).describe()).info.created_at == created_at
 
 
+def as_chronos_makes_them(job_id: str) -> TypedSearchAttributes:
+    """The search attributes Chronos gives a job's schedule or fixed-delay workflow: reconciliation lists
+    a shard's by the job id among them."""
+    return TypedSearchAttributes(
+        [SearchAttributePair(JOB_ID, job_id), SearchAttributePair(OWNER_ID, "nobody")]
+    )
+
+
+async def test_each_shard_lists_its_own_schedules_only(
+    api: ApiClient, temporal_client: Client, target: HttpTarget
+) -> None:
+    """A pass lists each of its 16 shards' schedules by a condition Temporal keeps to. With a ScheduleId
+    range the dev server ignored the upper bound: every shard listed all later shards' schedules too."""
+    alice = await api.authed_user()
+    made = {schedule_id((await create_job(alice, target, YEARLY))["id"]) for _ in range(6)}
+
+    async def listed() -> list[tuple[Shard, set[str]]] | None:
+        by_shard = []
+        for shard in SHARDS:
+            request = ListSchedulesRequest(
+                namespace=temporal_client.namespace, maximum_page_size=1000, query=_in_shard(shard)
+            )
+            page = await temporal_client.workflow_service.list_schedules(request)
+            by_shard.append((shard, {s.schedule_id for s in page.schedules}))
+        everything = set().union(*(sids for _, sids in by_shard))
+        return by_shard if made <= everything else None  # visibility may lag behind a create
+
+    for shard, sids in await eventually(listed, "the new jobs' schedules in the listings"):
+        assert all(shard.holds(sid) for sid in sids), (shard, sids)
+
+
 async def test_orphan_schedule_is_removed_once_past_the_grace(
     api: ApiClient, temporal_client: Client, reconciler: Reconciler, target: HttpTarget
 ) -> None:
     alice = await api.authed_user()
     owned = await create_job(alice, target, YEARLY)
-    orphan = schedule_id(new_id())
-    spec = RunInput(job_id="gone", owner_id="nobody", action=HttpAction(url=target.url("/orphan")))
+    gone = new_id()
+    orphan = schedule_id(gone)
+    spec = RunInput(job_id=gone, owner_id="nobody", action=HttpAction(url=target.url("/orphan")))
     await temporal_client.create_schedule(
         orphan,
         Schedule(
@@ -182,6 +226,7 @@ async def test_orphan_schedule_is_removed_once_past_the_grace(
             spec=ScheduleSpec(calendars=[ScheduleCalendarSpec(month=[ScheduleRange(1)])]),
             state=ScheduleState(paused=True),
         ),
+        search_attributes=as_chronos_makes_them(gone),
     )
 
     await reconciler.run()  # too young: it may belong to a job whose row is not committed yet
@@ -383,11 +428,16 @@ async def test_a_fixed_delay_job_whose_workflow_ended_is_started_again_without_a
 async def test_an_orphan_fixed_delay_workflow_is_ended_once_past_the_grace(
     temporal_client: Client, reconciler: Reconciler, target: HttpTarget
 ) -> None:
-    orphan = schedule_id(new_id())
-    run = RunInput(job_id="gone", owner_id="nobody", action=HttpAction(url=target.url("/orphan")))
+    gone = new_id()
+    orphan = schedule_id(gone)
+    run = RunInput(job_id=gone, owner_id="nobody", action=HttpAction(url=target.url("/orphan")))
     spec = FixedDelayInput(run=run, every_seconds=60)
     handle = await temporal_client.start_workflow(
-        FixedDelayWorkflow.run, spec, id=orphan, task_queue=f"nobody-{uuid.uuid4().hex[:8]}"
+        FixedDelayWorkflow.run,
+        spec,
+        id=orphan,
+        task_queue=f"nobody-{uuid.uuid4().hex[:8]}",
+        search_attributes=as_chronos_makes_them(gone),
     )
 
     await reconciler.run()  # too young: its job's row may not be committed yet
