@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
@@ -96,6 +97,7 @@ class Stack:
     temporal: Client
     target: TargetClient
     database_url: str | None = None
+    metrics_port: int | None = None
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -185,6 +187,24 @@ class Stack:
                 used[name] = (int(fields[11]) + int(fields[12])) / tick
         return used
 
+    def server_time(self, operation: str) -> tuple[float, int]:
+        """Seconds the dev server's frontend has spent answering `operation` so far, and how many it
+        answered (its own `service_latency` histogram): a call's time inside Temporal, whoever sent it."""
+        if self.metrics_port is None:
+            raise RuntimeError("this stack's dev server serves no metrics")
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        spent, answered = 0.0, 0
+        for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+            for sample in family.samples:
+                labels = sample.labels
+                if labels.get("operation") != operation or labels.get("service_name") != "frontend":
+                    continue
+                if sample.name == "service_latency_sum":
+                    spent += sample.value
+                elif sample.name == "service_latency_count":
+                    answered += int(sample.value)
+        return spent, answered
+
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.workdir / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
@@ -228,9 +248,9 @@ async def stack(
     `dynamic_config` values (JSON, as `--dynamic-config-value KEY=VALUE` takes them) and `sqlite_pragmas`
     (`journal_mode=wal`, `synchronous=normal`: the two it accepts) go to the dev server."""
     workdir = Path(tempfile.mkdtemp(prefix="chronos-bench-"))
-    temporal_port, target_port = free_port(), free_port()
+    temporal_port, target_port, metrics_port = free_port(), free_port(), free_port()
     args = [temporal_binary(), "server", "start-dev", "--headless", "--port", str(temporal_port)]
-    args += ["--log-level", "error"]
+    args += ["--log-level", "error", "--metrics-port", str(metrics_port)]
     if not in_memory:
         args += ["--db-filename", str(workdir / "temporal.db")]
         for pragma in sqlite_pragmas:
@@ -254,7 +274,8 @@ async def stack(
         database_url = None
         if postgres:
             database_url = create_postgres_database(db_name)
-        s = Stack(workdir, temporal_port, client, TargetClient(target_port), database_url, children)
+        target_client = TargetClient(target_port)
+        s = Stack(workdir, temporal_port, client, target_client, database_url, metrics_port, children)
         yield s
     finally:
         if s is not None:
