@@ -96,8 +96,8 @@ class Stack:
     temporal_port: int
     temporal: Client
     target: TargetClient
+    metrics_port: int  # the dev server's own metrics (`--metrics-port`)
     database_url: str | None = None
-    metrics_port: int | None = None
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -190,8 +190,6 @@ class Stack:
     def server_time(self, operation: str) -> tuple[float, int]:
         """Seconds the dev server's frontend has spent answering `operation` so far, and how many it
         answered (its own `service_latency` histogram): a call's time inside Temporal, whoever sent it."""
-        if self.metrics_port is None:
-            raise RuntimeError("this stack's dev server serves no metrics")
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         spent, answered = 0.0, 0
         for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
@@ -275,7 +273,7 @@ async def stack(
         if postgres:
             database_url = create_postgres_database(db_name)
         target_client = TargetClient(target_port)
-        s = Stack(workdir, temporal_port, client, target_client, database_url, metrics_port, children)
+        s = Stack(workdir, temporal_port, client, target_client, metrics_port, database_url, children)
         yield s
     finally:
         if s is not None:
