@@ -6,6 +6,8 @@ import asyncio
 import base64
 import binascii
 import json
+import sqlite3
+import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -18,6 +20,7 @@ from typing import Any, TypeVar, TypeVarTuple, overload
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Row, event, func, insert, inspect, literal, make_url, text, tuple_
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Mapper, Session
 from sqlmodel import SQLModel, select
@@ -38,6 +41,8 @@ Ts = TypeVarTuple("Ts")
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Key of the PostgreSQL advisory lock that every Chronos process holds while it upgrades the schema.
 SCHEMA_LOCK = 0x6368726F6E6F73  # "chronos"
+# Between tries of a schema upgrade that SQLite refused at once ("database is locked": `create_schema`).
+SCHEMA_RETRY_SECONDS = 0.05
 
 
 def make_engine(settings: Settings) -> AsyncEngine:
@@ -192,7 +197,23 @@ async def create_schema(engine: AsyncEngine) -> None:
     Processes that start at once queue on a lock held until the commit: SQLite's write lock (`BEGIN
     IMMEDIATE` waits out the busy timeout) or a PostgreSQL advisory lock. The next one then finds the
     schema at head. Both databases have transactional DDL, so a failed upgrade leaves nothing half done.
-    """
+
+    SQLite may also answer "database is locked" at once instead of waiting, where a wait could deadlock
+    (connections switching a new file to WAL together, say: three of four processes starting at once on a
+    new file failed so in one CI run), and the driver passes such an answer on (`core.sqlite_driver`).
+    Nothing has been written then, so the whole step is tried again, for as long as a lock is waited for."""
+    deadline = time.monotonic() + sqlite_driver.BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            await _upgrade_under_lock(engine)
+            return
+        except OperationalError as exc:
+            if not _sqlite_busy(exc) or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(SCHEMA_RETRY_SECONDS)
+
+
+async def _upgrade_under_lock(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         if conn.dialect.name == "sqlite":
             await conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -200,6 +221,12 @@ async def create_schema(engine: AsyncEngine) -> None:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
         await conn.run_sync(_upgrade)
         await conn.commit()
+
+
+def _sqlite_busy(exc: OperationalError) -> bool:
+    orig = exc.orig
+    code = getattr(orig, "sqlite_errorcode", 0)
+    return isinstance(orig, sqlite3.OperationalError) and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
 @overload

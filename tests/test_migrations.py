@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import sys
 from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator, Iterator
@@ -15,7 +16,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, event, inspect
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel, select
 
@@ -118,6 +120,48 @@ async def test_processes_starting_at_once_upgrade_once(fresh_settings: Settings,
     diff, revision = await _inspect(engine)
     assert diff == []
     assert revision == HEAD
+
+
+def _refusing_at_first(engine: AsyncEngine, code: int, message: str) -> list[int]:
+    """The engine's first new connection fails as SQLite fails it (its error code set); the list counts
+    the refusals."""
+    refused: list[int] = []
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def refuse_once(*_: Any) -> None:
+        if not refused:
+            refused.append(code)
+            error = sqlite3.OperationalError(message)
+            error.sqlite_errorcode = code
+            raise error
+
+    return refused
+
+
+async def test_an_upgrade_sqlite_refuses_at_once_is_tried_again(tmp_path: Path) -> None:
+    """SQLite answers "database is locked" at once where a wait could deadlock (connections switching a new
+    file to WAL together, say): three of four processes starting at once failed so in one CI run. The
+    start tries again."""
+    engine = make_engine(Settings(data_dir=tmp_path))
+    refused = _refusing_at_first(engine, sqlite3.SQLITE_BUSY, "database is locked")
+    try:
+        await create_schema(engine)
+        diff, revision = await _inspect(engine)
+    finally:
+        await engine.dispose()
+    assert refused == [sqlite3.SQLITE_BUSY]
+    assert diff == []
+    assert revision == HEAD
+
+
+async def test_an_upgrade_failing_otherwise_fails_the_start(tmp_path: Path) -> None:
+    engine = make_engine(Settings(data_dir=tmp_path))
+    _refusing_at_first(engine, sqlite3.SQLITE_IOERR, "disk I/O error")
+    try:
+        with pytest.raises(OperationalError, match="disk I/O error"):
+            await create_schema(engine)
+    finally:
+        await engine.dispose()
 
 
 def _downgrade_to_base(connection: Connection) -> None:
