@@ -6,7 +6,6 @@ import asyncio
 import base64
 import binascii
 import json
-import sqlite3
 import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
@@ -208,7 +207,7 @@ async def create_schema(engine: AsyncEngine) -> None:
             await _upgrade_under_lock(engine)
             return
         except OperationalError as exc:
-            if not _sqlite_busy(exc) or time.monotonic() > deadline:
+            if not sqlite_driver.is_busy(exc.orig) or time.monotonic() > deadline:
                 raise
         await asyncio.sleep(SCHEMA_RETRY_SECONDS)
 
@@ -221,12 +220,6 @@ async def _upgrade_under_lock(engine: AsyncEngine) -> None:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
         await conn.run_sync(_upgrade)
         await conn.commit()
-
-
-def _sqlite_busy(exc: OperationalError) -> bool:
-    orig = exc.orig
-    code = getattr(orig, "sqlite_errorcode", 0)
-    return isinstance(orig, sqlite3.OperationalError) and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
 @overload

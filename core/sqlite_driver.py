@@ -44,6 +44,12 @@ _MOVE = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_INTERRUPT})
 _THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="sqlite")
 
 
+def is_busy(error: BaseException | None) -> bool:
+    """Whether SQLite refused a statement for another connection's lock (SQLITE_BUSY, extended codes too)."""
+    code = getattr(error, "sqlite_errorcode", 0)
+    return isinstance(error, sqlite3.OperationalError) and code & 0xFF == sqlite3.SQLITE_BUSY
+
+
 async def connect(database: str) -> Connection:
     """The driver connection, for `create_async_engine(async_creator=...)`."""
     return Connection(sqlite3.connect(database, timeout=0, check_same_thread=False))
@@ -119,7 +125,7 @@ class Connection:
                 try:
                     return work()
                 except sqlite3.OperationalError as exc:
-                    busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                    busy = is_busy(exc)
                     waited = time.monotonic() - began >= _BUSY_SLICE_MS / 2000
                     if not (busy and waited) or self._abandoned or time.monotonic() > ends:
                         raise
