@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -387,13 +387,13 @@ async def scratch_mirror(kind: str, db: str, **settings: Any) -> AsyncIterator[S
             drop_postgres_database(name)
 
 
-class Poster:
-    """JSON POSTs over kept-alive HTTP/1.1 connections and nothing more, for the requests a benchmark counts.
+class LeanClient:
+    """HTTP/1.1 over kept-alive connections and nothing more, for the requests a benchmark counts.
 
     The client is the user's, not Chronos's, yet it runs on the two cores the server and Chronos share:
     httpx cost the benchmark's process about 1.2 ms of CPU a job, twice what the SDK's `start_workflow`
-    costs it on bare's side (0.55 ms), CPU then missing from the server. This one costs about 0.17 ms, so
-    that the client's price does not count against either side (docs/bench.md)."""
+    costs it on bare's side (0.55 ms), CPU then missing from the server and, for a timed request, time
+    added to its latency. This one costs about 0.17 ms (docs/bench.md)."""
 
     # Uvicorn closes a connection idle for 5 s; one idle for longer than this is not reused.
     IDLE_SECONDS = 2.0
@@ -404,12 +404,21 @@ class Poster:
         self.prefix = parts.path.rstrip("/")
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
 
-    async def post(self, path: str, body: Mapping[str, Any], authorization: str) -> tuple[int, bytes]:
-        data = json.dumps(body).encode()
+    async def request(
+        self,
+        method: str,
+        path: str,
+        authorization: str,
+        query: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> tuple[int, bytes]:
+        """The answer's status and body; `body` goes as JSON."""
+        target = f"{self.prefix}{path}" + (f"?{urlencode(query)}" if query else "")
+        data = b"" if body is None else json.dumps(body).encode()
+        kind = "" if body is None else "Content-Type: application/json\r\n"
         head = (
-            f"POST {self.prefix}{path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Authorization: {authorization}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\n\r\n"
+            f"{method} {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Authorization: {authorization}\r\n{kind}Content-Length: {len(data)}\r\n\r\n"
         ).encode()
         reader, writer = await self._connection()
         writer.write(head + data)
@@ -418,7 +427,7 @@ class Poster:
         length = re.search(rb"(?im)^content-length:\s*(\d+)", answer)
         if length is None:
             writer.close()
-            raise RuntimeError(f"POST {path}: an answer without Content-Length: {answer[:200]!r}")
+            raise RuntimeError(f"{method} {path}: an answer without Content-Length: {answer[:200]!r}")
         content = await reader.readexactly(int(length.group(1)))
         self.idle.append((reader, writer, time.monotonic()))
         return status, content
@@ -438,13 +447,13 @@ class Poster:
 
 
 class Api:
-    """A logged-in user of the Chronos API; one pooled client shared by the benchmark's concurrent callers
-    (httpx), and the lean `Poster` for the jobs a benchmark times."""
+    """A logged-in user of the Chronos API: httpx, one pooled client shared by the benchmark's concurrent
+    callers, and `LeanClient` for the requests a benchmark counts (`create_job`, `get`)."""
 
     def __init__(self, base: str, http: httpx.AsyncClient, user_id: str, email: str) -> None:
         self.base = base
         self.http = http
-        self.poster = Poster(f"{base}/api/v1")
+        self.lean = LeanClient(f"{base}/api/v1")
         self.user_id = user_id
         self.email = email
 
@@ -469,14 +478,21 @@ class Api:
 
     async def create_job(self, name: str, schedule: dict[str, Any], url: str) -> dict[str, Any]:
         body = {"name": name, "schedule": schedule, "action": {"type": "http", "method": "POST", "url": url}}
-        status, content = await self.poster.post("/jobs", body, self.http.headers["Authorization"])
+        token = self.http.headers["Authorization"]
+        status, content = await self.lean.request("POST", "/jobs", token, body=body)
         if status != 201:
             raise RuntimeError(f"POST /jobs answered {status}: {content[:500].decode(errors='replace')}")
         job: dict[str, Any] = json.loads(content)
         return job
 
+    async def get(self, path: str, query: Mapping[str, Any]) -> int:
+        """A timed GET's status (its body is read and dropped)."""
+        token = self.http.headers["Authorization"]
+        status, _ = await self.lean.request("GET", path, token, query=query)
+        return status
+
     async def aclose(self) -> None:
-        self.poster.close()
+        self.lean.close()
         await self.http.aclose()
 
 
