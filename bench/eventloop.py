@@ -22,22 +22,20 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
-
-from bench.stack import Api, machine, percentile, stack, table, verdict
+from bench.stack import Api, LeanClient, machine, percentile, stack, table, verdict
 
 # Goals for p99, in milliseconds.
 LIST_GOAL, PREVIEW_GOAL, HEALTH_GOAL = 50, 20, 10
 
 
-async def one_at_a_time(samples: int, call: Callable[[], Awaitable[httpx.Response]]) -> list[float]:
+async def one_at_a_time(samples: int, what: str, call: Callable[[], Awaitable[int]]) -> list[float]:
     """Latencies of `samples` calls after one warm-up call; any answer but 200 stops the benchmark."""
     latencies = []
     for n in range(samples + 1):
         began = time.perf_counter()
-        answer = await call()
-        if answer.status_code != 200:
-            raise RuntimeError(f"{answer.request.url} answered {answer.status_code}: {answer.text[:300]}")
+        status = await call()
+        if status != 200:
+            raise RuntimeError(f"{what} answered {status}")
         if n:
             latencies.append(time.perf_counter() - began)
     return latencies
@@ -57,16 +55,19 @@ async def health_under_load(
             lists += 1
 
     latencies = []
-    async with httpx.AsyncClient(timeout=600) as probe:
-        loaders = [asyncio.create_task(lister()) for _ in range(clients)]
-        deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline:
-            began = time.perf_counter()
-            (await probe.get(f"{api.base}/health")).raise_for_status()
-            latencies.append(time.perf_counter() - began)
-            await asyncio.sleep(0.02)
-        stop.set()
-        await asyncio.gather(*loaders)
+    probe = LeanClient(api.base)
+    loaders = [asyncio.create_task(lister()) for _ in range(clients)]
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        began = time.perf_counter()
+        status, _ = await probe.request("GET", "/health")
+        if status != 200:
+            raise RuntimeError(f"GET /health answered {status}")
+        latencies.append(time.perf_counter() - began)
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.gather(*loaders)
+    probe.close()
     print(f"{lists} list requests ran beside {len(latencies)} /health probes")
     return latencies
 
@@ -84,15 +85,21 @@ async def main(jobs: int, samples: int, seconds: float, clients: int, cron: str,
             if answer.status_code != 201:
                 raise RuntimeError(f"POST /jobs answered {answer.status_code}: {answer.text[:300]}")
 
-        def list_jobs() -> Awaitable[httpx.Response]:
-            return api.http.get("/jobs", params={"limit": 100})
+        def list_jobs() -> Awaitable[int]:
+            return api.get("/jobs", {"limit": 100})
 
-        def preview() -> Awaitable[httpx.Response]:
-            return api.http.post("/schedules/preview", json={"schedule": dense_cron, "count": 100})
+        def preview() -> Awaitable[int]:
+            return api.post("/schedules/preview", {"schedule": dense_cron, "count": 100})
 
-        listed = await one_at_a_time(samples, list_jobs)
-        previewed = await one_at_a_time(samples, preview)
-        alone = await one_at_a_time(samples, lambda: api.http.get(f"{api.base}/health"))
+        async def health() -> int:
+            status, _ = await probe.request("GET", "/health")
+            return status
+
+        probe = LeanClient(api.base)
+        listed = await one_at_a_time(samples, "GET /jobs", list_jobs)
+        previewed = await one_at_a_time(samples, "POST /schedules/preview", preview)
+        alone = await one_at_a_time(samples, "GET /health", health)
+        probe.close()
         probed = await health_under_load(api, seconds, clients, list_jobs)
         figures = [
             (f"GET /jobs?limit=100 ({jobs} jobs: `{cron}`, every {every} s)", listed, LIST_GOAL),

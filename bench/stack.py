@@ -408,7 +408,7 @@ class LeanClient:
         self,
         method: str,
         path: str,
-        authorization: str,
+        authorization: str | None = None,
         query: Mapping[str, Any] | None = None,
         body: Mapping[str, Any] | None = None,
     ) -> tuple[int, bytes]:
@@ -416,9 +416,10 @@ class LeanClient:
         target = f"{self.prefix}{path}" + (f"?{urlencode(query)}" if query else "")
         data = b"" if body is None else json.dumps(body).encode()
         kind = "" if body is None else "Content-Type: application/json\r\n"
+        auth = "" if authorization is None else f"Authorization: {authorization}\r\n"
         head = (
             f"{method} {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Authorization: {authorization}\r\n{kind}Content-Length: {len(data)}\r\n\r\n"
+            f"{auth}{kind}Content-Length: {len(data)}\r\n\r\n"
         ).encode()
         reader, writer = await self._connection()
         writer.write(head + data)
@@ -489,6 +490,12 @@ class Api:
         """A timed GET's status (its body is read and dropped)."""
         token = self.http.headers["Authorization"]
         status, _ = await self.lean.request("GET", path, token, query=query)
+        return status
+
+    async def post(self, path: str, body: Mapping[str, Any]) -> int:
+        """A timed POST's status (its body is read and dropped)."""
+        token = self.http.headers["Authorization"]
+        status, _ = await self.lean.request("POST", path, token, body=body)
         return status
 
     async def aclose(self) -> None:
