@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import time
 
@@ -117,9 +118,11 @@ async def main(n: int, pages: int, in_memory: bool) -> None:
                 inside[side] += await server_time_of(s, spent, answered + count)
 
         async def jobs_page(page: int) -> None:
-            answer = await api.http.get("/jobs", params={"page": page, "limit": 20})
-            answer.raise_for_status()
-            assert len(answer.json()["items"]) == 20
+            token = api.http.headers["Authorization"]
+            query = {"page": page, "limit": 20}
+            status, content = await api.lean.request("GET", "/jobs", token, query=query)
+            if status != 200 or len(json.loads(content)["items"]) != 20:
+                raise RuntimeError(f"GET /jobs page {page} answered {status}: {content[:300]!r}")
 
         async def bare_page(_page: int) -> None:
             # The first page of 20: Temporal's list is a cursor, so a deep page costs one call per page.
