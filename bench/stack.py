@@ -430,7 +430,10 @@ class LeanClient:
             writer.close()
             raise RuntimeError(f"{method} {path}: an answer without Content-Length: {answer[:200]!r}")
         content = await reader.readexactly(int(length.group(1)))
-        self.idle.append((reader, writer, time.monotonic()))
+        if re.search(rb"(?im)^connection:\s*close", answer):
+            writer.close()
+        else:
+            self.idle.append((reader, writer, time.monotonic()))
         return status, content
 
     async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
