@@ -41,6 +41,10 @@ WORKFLOWS = [JobRunWorkflow, RecordRunWorkflow, *FIXED_DELAY_WORKFLOWS, *RECONCI
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows")
 )
+# The SDK's default, kept as a floor: a worker takes runs a little ahead of its free activity slots, which
+# one worker's rate needs (with 4 slots instead of 100 at a concurrency of 2, one worker's calls a second
+# fell from 9.6 to 8.4: docs/bench.md).
+WORKFLOW_TASK_SLOTS = 100
 # On SIGTERM, attempts in progress get this long to finish before their tasks go back to the queue.
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
 
@@ -58,8 +62,11 @@ async def build_worker(
     recorder = RunRecorder(sessions)
     mirror = MirrorActivities(sessions)
     mailer = Mailer(settings)
-    # Every outgoing request goes through the SSRF guard; redirects are never followed.
-    transport = TargetGuard(settings.allow_private_targets).transport()
+    # Every outgoing request goes through the SSRF guard; redirects are never followed. The worker's slots
+    # bound its calls; httpx's pool must not add a bound of its own (100 connections by default, where a
+    # call waiting for one spent its timeout without going out).
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=concurrency)
+    transport = TargetGuard(settings.allow_private_targets).transport(limits=limits)
     async with httpx.AsyncClient(transport=transport, follow_redirects=False) as http:
         notify = NotifyActivities(http, mailer, sessions, recorder)
         yield Worker(
@@ -82,9 +89,11 @@ async def build_worker(
                 *reconcile_activities(settings, sessions),
             ],
             # A run's first attempt is a local activity (workflows/run_job.py): it counts against the
-            # same concurrency, in the local activities' own slots.
+            # same concurrency, in the local activities' own slots, and holds its workflow task's slot
+            # until it ends, so there are at least as many of those.
             max_concurrent_activities=concurrency,
             max_concurrent_local_activities=concurrency,
+            max_concurrent_workflow_tasks=max(concurrency, WORKFLOW_TASK_SLOTS),
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         )
 

@@ -32,6 +32,7 @@ class Answer:
     hang: bool = False
     body: bytes = b'{"ok": true}'
     delay: float = 0  # seconds before answering: a call that is in flight for a while
+    until: threading.Event | None = None  # held open until the test sets it (or HANG_SECONDS pass)
 
 
 HANG = Answer(hang=True)
@@ -87,6 +88,8 @@ def start_target() -> HttpTarget:
             answer = target.answer(received)
             if answer.hang:
                 target.released.wait(HANG_SECONDS)
+            elif answer.until is not None:
+                answer.until.wait(HANG_SECONDS)
             elif answer.delay:
                 target.released.wait(answer.delay)
             self.send_response(answer.status)
@@ -107,7 +110,11 @@ def start_target() -> HttpTarget:
             with contextlib.suppress(ConnectionError):
                 super().handle_one_request()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        # Room for a worker's burst of connections (socketserver listens with a backlog of 5).
+        request_queue_size = 256
+
+    server = Server(("127.0.0.1", 0), Handler)
     target = HttpTarget(server)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return target

@@ -1,4 +1,5 @@
-"""When jobs fail: attempts and logs, Retry-After, timeouts, dead letters, cancel, pause, worker crashes."""
+"""When jobs fail: attempts and logs, Retry-After, timeouts, dead letters, cancel, pause, worker crashes,
+a worker full of slow calls."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -267,8 +269,8 @@ async def test_minutes_of_backoff_pass_on_the_time_skipping_server(
     assert len(target.requests[path]) == 3
 
 
-def _worker_process(settings: Settings, client: Client, queue: str) -> subprocess.Popen[bytes]:
-    """`chronos worker` in a process of its own, so the test can kill it with SIGKILL mid-request."""
+def _worker_process(settings: Settings, client: Client, queue: str, *args: str) -> subprocess.Popen[bytes]:
+    """`chronos worker [args]` in a process of its own, as users run it: a test can kill it mid-request."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHRONOS_")}
     env.update(
         CHRONOS_DATA_DIR=str(settings.data_dir),
@@ -279,7 +281,7 @@ def _worker_process(settings: Settings, client: Client, queue: str) -> subproces
         CHRONOS_ENCRYPTION_KEYS=ENCRYPTION_KEYS,
     )
     root = Path(__file__).resolve().parent.parent
-    return subprocess.Popen([sys.executable, "-m", "cli", "worker"], env=env, cwd=root)
+    return subprocess.Popen([sys.executable, "-m", "cli", "worker", *args], env=env, cwd=root)
 
 
 async def test_killed_worker_mid_request(temporal_client, target, tmp_path):
@@ -322,6 +324,38 @@ async def test_killed_worker_mid_request(temporal_client, target, tmp_path):
     assert at_most_once.status == "failed"
     assert "outcome unknown" in (at_most_once.error or "")
     assert len(target.requests[most]) == 1
+
+
+# Past the SDK's default of 100 workflow-task slots, which a run's first attempt holds until it ends, and
+# past httpx's default pool of 100 connections.
+WIDE = 110
+
+
+async def test_a_worker_makes_as_many_calls_at_once_as_its_concurrency(temporal_client, target, tmp_path):
+    """`chronos worker --concurrency 110` has 110 slow calls in flight at once: it had 100, the rest waiting
+    behind them, a wait that their attempts' timeouts counted."""
+    settings = Settings(data_dir=tmp_path, allow_private_targets=True, encryption_keys=ENCRYPTION_KEYS)
+    engine = make_engine(settings)
+    await create_schema(engine)
+    job = await add_job(make_sessions(engine))
+    queue = f"test-wide-{uuid.uuid4().hex[:8]}"
+    path = unique("/wide")
+    release = threading.Event()
+    target.script(path, [Answer(until=release)])
+    process = _worker_process(settings, temporal_client, queue, "--concurrency", str(WIDE))
+    try:
+        action = HttpAction(url=target.url(path))
+        handles = [await start(temporal_client, queue, run_input(job, action)) for _ in range(WIDE)]
+        try:
+            await target.wait_for(path, WIDE)  # every call in flight together, none answered yet
+        finally:
+            release.set()
+        results = [await handle.result() for handle in handles]
+    finally:
+        process.terminate()
+        process.wait()
+        await engine.dispose()
+    assert {(r.status, r.attempts) for r in results} == {("succeeded", 1)}
 
 
 async def test_pause_and_resume_at_once_continue_the_run(temporal_client, task_queue, job, target, sessions):
