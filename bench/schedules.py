@@ -118,9 +118,8 @@ async def main(n: int, pages: int, in_memory: bool) -> None:
                 inside[side] += await server_time_of(s, spent, answered + count)
 
         async def jobs_page(page: int) -> None:
-            token = api.http.headers["Authorization"]
             query = {"page": page, "limit": 20}
-            status, content = await api.lean.request("GET", "/jobs", token, query=query)
+            status, content = await api.lean.request("GET", "/jobs", api.authorization, query=query)
             if status != 200 or len(json.loads(content)["items"]) != 20:
                 raise RuntimeError(f"GET /jobs page {page} answered {status}: {content[:300]!r}")
 

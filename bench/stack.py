@@ -480,10 +480,14 @@ class Api:
         answer.raise_for_status()
         self.http.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
 
+    @property
+    def authorization(self) -> str:
+        """The `Authorization` header of the current login."""
+        return str(self.http.headers["Authorization"])
+
     async def create_job(self, name: str, schedule: dict[str, Any], url: str) -> dict[str, Any]:
         body = {"name": name, "schedule": schedule, "action": {"type": "http", "method": "POST", "url": url}}
-        token = self.http.headers["Authorization"]
-        status, content = await self.lean.request("POST", "/jobs", token, body=body)
+        status, content = await self.lean.request("POST", "/jobs", self.authorization, body=body)
         if status != 201:
             raise RuntimeError(f"POST /jobs answered {status}: {content[:500].decode(errors='replace')}")
         job: dict[str, Any] = json.loads(content)
@@ -491,14 +495,12 @@ class Api:
 
     async def get(self, path: str, query: Mapping[str, Any]) -> int:
         """A timed GET's status (its body is read and dropped)."""
-        token = self.http.headers["Authorization"]
-        status, _ = await self.lean.request("GET", path, token, query=query)
+        status, _ = await self.lean.request("GET", path, self.authorization, query=query)
         return status
 
     async def post(self, path: str, body: Mapping[str, Any]) -> int:
         """A timed POST's status (its body is read and dropped)."""
-        token = self.http.headers["Authorization"]
-        status, _ = await self.lean.request("POST", path, token, body=body)
+        status, _ = await self.lean.request("POST", path, self.authorization, body=body)
         return status
 
     async def aclose(self) -> None:
