@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench.stack import Api, LeanClient, machine, percentile, stack, table, verdict
+from bench.stack import LeanClient, machine, percentile, stack, table, verdict
 
 # Goals for p99, in milliseconds.
 LIST_GOAL, PREVIEW_GOAL, HEALTH_GOAL = 50, 20, 10
@@ -42,9 +42,12 @@ async def one_at_a_time(samples: int, what: str, call: Callable[[], Awaitable[in
 
 
 async def health_under_load(
-    api: Api, seconds: float, clients: int, list_jobs: Callable[[], Awaitable[Any]]
+    seconds: float,
+    clients: int,
+    list_jobs: Callable[[], Awaitable[Any]],
+    health: Callable[[], Awaitable[int]],
 ) -> list[float]:
-    """`/health` every 20 ms on its own connection while `clients` callers request the list back to back."""
+    """`health()` every 20 ms (its own connection) while `clients` callers request the list back to back."""
     stop = asyncio.Event()
     lists = 0
 
@@ -55,19 +58,16 @@ async def health_under_load(
             lists += 1
 
     latencies = []
-    probe = LeanClient(api.base)
     loaders = [asyncio.create_task(lister()) for _ in range(clients)]
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         began = time.perf_counter()
-        status, _ = await probe.request("GET", "/health")
-        if status != 200:
+        if (status := await health()) != 200:
             raise RuntimeError(f"GET /health answered {status}")
         latencies.append(time.perf_counter() - began)
         await asyncio.sleep(0.02)
     stop.set()
     await asyncio.gather(*loaders)
-    probe.close()
     print(f"{lists} list requests ran beside {len(latencies)} /health probes")
     return latencies
 
@@ -99,8 +99,8 @@ async def main(jobs: int, samples: int, seconds: float, clients: int, cron: str,
         listed = await one_at_a_time(samples, "GET /jobs", list_jobs)
         previewed = await one_at_a_time(samples, "POST /schedules/preview", preview)
         alone = await one_at_a_time(samples, "GET /health", health)
+        probed = await health_under_load(seconds, clients, list_jobs, health)
         probe.close()
-        probed = await health_under_load(api, seconds, clients, list_jobs)
         figures = [
             (f"GET /jobs?limit=100 ({jobs} jobs: `{cron}`, every {every} s)", listed, LIST_GOAL),
             (f"POST /schedules/preview, `{cron}`, count 100", previewed, PREVIEW_GOAL),
