@@ -12,8 +12,7 @@ from datetime import timedelta
 import httpx
 import uvloop
 from temporalio.client import Client
-from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 
 from activities.attempts import RunRecorder
 from activities.email import EmailActivities, Mailer
@@ -34,13 +33,13 @@ from workflows.run_job import JobRunWorkflow, RecordRunWorkflow
 logger = logging.getLogger(__name__)
 
 WORKFLOWS = [JobRunWorkflow, RecordRunWorkflow, *FIXED_DELAY_WORKFLOWS, *RECONCILE_WORKFLOWS]
-# Each run gets a fresh sandbox, into which the sandbox re-imports (and without bytecode files, recompiles)
-# the workflow's own module: 3.7-9.5 ms of worker CPU per run, 0.4 ms with `workflows` passed through
-# (docs/bench.md). Its modules hold no state but constants, so sharing them between runs is deterministic;
-# the replay tests keep the default sandbox, so a restricted call in workflow code still fails there.
-WORKFLOW_RUNNER = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows")
-)
+# Workflows run without the SDK's sandbox here: it re-imported the workflow module into every run's
+# sandbox (3.7-9.5 ms of CPU a run), and with that module passed through it still cost about a fifth of
+# the worker's CPU, an `exec` of a code string per activation and per payload the codec handles
+# (docs/bench.md, "The worker without the sandbox"). The workflow modules hold nothing but constants, so
+# runs sharing them stay deterministic; the tests' workers and the replay tests run the default sandbox
+# (tests/conftest.py), which fails a restricted call (`datetime.now()`, I/O) on every path they take.
+WORKFLOW_RUNNER: WorkflowRunner = UnsandboxedWorkflowRunner()
 # The SDK's default, kept as a floor: a worker takes runs a little ahead of its free activity slots, which
 # one worker's rate needs (with 4 slots instead of 100 at a concurrency of 2, one worker's calls a second
 # fell from 9.6 to 8.4: docs/bench.md).

@@ -37,8 +37,8 @@ from worker import build_worker
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
 # The tests' in-process workers run the workflows in the SDK's default sandbox, which fails a workflow task
-# that reaches a restricted call (`datetime.now()`, I/O): the worker's own runner passes the workflow
-# modules through to save their import per run, and a passed-through module is no longer checked.
+# that reaches a restricted call (`datetime.now()`, I/O): `chronos worker` runs them unsandboxed, for its
+# CPU per run, and relies on these tests for that check.
 worker.WORKFLOW_RUNNER = SandboxedWorkflowRunner()
 
 
