@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from sqlmodel import select
 from api.main import create_app
 from cli import users_create_command
 from core.auth import (
+    LEEWAY_SECONDS,
     decode_access_token,
     issue_access_token,
     needs_rehash,
@@ -215,6 +217,19 @@ async def test_an_expired_token_is_refused(api: ApiClient) -> None:
     user = await api.register()
     now = int(time.time())
     token = sign(api, claims_for(api, user, iat=now - 7200, exp=now - 3600))
+    assert "expired" in await refused(api, token)
+
+
+async def test_a_token_accepted_before_is_refused_once_it_expires(
+    api: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A verified token is not verified again (`core.auth._tokens._verified`): its expiry still is."""
+    user = await api.register()
+    now = int(time.time())
+    token = sign(api, claims_for(api, user, iat=now, exp=now + 60))
+    expect(await api.with_token(token).get("/auth/me"), 200)
+    later = now + 60 + LEEWAY_SECONDS
+    monkeypatch.setattr("core.auth._tokens.time", SimpleNamespace(time=lambda: later))
     assert "expired" in await refused(api, token)
 
 
