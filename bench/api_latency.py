@@ -117,7 +117,8 @@ def seed(
                 "deleted_at": None,
             }
         )
-        rows["joblabel"].append({"job_id": job_id, "key": "team", "value": team})
+        label = {"job_id": job_id, "key": "team", "value": team, "owner_id": owner_id, "created_at": created}
+        rows["joblabel"].append(label)
         audit = {"job_id": job_id, "action": "job.create", "changes": {"name": f"seeded {n}"}, **actor}
         rows["auditentry"].append({"id": f"a{job_id}", "at": created, **audit})
         for k in range(per_job[n]):

@@ -3,6 +3,7 @@ to its end, and bulk pause and resume of one's own jobs by ids or by filter."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -147,6 +148,34 @@ async def test_jobs_page_by_number_counts_only_what_the_filter_keeps(api: ApiCli
     assert ([j["id"] for j in last["items"]], last["total"], last["next_cursor"]) == (oldest, 6, None)
     past = expect(await alice.get("/jobs", params={"limit": 4, "page": 3}), 200)
     assert (past["items"], past["total"], past["next_cursor"]) == ([], 6, None)
+
+
+async def test_a_labels_only_page_by_number_keeps_to_live_jobs_with_every_label(api: ApiClient) -> None:
+    """A page by number of a filter of labels only counts and skips the label rows alone (core/jobs.py
+    `_label_index`): it still sees a label changed and a job deleted, keeps to every label asked for and
+    to the caller's jobs, and shows an admin everyone's."""
+    alice, bob, admin = await api.authed_user(), await api.authed_user(), await api.authed_admin()
+    team = f"t{uuid.uuid4().hex[:8]}"  # the admin's list holds other tests' jobs too
+    made = [
+        (await create(alice, job(f"job {i}", labels={"team": team, "env": "prod" if i % 2 else "dev"})))["id"]
+        for i in range(6)
+    ]
+    bobs = (await create(bob, job("bob's", labels={"team": team, "env": "prod"})))["id"]
+    expect(await alice.delete(f"/jobs/{made[1]}"), 204)
+    expect(await alice.patch(f"/jobs/{made[3]}", json={"labels": {"team": "other", "env": "prod"}}), 200)
+
+    async def by_number(user: AuthedClient, page: int, labels: list[str]) -> tuple[list[str], int]:
+        found = expect(await user.get("/jobs", params={"limit": 3, "page": page, "label": labels}), 200)
+        return [j["id"] for j in found["items"]], found["total"]
+
+    mine = [made[5], made[4], made[2], made[0]]
+    assert await by_number(alice, 1, [f"team:{team}"]) == (mine[:3], 4)
+    assert await by_number(alice, 2, [f"team:{team}"]) == (mine[3:], 4)
+    assert await by_number(alice, 1, [f"team:{team}", "env:prod"]) == ([made[5]], 1)
+    assert await by_number(alice, 1, ["env:prod", f"team:{team}"]) == ([made[5]], 1)
+    assert (await by_number(alice, 1, ["team:other"]))[0] == [made[3]]
+    assert await by_number(admin, 1, [f"team:{team}"]) == ([bobs, *mine[:2]], 5)
+    assert await by_number(admin, 2, [f"team:{team}"]) == (mine[2:], 5)
 
 
 async def test_runs_and_dead_letters_page_by_cursor(api: ApiClient, sessions: Sessions) -> None:

@@ -194,3 +194,32 @@ async def test_the_name_filter_has_a_trigram_index_on_postgresql(engine: AsyncEn
         compiled = query.compile(conn.engine, compile_kwargs={"literal_binds": True})
         plan = (await conn.exec_driver_sql(f"EXPLAIN {compiled}")).scalars().all()
     assert any("ix_job_name_trgm" in line for line in plan), plan
+
+
+def _upgrade_to(revision: str) -> Any:
+    return lambda connection: command.upgrade(alembic_config(connection), revision)
+
+
+async def test_label_rows_get_their_jobs_owner_and_time_and_a_deleted_jobs_go(engine: AsyncEngine) -> None:
+    """0008: the label rows of a database written before it are filled from their jobs, and a deleted job's
+    are removed (the label index holds live jobs only)."""
+    async with engine.begin() as conn:
+        await conn.run_sync(_upgrade_to("0007_quota_count"))
+        await conn.exec_driver_sql(
+            'INSERT INTO "user" (id, email, role, created_at, password_hash, webhook_secret) '
+            "VALUES ('u1', 'a@example.org', 'user', '2026-01-01 00:00:00+00:00', 'x', 's')"
+        )
+        for job_id, deleted in (("live", "NULL"), ("gone", "'2026-02-01 00:00:00+00:00'")):
+            await conn.exec_driver_sql(
+                "INSERT INTO job (id, owner_id, name, schedule, action, retry_policy, execution_guarantee, "
+                "overlap_policy, notify, state, paused, created_at, updated_at, deleted_at) VALUES "
+                f"('{job_id}', 'u1', 'n', '{{}}', '{{}}', '{{}}', 'at_least_once', 'skip', '{{}}', "
+                f"'scheduled', false, '2026-01-02 03:04:05+00:00', '2026-01-02 03:04:05+00:00', {deleted})"
+            )
+            await conn.exec_driver_sql(f"INSERT INTO joblabel VALUES ('{job_id}', 'team', 'a')")
+        await conn.run_sync(_upgrade_to("head"))
+    async with make_sessions(engine)() as session:
+        rows = (await session.exec(select(models.JobLabel))).all()
+    assert [(r.job_id, r.owner_id, r.created_at.isoformat()) for r in rows] == [
+        ("live", "u1", "2026-01-02T03:04:05+00:00")
+    ]

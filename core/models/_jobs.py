@@ -232,14 +232,30 @@ def _schedule_type(_mapper: Any, _connection: Any, job: Job) -> None:
 
 
 class JobLabel(SQLModel, table=True):
-    """One label of a job, a row each, so a `label=k:v` filter is an index lookup on both databases (the
-    job's `labels` column stays what answers show; core/jobs.py writes both)."""
+    """One label of a live job, a row each, so a `label=k:v` filter is an index lookup on both databases
+    (the job's `labels` column stays what answers show; core/jobs.py writes both, and deletes a job's rows
+    when it deletes the job). Each row copies its job's owner and creation time, which never change: a
+    user's jobs with a label, newest first, are then a range of one index, so a page by number counts and
+    skips them there instead of joining every live job of the user's (core/jobs.py `_label_index`)."""
 
-    __table_args__ = (Index("ix_joblabel_key_value", "key", "value", "job_id"),)
+    __table_args__ = (
+        Index("ix_joblabel_key_value", "key", "value", "job_id"),
+        Index("ix_joblabel_owner_key_value_created", "owner_id", "key", "value", "created_at", "job_id"),
+    )
 
     job_id: str = Field(foreign_key="job.id", primary_key=True)
     key: str = Field(primary_key=True, max_length=317)
     value: str = Field(max_length=63)
+    owner_id: str
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+    @classmethod
+    def of(cls, job: Job) -> list[JobLabel]:
+        """The rows that hold a job's labels."""
+        return [
+            cls(job_id=job.id, key=key, value=value, owner_id=job.owner_id, created_at=job.created_at)
+            for key, value in job.labels.items()
+        ]
 
 
 class JobFilter(SQLModel):
