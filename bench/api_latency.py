@@ -7,7 +7,8 @@ models) so the run takes seconds; 20 cron jobs are then made through the API, so
 `GET /jobs` holds jobs with live schedules. One job has 10,000 runs (a tenth failed, each with its dead
 letter) and 10,000 audit entries. Each list is walked once by cursor to collect where its pages start;
 the measured requests then ask for pages at random depths by those cursors and, on the lists that
-take one, by page number (which counts the rows and skips an offset).
+take one, by page number (which counts the rows and skips an offset). The target is PostgreSQL's, the
+production mirror: its worst p99 decides, and SQLite's is printed beside it.
 
     python -m bench.api_latency [--jobs 10000] [--runs 100000] [--rate 100] [--seconds 10]
                                 [--db sqlite,postgresql] [--cases jobs,runs,...]
@@ -169,14 +170,16 @@ def seed(
             for start in range(0, len(values), 5000):
                 conn.execute(SQLModel.metadata.tables[name].insert(), values[start : start + 5000])
     # The statistics a database that grew to this size would have, and on PostgreSQL the visibility map
-    # its autovacuum would have set (index-only scans rely on it) and the seed written out by a checkpoint
-    # now rather than during the first measured case.
+    # its autovacuum would have set (index-only scans rely on it); on both, the seed written out by a
+    # checkpoint now rather than during the first measured cases (on SQLite, from its write-ahead log:
+    # the API's writes would otherwise copy it back bit by bit, and the first cases took 50 to 250 ms p99).
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text("VACUUM ANALYZE"))
             conn.execute(text("CHECKPOINT"))
         else:
             conn.execute(text("ANALYZE"))
+            conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
     engine.dispose()
     return ids
 
@@ -324,9 +327,14 @@ async def main(jobs: int, runs: int, rate: float, seconds: float, dbs: list[str]
         "p99 < 50 ms",
     ]
     print(table(title, header, rows))
-    worst = max(float(r[6]) for r in rows)  # type: ignore[arg-type]
-    print("\n" + verdict("worst p99 ms", worst, BOUND_MS, higher_is_better=False))
-
+    print()
+    worst = {db: max(float(r[6]) for r in rows if r[0] == db) for db in {str(r[0]) for r in rows}}  # type: ignore[arg-type]
+    if "sqlite" in worst:
+        print(f"worst p99 ms on sqlite = {worst['sqlite']:.2f} (the target is PostgreSQL's)")
+    if "postgresql" in worst:
+        print(verdict("worst p99 ms on postgresql", worst["postgresql"], BOUND_MS, higher_is_better=False))
+    else:
+        print("PostgreSQL was not measured: the target is not judged")
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(

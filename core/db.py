@@ -275,11 +275,15 @@ async def paginate(
     count cost the more the deeper the page, so only clients that ask by number pay them. Either way
     the answer carries `next_cursor`, so a walk can go on by cursor. A query of several entities pages
     by its first one's (`at`, `id_`), its conditions on that entity alone: a join only brings a row's
-    companion along (an outer join on a unique key), since rows are counted and skipped without it; or, given
-    `index`, by that index's rows instead."""
+    companion along (an outer join on a unique key), since rows are counted and skipped without it. Given
+    `index`, its rows are counted, skipped and sought by cursor instead, and only the page's read whole."""
     if cursor is not None:
         if page is not None:
             raise Invalid("page: give either page or cursor, not both", ("query", "page"))
+        if index is not None:
+            after = _after(index.ids, index.at, index.id_, cursor)
+            query = query.where(id_.in_(_newest_first(after, index.at, index.id_).limit(limit + 1)))
+            cursor = None
         found = await keyset(session, query, at, id_, cursor, limit)
         return Page(items=found.items, limit=limit, next_cursor=found.next_cursor, total=None, page=None)
     return await _numbered(session, query, at, id_, limit, page or 1, index)
@@ -315,11 +319,15 @@ async def keyset(
     ends with (`at`, `id_`), however deep the page.
     """
     if cursor is not None:
-        after_at, after_id = _decoded(cursor)
-        query = query.where(tuple_(at, id_) < tuple_(literal(after_at, at.type), literal(after_id, id_.type)))
+        query = _after(query, at, id_, cursor)
     rows = list(await session.exec(_newest_first(query, at, id_).limit(limit + 1)))
     items, next_cursor = _cut(rows, at, id_, limit)
     return CursorPage(items=items, next_cursor=next_cursor)
+
+
+def _after(query: SelectOfScalar[M], at: Any, id_: Any, cursor: str) -> SelectOfScalar[M]:
+    after_at, after_id = _decoded(cursor)
+    return query.where(tuple_(at, id_) < tuple_(literal(after_at, at.type), literal(after_id, id_.type)))
 
 
 def _newest_first(query: SelectOfScalar[M], at: Any, id_: Any) -> SelectOfScalar[M]:

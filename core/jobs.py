@@ -139,7 +139,7 @@ def _labelled(key: str, value: str) -> SelectOfScalar[str]:
 
 def _label_index(user: Principal, match: JobFilter) -> RowIndex | None:
     """A filter of labels only: its jobs as the `job_label` rows of its first label, one per live job, so
-    a page by number counts and skips a range of one index instead of joining all the user's live jobs
+    a page counts, skips or seeks in a range of one index instead of joining all the user's live jobs
     with the label's rows (2 ms a count on PostgreSQL, for 1,000 of a user's 10,000 jobs)."""
     if not match.labels or match.state is not None or match.type is not None or match.q:
         return None

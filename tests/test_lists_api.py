@@ -150,10 +150,10 @@ async def test_jobs_page_by_number_counts_only_what_the_filter_keeps(api: ApiCli
     assert (past["items"], past["total"], past["next_cursor"]) == ([], 6, None)
 
 
-async def test_a_labels_only_page_by_number_keeps_to_live_jobs_with_every_label(api: ApiClient) -> None:
-    """A page by number of a filter of labels only counts and skips the label rows alone (core/jobs.py
-    `_label_index`): it still sees a label changed and a job deleted, keeps to every label asked for and
-    to the caller's jobs, and shows an admin everyone's."""
+async def test_a_labels_only_page_keeps_to_live_jobs_with_every_label(api: ApiClient) -> None:
+    """A page of a filter of labels only is counted, skipped or sought by cursor in the label rows alone
+    (core/jobs.py `_label_index`): it still sees a label changed and a job deleted, keeps to every label
+    asked for and to the caller's jobs, and shows an admin everyone's."""
     alice, bob, admin = await api.authed_user(), await api.authed_user(), await api.authed_admin()
     team = f"t{uuid.uuid4().hex[:8]}"  # the admin's list holds other tests' jobs too
     made = [
@@ -176,6 +176,10 @@ async def test_a_labels_only_page_by_number_keeps_to_live_jobs_with_every_label(
     assert (await by_number(alice, 1, ["team:other"]))[0] == [made[3]]
     assert await by_number(admin, 1, [f"team:{team}"]) == ([bobs, *mine[:2]], 5)
     assert await by_number(admin, 2, [f"team:{team}"]) == (mine[2:], 5)
+    # and by cursor, which seeks in the same rows
+    assert await walk(alice, "/jobs", limit=3, label=f"team:{team}") == mine
+    assert await walk(alice, "/jobs", limit=1, label=[f"team:{team}", "env:dev"]) == mine[1:]
+    assert await walk(admin, "/jobs", limit=2, label=f"team:{team}") == [bobs, *mine]
 
 
 async def test_runs_and_dead_letters_page_by_cursor(api: ApiClient, sessions: Sessions) -> None:

@@ -235,8 +235,8 @@ class JobLabel(SQLModel, table=True):
     """One label of a live job, a row each, so a `label=k:v` filter is an index lookup on both databases
     (the job's `labels` column stays what answers show; core/jobs.py writes both, and deletes a job's rows
     when it deletes the job). Each row copies its job's owner and creation time, which never change: a
-    user's jobs with a label, newest first, are then a range of one index, so a page by number counts and
-    skips them there instead of joining every live job of the user's (core/jobs.py `_label_index`)."""
+    user's jobs with a label, newest first, are then a range of one index, so a page counts, skips or
+    seeks them there instead of joining every live job of the user's (core/jobs.py `_label_index`)."""
 
     __table_args__ = (
         Index("ix_joblabel_key_value", "key", "value", "job_id"),
