@@ -336,6 +336,7 @@ async def main(jobs: int, runs: int, rate: float, seconds: float, dbs: list[str]
     else:
         print("PostgreSQL was not measured: the target is not judged")
 
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
