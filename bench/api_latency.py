@@ -171,8 +171,8 @@ def seed(
                 conn.execute(SQLModel.metadata.tables[name].insert(), values[start : start + 5000])
     # The statistics a database that grew to this size would have, and on PostgreSQL the visibility map
     # its autovacuum would have set (index-only scans rely on it); on both, the seed written out by a
-    # checkpoint now rather than during the first measured cases (on SQLite, from its write-ahead log:
-    # the API's writes would otherwise copy it back bit by bit, and the first cases took 50 to 250 ms p99).
+    # checkpoint now rather than during the first measured cases (on SQLite, out of its write-ahead log,
+    # as a mirror that grew over time would have it).
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text("VACUUM ANALYZE"))
