@@ -226,8 +226,8 @@ async def _upgrade_under_lock(engine: AsyncEngine) -> None:
 @dataclass(frozen=True)
 class RowIndex:
     """Rows of another table that stand one for one for a query's rows, with the same sort key (`at`,
-    `id_`): a page by number counts and skips them instead of the query's own, which would join tables.
-    `ids` selects the index's `id_` column under its conditions."""
+    `id_`): a page counts, skips or seeks by cursor in them instead of the query's own rows, which would
+    join tables. `ids` selects the index's `id_` column under its conditions."""
 
     ids: SelectOfScalar[Any]
     at: Any
