@@ -16,10 +16,10 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event, inspect
+from sqlalchemy import Connection, event, func, inspect
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import SQLModel, select
+from sqlmodel import SQLModel, col, select
 
 from core import models
 from core.config import Settings
@@ -223,3 +223,43 @@ async def test_label_rows_get_their_jobs_owner_and_time_and_a_deleted_jobs_go(en
     assert [(r.job_id, r.owner_id, r.created_at.isoformat()) for r in rows] == [
         ("live", "u1", "2026-01-02T03:04:05+00:00")
     ]
+
+
+async def test_a_users_live_jobs_are_counted_from_their_index_alone(engine: AsyncEngine) -> None:
+    """A page by number counts the user's live jobs (core/db.py `_numbered`): from `ix_job_owner_live`
+    alone, not the table, once the statistics say one user owns every job (SQLite read the whole table
+    while the index lacked `deleted_at`)."""
+    await create_schema(engine)
+    count = select(func.count()).select_from(
+        select(models.Job.id)
+        .where(col(models.Job.deleted_at).is_(None), col(models.Job.owner_id) == "u1")
+        .subquery()
+    )
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql(
+            'INSERT INTO "user" (id, email, role, created_at, password_hash, webhook_secret) '
+            "VALUES ('u1', 'a@example.org', 'user', '2026-01-01 00:00:00+00:00', 'x', 's')"
+        )
+        action = '{"url": "' + "x" * 500 + '"}'  # rows as wide as real ones, so reading the table costs
+        for n in range(100):
+            await conn.exec_driver_sql(
+                "INSERT INTO job (id, owner_id, name, schedule, action, retry_policy, execution_guarantee, "
+                "overlap_policy, notify, state, paused, created_at, updated_at) VALUES "
+                f"('j{n}', 'u1', 'n', '{{}}', '{action}', '{{}}', 'at_least_once', 'skip', '{{}}', "
+                "'scheduled', false, '2026-01-02 03:04:05+00:00', '2026-01-02 03:04:05+00:00')"
+            )
+    postgresql = engine.dialect.name == "postgresql"
+    options = {"isolation_level": "AUTOCOMMIT"} if postgresql else {}  # VACUUM runs outside a transaction
+    async with engine.execution_options(**options).connect() as conn:
+        if postgresql:
+            await conn.exec_driver_sql("VACUUM ANALYZE job")
+            await conn.exec_driver_sql("SET enable_seqscan = off")  # 100 rows would be read whole anyway
+        else:
+            await conn.exec_driver_sql("ANALYZE")
+        compiled = count.compile(conn.engine, compile_kwargs={"literal_binds": True})
+        explain = "EXPLAIN" if postgresql else "EXPLAIN QUERY PLAN"
+        plan = " ".join(str(row[-1]) for row in await conn.exec_driver_sql(f"{explain} {compiled}"))
+    if postgresql:
+        assert "Index Only Scan using ix_job_owner_live" in plan, plan
+    else:
+        assert "COVERING INDEX ix_job_owner_live" in plan, plan
