@@ -18,7 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, func, inspect
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import SQLModel, col, select
 
 from core import models
@@ -200,22 +200,32 @@ def _upgrade_to(revision: str) -> Any:
     return lambda connection: command.upgrade(alembic_config(connection), revision)
 
 
+# Rows written in SQL, as the schema at 0007 and later takes them: user u1 and its jobs.
+async def _add_user(conn: AsyncConnection) -> None:
+    await conn.exec_driver_sql(
+        'INSERT INTO "user" (id, email, role, created_at, password_hash, webhook_secret) '
+        "VALUES ('u1', 'a@example.org', 'user', '2026-01-01 00:00:00+00:00', 'x', 's')"
+    )
+
+
+async def _add_job(conn: AsyncConnection, job_id: str, action: str = "{}", deleted_at: str = "NULL") -> None:
+    """`deleted_at` as an SQL literal."""
+    await conn.exec_driver_sql(
+        "INSERT INTO job (id, owner_id, name, schedule, action, retry_policy, execution_guarantee, "
+        "overlap_policy, notify, state, paused, created_at, updated_at, deleted_at) VALUES "
+        f"('{job_id}', 'u1', 'n', '{{}}', '{action}', '{{}}', 'at_least_once', 'skip', '{{}}', "
+        f"'scheduled', false, '2026-01-02 03:04:05+00:00', '2026-01-02 03:04:05+00:00', {deleted_at})"
+    )
+
+
 async def test_label_rows_get_their_jobs_owner_and_time_and_a_deleted_jobs_go(engine: AsyncEngine) -> None:
     """0008: the label rows of a database written before it are filled from their jobs, and a deleted job's
     are removed (the label index holds live jobs only)."""
     async with engine.begin() as conn:
         await conn.run_sync(_upgrade_to("0007_quota_count"))
-        await conn.exec_driver_sql(
-            'INSERT INTO "user" (id, email, role, created_at, password_hash, webhook_secret) '
-            "VALUES ('u1', 'a@example.org', 'user', '2026-01-01 00:00:00+00:00', 'x', 's')"
-        )
+        await _add_user(conn)
         for job_id, deleted in (("live", "NULL"), ("gone", "'2026-02-01 00:00:00+00:00'")):
-            await conn.exec_driver_sql(
-                "INSERT INTO job (id, owner_id, name, schedule, action, retry_policy, execution_guarantee, "
-                "overlap_policy, notify, state, paused, created_at, updated_at, deleted_at) VALUES "
-                f"('{job_id}', 'u1', 'n', '{{}}', '{{}}', '{{}}', 'at_least_once', 'skip', '{{}}', "
-                f"'scheduled', false, '2026-01-02 03:04:05+00:00', '2026-01-02 03:04:05+00:00', {deleted})"
-            )
+            await _add_job(conn, job_id, deleted_at=deleted)
             await conn.exec_driver_sql(f"INSERT INTO joblabel VALUES ('{job_id}', 'team', 'a')")
         await conn.run_sync(_upgrade_to("head"))
     async with make_sessions(engine)() as session:
@@ -236,18 +246,10 @@ async def test_a_users_live_jobs_are_counted_from_their_index_alone(engine: Asyn
         .subquery()
     )
     async with engine.begin() as conn:
-        await conn.exec_driver_sql(
-            'INSERT INTO "user" (id, email, role, created_at, password_hash, webhook_secret) '
-            "VALUES ('u1', 'a@example.org', 'user', '2026-01-01 00:00:00+00:00', 'x', 's')"
-        )
+        await _add_user(conn)
         action = '{"url": "' + "x" * 500 + '"}'  # rows as wide as real ones, so reading the table costs
         for n in range(100):
-            await conn.exec_driver_sql(
-                "INSERT INTO job (id, owner_id, name, schedule, action, retry_policy, execution_guarantee, "
-                "overlap_policy, notify, state, paused, created_at, updated_at) VALUES "
-                f"('j{n}', 'u1', 'n', '{{}}', '{action}', '{{}}', 'at_least_once', 'skip', '{{}}', "
-                "'scheduled', false, '2026-01-02 03:04:05+00:00', '2026-01-02 03:04:05+00:00')"
-            )
+            await _add_job(conn, f"j{n}", action=action)
     postgresql = engine.dialect.name == "postgresql"
     options = {"isolation_level": "AUTOCOMMIT"} if postgresql else {}  # VACUUM runs outside a transaction
     async with engine.execution_options(**options).connect() as conn:
