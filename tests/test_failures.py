@@ -140,6 +140,23 @@ async def test_response_bodies_are_kept_as_a_bounded_excerpt(
     assert "EEEE" in answer and len(answer) < 400
 
 
+async def test_a_target_answering_in_binary_is_recorded(temporal_client, task_queue, job, target, sessions):
+    """An answer holding NUL bytes (an image, a gzip) is kept in the log with U+FFFD in their place: kept
+    as it came, PostgreSQL refused the run's log line and its write was retried for ever."""
+    path = unique("/binary")
+    binary = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+    target.script(path, [Answer(500, body=binary), Answer(200, body=binary)])
+    handle = await start(temporal_client, task_queue, run_input(job, HttpAction(url=target.url(path))))
+    assert (await handle.result()).status == "succeeded"
+    attempts = await attempts_of(sessions, handle.id)
+    assert [(a.status, a.http_status) for a in attempts] == [("failed", 500), ("succeeded", 200)]
+    answers = [line for line in await log_of(sessions, handle.id) if line.startswith("HTTP ")]
+    assert len(answers) == 2 and all("\ufffd\ufffd\ufffd\rIHDR" in line for line in answers), answers
+    async with sessions() as session:
+        run = await session.get(Run, handle.id)
+        assert run is not None and run.status == "succeeded"
+
+
 async def test_retry_after_is_honoured(temporal_client, task_queue, job, target, sessions):
     """The policy would wait 10 minutes; the target's Retry-After of 1 s is what Temporal waits instead."""
     path = unique("/busy")

@@ -13,7 +13,7 @@ from pydantic import Field as Spec
 from pydantic_core import from_json
 from sqlalchemy import JSON, ColumnElement, DateTime, String, Text, TypeDecorator, cast, type_coerce
 from sqlalchemy.engine import Dialect
-from sqlmodel import Field, SQLModel
+from sqlmodel import AutoString, Field, SQLModel
 
 from core.codec import Keyring
 from core.payloads import has_userinfo, with_secrets
@@ -145,6 +145,20 @@ def keyring_of(dialect: Dialect) -> Keyring:
             "(or give it one with core.models.attach_keyring)"
         )
     return keys
+
+
+class OutsideText(TypeDecorator[str]):
+    """Text that comes from outside Chronos (an excerpt of a target's answer, a mail server's reply, a
+    failure message of the user's own workflow), stored with each NUL character as U+FFFD, the character
+    the excerpt already shows for bytes it cannot decode. PostgreSQL refuses NUL in text: a run whose
+    target answered in binary could not be recorded, its write retried for ever. Requests never carry NUL
+    (`api.deps.refuse_nul`), so only text from outside meets this."""
+
+    impl = AutoString
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return value.replace("\x00", "\ufffd") if value is not None and "\x00" in value else value
 
 
 class EnumText(TypeDecorator[E]):

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Index
 from sqlmodel import Field, SQLModel
 
-from core.models._common import UTCDateTime, created, new_id
+from core.models._common import OutsideText, UTCDateTime, created, new_id
 
 
 class DeadLetterBase(SQLModel):
@@ -30,7 +30,7 @@ class DeadLetter(DeadLetterBase, table=True):
 
     id: str = Field(default_factory=new_id, primary_key=True)
     owner_id: str
-    error: str | None = None
+    error: str | None = Field(default=None, sa_type=OutsideText)
     attempts: int = 0
     request: dict[str, Any] | None = Field(default=None, sa_type=JSON)
     created_at: datetime = created()

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import JSON, Index, UniqueConstraint
 from sqlmodel import AutoString, Field, SQLModel
 
-from core.models._common import TemporalLinks, UTCDateTime, created, enum_of, when
+from core.models._common import OutsideText, TemporalLinks, UTCDateTime, created, enum_of, when
 from core.payloads import Trigger
 
 
@@ -75,7 +75,7 @@ class Run(RunBase, table=True):
     duration_ms: int | None = None
     attempts: int = 0
     result: dict[str, Any] | None = Field(default=None, sa_type=JSON)
-    error: str | None = None
+    error: str | None = Field(default=None, sa_type=OutsideText)
     temporal_run_id: str | None = None
     created_at: datetime = created()
 
@@ -111,7 +111,7 @@ class Attempt(AttemptBase, table=True):
     started_at: datetime | None = when()
     finished_at: datetime | None = when()
     http_status: int | None = None
-    error: str | None = None
+    error: str | None = Field(default=None, sa_type=OutsideText)
     duration_ms: int | None = None
 
 
@@ -138,6 +138,7 @@ class RunLog(LogLine, table=True):
     run_id: str = Field(foreign_key="run.id", index=True)
     key: str = Field(unique=True, max_length=300)
     ts: datetime = created()
+    message: str = Field(sa_type=OutsideText)
 
 
 class LogPage(SQLModel):
