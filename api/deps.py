@@ -5,8 +5,10 @@ pool, a hand-off to a thread and back for each one, several per request (docs/be
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated, cast
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, Query, Request, Security
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
@@ -33,6 +35,45 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # The token URL makes the Authorize button of /docs run the OAuth2 password grant.
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", scopes=SCOPES, auto_error=False)
+
+
+# Text no request may carry, wherever in it: PostgreSQL cannot store the NUL character (a name, a filter or
+# an id holding one failed there as a 500), and SQLite could, so the two mirrors would disagree.
+NUL = "\x00"
+FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+async def refuse_nul(request: Request) -> None:
+    """422 for a NUL character in the path, the query or the body (a JSON string or key, a form field),
+    naming where; every route has it (`create_app`). A JSON body is searched for the escape `\\u0000`
+    first, so one without it is never walked."""
+    where = [("path", name) for name, value in request.path_params.items() if NUL in str(value)]
+    where += [("query", key) for key, value in request.query_params.multi_items() if NUL in key + value]
+    if request.method not in SAFE_METHODS:
+        if request.headers.get("content-type", "").startswith(FORMS):
+            form = await request.form()
+            where += [("body", key) for key, value in form.multi_items() if NUL in key + str(value)]
+        elif b"\\u0000" in (body := await request.body()):
+            with contextlib.suppress(ValueError):  # not JSON: the route refuses it as it stands
+                where += [("body", *path) for path in _nul_paths(json.loads(body))]
+    if where:
+        first = ".".join(str(part) for part in where[0][1:])
+        more = f" (and {len(where) - 1} more)" if len(where) > 1 else ""
+        raise Invalid(f"{first}: must not contain the NUL character (U+0000){more}", where[0])
+
+
+def _nul_paths(document: Any) -> Iterator[tuple[Any, ...]]:
+    """The paths of a parsed JSON document's strings and keys that hold NUL (a stack: a deep document
+    cannot exhaust the interpreter's recursion)."""
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), document)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str) and NUL in value:
+            yield path
+        elif isinstance(value, dict):  # a key that holds NUL is reported at its own path
+            stack.extend(((*path, k), NUL if NUL in k else v) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend(((*path, i), item) for i, item in reversed(list(enumerate(value))))
 
 
 async def get_settings(request: Request) -> Settings:

@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from api import errors, openapi
 from api.cors import CodecCors
+from api.deps import refuse_nul
 from api.headers import SecurityHeaders
 from api.routes import admin, audit, auth, codec, dead_letters, docs, jobs, metrics, ops, runs
 from api.throttle import Throttle
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         lifespan=lifespan,
         docs_url=None,  # served by api/routes/docs.py from vendored assets
         redoc_url=None,
+        dependencies=[Depends(refuse_nul)],
     )
     app.state.throttle = Throttle(settings.auth_attempts_per_minute, settings.trusted_proxies)
     errors.install(app)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import psycopg
 import pytest
 from sqlalchemy import text
@@ -567,6 +569,49 @@ async def test_private_and_metadata_targets_are_refused_at_submit(
         hook["notify"] = {"webhook_url": "http://192.168.1.1/hook"}
         problem = expect(await bob.post("/jobs", json=hook), 422)
         assert problem["errors"][0]["loc"] == ["body", "notify", "webhook_url"]
+
+
+async def test_the_nul_character_is_refused_wherever_a_request_carries_it(
+    api: ApiClient, temporal_client: Client
+) -> None:
+    """PostgreSQL cannot store NUL (U+0000) in text: a name, a filter, an id or a login holding one was a 500
+    there (after the job's schedule was made). Now a 422 names where it is, on both databases, and nothing
+    is made."""
+    alice = await api.authed_user()
+    cron = {"type": "cron", "cron": "0 3 * * *"}
+    job = http_job("http://example.org/x", cron)
+    cases: list[tuple[Awaitable[httpx.Response], list[str | int]]] = [
+        (alice.post("/jobs", json={**job, "name": "a\x00b"}), ["body", "name"]),
+        (alice.post("/jobs", json={**job, "labels": {"team\x00": "a"}}), ["body", "labels", "team\x00"]),
+        (
+            alice.post("/jobs", json={**job, "schedule": {**cron, "cron": "0 3 * * *\x00"}}),
+            ["body", "schedule", "cron"],
+        ),
+        (
+            alice.post("/jobs", json={**job, "action": {**job["action"], "body": {"a": ["ok", "\x00"]}}}),
+            ["body", "action", "body", "a", 1],
+        ),
+        (alice.get("/jobs", params={"q": "a\x00"}), ["query", "q"]),
+        (alice.get("/jobs/a%00b"), ["path", "job_id"]),
+        (alice.post("/runs/a%00b/cancel"), ["path", "run_id"]),
+        (
+            api.post(
+                "/auth/token",
+                data={"grant_type": "password", "username": "a\x00@example.org", "password": "x"},
+            ),
+            ["body", "username"],
+        ),
+    ]
+    for call, loc in cases:
+        problem = expect(await call, 422)
+        assert problem["errors"] == [
+            {"loc": loc, "msg": f"{'.'.join(map(str, loc[1:]))}: must not contain the NUL character (U+0000)"}
+        ], problem
+    assert expect(await alice.get("/jobs"), 200)["total"] == 0
+    # The escape as text (a backslash, then `u0000`) is no NUL.
+    made = await create(alice, {**job, "name": "a\\u0000b"})
+    assert made["name"] == "a\\u0000b"
+    expect(await alice.delete(f"/jobs/{made['id']}"), 204)
 
 
 async def test_not_ready_while_no_worker_polls(
