@@ -29,8 +29,9 @@ def retry_after(response: httpx.Response) -> timedelta | None:
     if response.status_code not in RETRY_AFTER_STATUS or not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        delay = timedelta(seconds=int(value))
+    if value.isascii() and value.isdigit():  # `isdigit` alone takes '²', which `int` refuses
+        # Ten digits or more are past the cap anyway; `int` and `timedelta` refuse a long enough run of them.
+        delay = timedelta(seconds=int(value)) if len(value) < 10 else MAX_RETRY_AFTER
     else:
         try:
             delay = parsedate_to_datetime(value) - datetime.now(UTC)

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlmodel import col, select
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
@@ -19,6 +20,7 @@ from temporalio.exceptions import CancelledError
 from temporalio.testing import ActivityEnvironment
 
 from activities.attempts import LogLine, RunRecorder
+from activities.http import retry_after
 from activities.mirror import MirrorActivities
 from core.config import Settings
 from core.db import Sessions, create_schema, make_engine, make_sessions
@@ -165,6 +167,28 @@ async def test_retry_after_is_honoured(temporal_client, task_queue, job, target,
     result = await handle.result()
     assert (result.status, result.attempts) == ("succeeded", 2)
     assert any("next attempt in 1 s (Retry-After)" in line for line in await log_of(sessions, handle.id))
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("7", 7),
+        (" 7 ", 7),
+        ("99999999999999999999999", 86400),
+        ("9" * 5000, 86400),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 86400),
+        ("²", None),
+        ("-5", None),
+        ("1e3", None),
+        ("soon", None),
+    ],
+)
+def test_a_retry_after_of_any_shape_is_read_capped_or_ignored(value: str, seconds: int | None) -> None:
+    """A target's header never raises in the worker: a long run of digits overflowed `timedelta` (or
+    `int`), and a superscript digit passed `isdigit` but not `int`."""
+    response = httpx.Response(429, headers={b"Retry-After": value.encode()})
+    delay = retry_after(response)
+    assert (delay.total_seconds() if delay is not None else None) == seconds
 
 
 async def test_timeout_is_named_in_the_error(temporal_client, task_queue, job, target):
