@@ -40,6 +40,15 @@ def retry_after(response: httpx.Response) -> timedelta | None:
     return min(max(delay, timedelta(0)), MAX_RETRY_AFTER)
 
 
+def excerpt_of(body: bytes, encoding: str | None) -> str:
+    """The body as text in the charset the answer names, or UTF-8 when that is no text encoding Python can
+    decode with replacement (`rot13`, `base64`, `idna`, …): a target's header never fails the call."""
+    try:
+        return body.decode(encoding or "utf-8", errors="replace")
+    except (LookupError, UnicodeError):
+        return body.decode("utf-8", errors="replace")
+
+
 class HttpActivities:
     """Holds one pooled httpx client (behind the SSRF guard's transport) for the worker's lifetime."""
 
@@ -103,7 +112,7 @@ class HttpActivities:
                     break
         finally:
             await response.aclose()
-        return response, body[:EXCERPT_BYTES].decode(response.encoding or "utf-8", errors="replace")
+        return response, excerpt_of(bytes(body[:EXCERPT_BYTES]), response.encoding)
 
     @staticmethod
     def _check(response: httpx.Response, excerpt: str, req: HttpCall, number: int) -> ApplicationError | None:

@@ -20,7 +20,7 @@ from temporalio.exceptions import CancelledError
 from temporalio.testing import ActivityEnvironment
 
 from activities.attempts import LogLine, RunRecorder
-from activities.http import retry_after
+from activities.http import excerpt_of, retry_after
 from activities.mirror import MirrorActivities
 from core.config import Settings
 from core.db import Sessions, create_schema, make_engine, make_sessions
@@ -167,6 +167,24 @@ async def test_retry_after_is_honoured(temporal_client, task_queue, job, target,
     result = await handle.result()
     assert (result.status, result.attempts) == ("succeeded", 2)
     assert any("next attempt in 1 s (Retry-After)" in line for line in await log_of(sessions, handle.id))
+
+
+async def test_an_answer_in_a_charset_python_cannot_decode_succeeds_once(
+    temporal_client, task_queue, job, target, sessions
+):
+    """`charset=rot13` names a codec that is no text encoding: decoding the excerpt with it raised, so a 200
+    failed its attempt and the target was called again. Now the excerpt falls back to UTF-8."""
+    path = unique("/rot13")
+    target.script(path, [Answer(200, {"Content-Type": "text/plain; charset=rot13"}, body=b"done")])
+    handle = await start(temporal_client, task_queue, run_input(job, HttpAction(url=target.url(path))))
+    result = await handle.result()
+    assert (result.status, result.attempts, len(target.requests[path])) == ("succeeded", 1, 1)
+    assert any(line.endswith(": done") for line in await log_of(sessions, handle.id))
+
+
+@pytest.mark.parametrize("charset", ["rot13", "base64", "zlib", "idna", "punycode", "utf-7", None])
+def test_an_excerpt_is_text_whatever_charset_the_answer_names(charset: str | None) -> None:
+    assert excerpt_of(b"ok \xff", charset) == "ok \ufffd"
 
 
 @pytest.mark.parametrize(
