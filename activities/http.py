@@ -110,6 +110,10 @@ class HttpActivities:
                 body += chunk
                 if len(body) >= EXCERPT_BYTES:
                     break
+        except httpx.DecodingError as exc:
+            # A body that does not decompress as its Content-Encoding says: the status stands (the target
+            # answered), and a retry would only call it again to meet the same body.
+            return response, f"(a body that could not be decoded: {exc})"
         finally:
             await response.aclose()
         return response, excerpt_of(bytes(body[:EXCERPT_BYTES]), response.encoding)

@@ -182,6 +182,19 @@ async def test_an_answer_in_a_charset_python_cannot_decode_succeeds_once(
     assert any(line.endswith(": done") for line in await log_of(sessions, handle.id))
 
 
+async def test_an_answer_whose_body_does_not_decompress_keeps_its_status(
+    temporal_client, task_queue, job, target, sessions
+):
+    """A 200 whose body is not the gzip its Content-Encoding says was a network error, retried: the target
+    was called by every attempt. Its status now stands, and the excerpt says the body did not decode."""
+    path = unique("/gzip")
+    target.script(path, [Answer(200, {"Content-Encoding": "gzip"}, body=b"plain, not gzip")])
+    handle = await start(temporal_client, task_queue, run_input(job, HttpAction(url=target.url(path))))
+    result = await handle.result()
+    assert (result.status, result.attempts, len(target.requests[path])) == ("succeeded", 1, 1)
+    assert any("could not be decoded" in line for line in await log_of(sessions, handle.id))
+
+
 @pytest.mark.parametrize("charset", ["rot13", "base64", "zlib", "idna", "punycode", "utf-7", None])
 def test_an_excerpt_is_text_whatever_charset_the_answer_names(charset: str | None) -> None:
     assert excerpt_of(b"ok \xff", charset) == "ok \ufffd"
