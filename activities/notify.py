@@ -81,6 +81,16 @@ class NotifyActivities:
             LogLine(f"{prefix}:sent", "info", f"notification sent: email to {recipients} via {where}"),
         )
 
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        """The webhook's status. Its body is never read: a huge one cannot fill the worker's memory, and one
+        that does not decode cannot turn a delivered notice into a failed one, sent again."""
+        request = self.client.build_request(
+            "POST", url, content=body, headers=headers, timeout=WEBHOOK_TIMEOUT_SECONDS
+        )
+        response = await self.client.send(request, stream=True)
+        await response.aclose()
+        return response.status_code
+
     @activity.defn(name="notify_webhook")
     async def webhook(self, req: WebhookNotice) -> None:
         info = activity.info()
@@ -101,15 +111,12 @@ class NotifyActivities:
         }
         error: ApplicationError | None = None
         try:
-            response = await heartbeating(
-                self.client.post(req.url, content=body, headers=headers, timeout=WEBHOOK_TIMEOUT_SECONDS)
-            )
+            status = await heartbeating(self._post(req.url, body, headers))
         except TargetRefused as exc:
             error = ApplicationError(str(exc), type=ErrorType.TARGET_REFUSED, non_retryable=True)
         except httpx.HTTPError as exc:
             error = ApplicationError(f"webhook network error: {exc!r}", type=ErrorType.WEBHOOK_ERROR)
         else:
-            status = response.status_code
             if status >= 500 or status in (408, 429):
                 error = ApplicationError(f"webhook answered HTTP {status}", type=ErrorType.WEBHOOK_ERROR)
             elif status >= 300:

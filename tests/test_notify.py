@@ -17,6 +17,7 @@ from core.db import Sessions
 from core.models import Job, RunLog, User
 from core.payloads import LOCAL_FIRST, HttpAction, NotifySpec, RetrySpec, RunInput, RunResult
 from tests.histories import keep
+from tests.http_target import Answer
 from tests.mirror_rows import add_job
 from tests.smtp_server import SmtpSink, start_smtp
 from worker import build_worker
@@ -140,6 +141,19 @@ async def test_webhook_retries_on_its_own_policy(temporal_client, task_queue, jo
     assert len(target.requests[hook]) == 2
     run_id = json.loads(target.requests[hook][0].body)["run_id"]
     assert {r.headers["Idempotency-Key"] for r in target.requests[hook]} == {f"{run_id}:run.succeeded"}
+
+
+async def test_a_webhook_is_judged_by_its_status_alone(temporal_client, task_queue, job, target, sessions):
+    """Its body is never read: a 200 whose body is not the gzip it claims was a network error, and the
+    notice was sent again by every retry."""
+    hook = f"/{fresh('gzip-hook')}"
+    target.script(hook, [Answer(200, {"Content-Encoding": "gzip"}, body=b"plain, not gzip")])
+    result = await run(
+        temporal_client, task_queue, job, target.url("/ok"), NotifySpec(webhook_url=target.url(hook))
+    )
+    assert result.status == "succeeded" and len(target.requests[hook]) == 1
+    sent = f"notification sent: webhook {target.url(hook)} answered HTTP 200"
+    assert any(line.startswith(sent) for line in await log_of(sessions, job))
 
 
 async def test_a_webhook_that_refuses_does_not_change_the_run(
