@@ -110,10 +110,10 @@ class HttpActivities:
                 body += chunk
                 if len(body) >= EXCERPT_BYTES:
                     break
-        except httpx.DecodingError as exc:
-            # A body that does not decompress as its Content-Encoding says: the status stands (the target
-            # answered), and a retry would only call it again to meet the same body.
-            return response, f"(a body that could not be decoded: {exc})"
+        except httpx.HTTPError as exc:
+            # The status stands: the target has answered. Its body broke off, or does not decompress as its
+            # Content-Encoding says; a retry would only call the target again.
+            return response, f"(the body could not be read: {type(exc).__name__}: {exc})"
         finally:
             await response.aclose()
         return response, excerpt_of(bytes(body[:EXCERPT_BYTES]), response.encoding)

@@ -186,13 +186,13 @@ async def test_an_answer_whose_body_does_not_decompress_keeps_its_status(
     temporal_client, task_queue, job, target, sessions
 ):
     """A 200 whose body is not the gzip its Content-Encoding says was a network error, retried: the target
-    was called by every attempt. Its status now stands, and the excerpt says the body did not decode."""
+    was called by every attempt. Its status now stands, and the excerpt says the body could not be read."""
     path = unique("/gzip")
     target.script(path, [Answer(200, {"Content-Encoding": "gzip"}, body=b"plain, not gzip")])
     handle = await start(temporal_client, task_queue, run_input(job, HttpAction(url=target.url(path))))
     result = await handle.result()
     assert (result.status, result.attempts, len(target.requests[path])) == ("succeeded", 1, 1)
-    assert any("could not be decoded" in line for line in await log_of(sessions, handle.id))
+    assert any("could not be read: DecodingError" in line for line in await log_of(sessions, handle.id))
 
 
 @pytest.mark.parametrize("charset", ["rot13", "base64", "zlib", "idna", "punycode", "utf-7", None])
