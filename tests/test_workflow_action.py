@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import workflow
+from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.worker import Replayer, Worker
@@ -76,6 +78,25 @@ class HeldReport:
         return "released"
 
 
+@workflow.defn(name="BytesReport", sandboxed=False)
+class BytesReport:
+    """Returns bytes that are not UTF-8: they decode, but are no JSON."""
+
+    @workflow.run
+    async def run(self) -> bytes:
+        return b"\xff\x00report"
+
+
+@workflow.defn(name="ProtobufReport", sandboxed=False)
+class ProtobufReport:
+    """Returns a protobuf message of a type Chronos does not know, as a Go or Java workflow may."""
+
+    @workflow.run
+    async def run(self) -> RawValue:
+        metadata = {"encoding": b"json/protobuf", "messageType": b"acme.reports.v1.Report"}
+        return RawValue(Payload(metadata=metadata, data=b'{"rows": 42}'))
+
+
 @pytest.fixture(scope="module")
 def queues() -> dict[str, str]:
     """The user's task queues an operator allowed: the example's, the test workflows', and one no worker
@@ -104,7 +125,11 @@ async def wf_api(
         build_worker(temporal_client, sessions, queue, settings=settings) as worker,
         worker,
         report_worker(temporal_client, queues["reports"]),
-        Worker(temporal_client, task_queue=queues["tests"], workflows=[FlakyReport, HeldReport]),
+        Worker(
+            temporal_client,
+            task_queue=queues["tests"],
+            workflows=[FlakyReport, HeldReport, BytesReport, ProtobufReport],
+        ),
         serve(app) as client,
     ):
         yield client
@@ -152,6 +177,20 @@ async def test_the_child_result_is_the_run_result(wf_api, queues):
     assert run["temporal"]["workflow_id"] == run["id"]  # the link stays the run's; the log names the child
     assert any(f"as child workflow {run['id']}-child" in line for line in await logs(alice, run["id"]))
     assert await attempts(alice, run["id"]) == ["succeeded"]
+
+
+@pytest.mark.parametrize(
+    ("workflow_type", "encoding"), [("BytesReport", "binary/plain"), ("ProtobufReport", "json/protobuf")]
+)
+async def test_a_child_result_chronos_cannot_read_is_a_note(wf_api, queues, workflow_type, encoding):
+    """Converting it failed the run's workflow task over and over: the run never ended. Now the child's
+    success is the run's, and the log says why its result is not kept."""
+    alice = await wf_api.authed_user()
+    job = await create(alice, workflow_job(workflow_type, queues["tests"]))
+    [run] = await finished_runs(alice, job["id"], 1)
+    assert (run["status"], run["attempts"], run["result"].get("output")) == ("succeeded", 1, None), run
+    note = f"its result ({encoding}) cannot be kept as JSON"
+    assert any(note in line for line in await logs(alice, run["id"])), await logs(alice, run["id"])
 
 
 async def test_a_job_every_few_seconds_runs_the_example_worker(wf_api, queues):

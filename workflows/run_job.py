@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RawValue, RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -25,6 +24,7 @@ from temporalio.workflow import ActivityCancellationType, ChildWorkflowCancellat
 
 with workflow.unsafe.imports_passed_through():
     import email_validator  # noqa: F401  (pydantic's EmailStr imports it lazily, inside the sandbox)
+    from pydantic_core import to_json
 
     # The activities are called by method reference; their modules (httpx, SQLAlchemy, aiosmtplib) are the
     # worker's own, passed through once rather than imported again into every run's sandbox.
@@ -297,6 +297,7 @@ class JobRunWorkflow:
                 # gone); a run that ends any other way leaves no child behind either.
                 cancellation_type=ChildWorkflowCancellationType.TRY_CANCEL,
                 parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+                result_type=RawValue,  # converted by `_kept`, where a result it cannot read is a note
             )
             self._child = child
             # Waited on, not awaited: the run's cancellation reaches `run`, which cancels the child.
@@ -502,9 +503,17 @@ def _ms_since(began: datetime) -> int:
     return int((workflow.now() - began).total_seconds() * 1000)
 
 
-def _kept(output: Any) -> tuple[Any, str | None]:
-    """The child's result as the run keeps it: whole up to MAX_OUTPUT_BYTES of JSON, else not at all."""
-    size = len(json.dumps(output, separators=(",", ":"), default=str).encode())
+def _kept(result: RawValue) -> tuple[Any, str | None]:
+    """The child's result as the run keeps it: whole up to MAX_OUTPUT_BYTES of JSON, else not at all. It is
+    the user's workflow's, of any shape: one Chronos cannot read (a protobuf type it does not know, bytes
+    that are not UTF-8) is a note here, where the SDK's own conversion failed the run's workflow task, again
+    and again for ever."""
+    try:
+        output = workflow.payload_converter().from_payload(result.payload)
+        size = len(to_json(output))  # what the run's result will hold, by the converter's own serializer
+    except Exception as exc:
+        encoding = result.payload.metadata.get("encoding", b"").decode(errors="replace") or "no encoding"
+        return None, f"its result ({encoding}) cannot be kept as JSON: {exc}"
     if size <= MAX_OUTPUT_BYTES:
         return output, None
     return None, f"its result of {size} bytes is over the {MAX_OUTPUT_BYTES} a run keeps"
