@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+from temporalio.api.common.v1 import Payload
 from temporalio.common import RetryPolicy
 
 # Names Chronos gives things in Temporal: the API, the workflows and the activities all use them.
@@ -604,3 +605,8 @@ class ReconcileInput(BaseModel):
 # own: 0.3 ms of worker CPU per run to decode an HttpOutcome (docs/bench.md). Completed once, here.
 for _model in (HttpCall, HttpOutcome, EmailSend, EmailOutcome):
     _model.model_rebuild()
+
+
+def payload_encoding(payload: Payload) -> str:
+    """What a payload says it holds (`json/plain`, `binary/plain`, `json/protobuf`…), for notes."""
+    return payload.metadata.get("encoding", b"").decode(errors="replace") or "no encoding"

@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import copy
 import sysconfig
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self, TypeVar, cast
+from typing import Any, Self, TypeVar, cast
 
+from temporalio.api.common.v1 import Payload
+from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import (
     DataConverter,
     DefaultFailureConverterWithEncodedAttributes,
+    PayloadConverter,
     SerializationContext,
     WithSerializationContext,
 )
@@ -25,6 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from core.codec import EncryptionCodec, job_of_context, keyring
 from core.config import Settings
 from core.errors import Unavailable
+from core.payloads import payload_encoding
 
 T = TypeVar("T")
 
@@ -84,6 +88,35 @@ class ChronosDataConverter(DataConverter):
         return converter
 
 
+class ChronosFailureConverter(DefaultFailureConverterWithEncodedAttributes):
+    """The SDK's, except that a failure's details it cannot decode are read as a note: they are the failing
+    code's own payloads, and a user's child workflow may send one Chronos cannot (a protobuf type it does
+    not know, as a Go or Java workflow may). Decoding them raised while the run's workflow task took the
+    child's failure in, so that task failed again and again and the run never ended. Chronos reads only the
+    message of a failure it did not raise itself; its own activities' details decode as ever."""
+
+    def from_failure(self, failure: Failure, payload_converter: PayloadConverter) -> BaseException:
+        if not isinstance(payload_converter, _DetailsAsNotes):
+            payload_converter = _DetailsAsNotes(payload_converter)
+        return super().from_failure(failure, payload_converter)
+
+
+class _DetailsAsNotes(PayloadConverter):
+    """A payload converter whose payloads that do not decode come back as a note naming their encoding."""
+
+    def __init__(self, inner: PayloadConverter) -> None:
+        self.inner = inner
+
+    def to_payloads(self, values: Sequence[Any]) -> list[Payload]:
+        return self.inner.to_payloads(values)
+
+    def from_payloads(self, payloads: Sequence[Payload], type_hints: list[type] | None = None) -> list[Any]:
+        try:
+            return self.inner.from_payloads(payloads, type_hints)
+        except Exception:  # anything a payload of someone else's may make a converter raise
+            return [f"(a detail Chronos cannot decode: {payload_encoding(payload)})" for payload in payloads]
+
+
 def data_converter(settings: Settings) -> DataConverter:
     """The one data converter of Chronos (API, workers, replayer, tests): pydantic payloads so API models
     and workflow inputs match, encrypted by the codec (core/codec.py) before they reach Temporal. Failure
@@ -91,7 +124,7 @@ def data_converter(settings: Settings) -> DataConverter:
     return ChronosDataConverter(
         payload_converter_class=PydanticPayloadConverter,
         payload_codec=EncryptionCodec(keyring(settings)),
-        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+        failure_converter_class=ChronosFailureConverter,
     )
 
 

@@ -40,6 +40,8 @@ from tests.waiting import eventually
 from worker import WORKFLOWS, build_worker
 
 DOC = Path(__file__).parents[1] / "docs" / "workflow-action.md"
+# A payload as a Go or Java workflow may send one: a protobuf message of a type Chronos does not know.
+UNKNOWN_PROTOBUF = {"encoding": b"json/protobuf", "messageType": b"acme.reports.v1.Report"}
 ONE_TRY = {**FAST_RETRY, "max_attempts": 1}
 
 
@@ -93,8 +95,17 @@ class ProtobufReport:
 
     @workflow.run
     async def run(self) -> RawValue:
-        metadata = {"encoding": b"json/protobuf", "messageType": b"acme.reports.v1.Report"}
-        return RawValue(Payload(metadata=metadata, data=b'{"rows": 42}'))
+        return RawValue(Payload(metadata=UNKNOWN_PROTOBUF, data=b'{"rows": 42}'))
+
+
+@workflow.defn(name="ProtobufFailure", sandboxed=False)
+class ProtobufFailure:
+    """Fails with a detail of a protobuf type Chronos does not know."""
+
+    @workflow.run
+    async def run(self) -> None:
+        detail = RawValue(Payload(metadata=UNKNOWN_PROTOBUF, data=b'{"code": 7}'))
+        raise ApplicationError("the warehouse said no", detail, non_retryable=True)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +139,7 @@ async def wf_api(
         Worker(
             temporal_client,
             task_queue=queues["tests"],
-            workflows=[FlakyReport, HeldReport, BytesReport, ProtobufReport],
+            workflows=[FlakyReport, HeldReport, BytesReport, ProtobufReport, ProtobufFailure],
         ),
         serve(app) as client,
     ):
@@ -191,6 +202,16 @@ async def test_a_child_result_chronos_cannot_read_is_a_note(wf_api, queues, work
     assert (run["status"], run["attempts"], run["result"].get("output")) == ("succeeded", 1, None), run
     note = f"its result ({encoding}) cannot be kept as JSON"
     assert any(note in line for line in await logs(alice, run["id"])), await logs(alice, run["id"])
+
+
+async def test_a_child_failure_whose_details_chronos_cannot_read_fails_the_run(wf_api, queues):
+    """Decoding the failure's details failed the run's workflow task over and over; now only the message
+    counts, as it did before, and the run fails as its child did."""
+    alice = await wf_api.authed_user()
+    job = await create(alice, workflow_job("ProtobufFailure", queues["tests"]))
+    [run] = await finished_runs(alice, job["id"], 1)
+    assert (run["status"], run["attempts"]) == ("failed", 1), run
+    assert "the warehouse said no" in run["error"]
 
 
 async def test_a_job_every_few_seconds_runs_the_example_worker(wf_api, queues):

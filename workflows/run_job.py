@@ -58,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
         Trigger,
         WebhookNotice,
         WorkflowAction,
+        payload_encoding,
         retry_delay,
     )
 
@@ -512,8 +513,7 @@ def _kept(result: RawValue) -> tuple[Any, str | None]:
         output = workflow.payload_converter().from_payload(result.payload)
         size = len(to_json(output))  # what the run's result will hold, by the converter's own serializer
     except Exception as exc:
-        encoding = result.payload.metadata.get("encoding", b"").decode(errors="replace") or "no encoding"
-        return None, f"its result ({encoding}) cannot be kept as JSON: {exc}"
+        return None, f"its result ({payload_encoding(result.payload)}) cannot be kept as JSON: {exc}"
     if size <= MAX_OUTPUT_BYTES:
         return output, None
     return None, f"its result of {size} bytes is over the {MAX_OUTPUT_BYTES} a run keeps"
