@@ -67,7 +67,7 @@ class CodecService:
         the reconcile workflow's, or of a deleted one); any other payload, or one that does not decrypt,
         comes back unchanged."""
         payloads = [p.proto() for p in body.payloads]
-        owners = await self._owners({p.metadata[JOB_ID].decode() for p in payloads if JOB_ID in p.metadata})
+        owners = await self._owners({job_id for p in payloads if (job_id := _job_of(p)) is not None})
         return WirePayloads(payloads=[WirePayload.of(self._decoded(principal, owners, p)) for p in payloads])
 
     def encode(self, body: WirePayloads) -> WirePayloads:
@@ -78,7 +78,7 @@ class CodecService:
     def _decoded(self, principal: Principal, owners: dict[str, str], payload: Payload) -> Payload:
         if not is_encrypted(payload):
             return payload
-        job_id = payload.metadata[JOB_ID].decode() if JOB_ID in payload.metadata else None
+        job_id = _job_of(payload)
         owner = owners.get(job_id) if job_id else None
         if not (principal.sees(owner) if owner else principal.is_admin):
             return payload
@@ -96,3 +96,16 @@ class CodecService:
                 select(Job.id, Job.owner_id).where(col(Job.id).in_(job_ids), col(Job.deleted_at).is_(None))
             )
             return dict(rows.all())
+
+
+def _job_of(payload: Payload) -> str | None:
+    """The job a payload names, if it names one as Chronos writes them (UTF-8 without NUL): the metadata
+    comes from whoever calls the endpoint, and a name no job can have is no job's (admins only)."""
+    raw = payload.metadata.get(JOB_ID)
+    if raw is None:
+        return None
+    try:
+        job_id = raw.decode()
+    except UnicodeDecodeError:
+        return None
+    return None if "\x00" in job_id else job_id

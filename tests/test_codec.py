@@ -177,6 +177,18 @@ async def test_the_codec_endpoint_decodes_only_what_the_caller_may_see(
     assert expect(await admin.post("/codec/decode", json=body), 200)["payloads"] == everything
 
 
+async def test_a_payload_naming_a_job_no_job_can_have_comes_back_unchanged(api: ApiClient) -> None:
+    """The metadata is the caller's: a job id that is not UTF-8 was a 500, and one holding NUL a 500 on
+    PostgreSQL (its lookup). Both name no job, and such a payload comes back as it came, to anyone."""
+    alice, admin = await api.authed_user(), await api.authed_admin()
+    sealed = [
+        Payload(metadata={"encoding": b"binary/encrypted", JOB_ID: job_id}, data=b"x" * 40)
+        for job_id in (b"\xff\xfe", b"a\x00b")
+    ]
+    for caller in (alice, admin):
+        assert expect(await caller.post("/codec/decode", json=wire(sealed)), 200) == wire(sealed)
+
+
 async def test_the_codec_endpoint_encodes_for_admins_eyes(api: ApiClient) -> None:
     alice, admin = await api.authed_user(), await api.authed_admin()
     plain = wire([PLAIN])
