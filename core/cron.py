@@ -708,6 +708,11 @@ def parse_cron(expr: str, dialect: Dialect | None = None) -> CronExpression:
     source = expr.strip()
     if not source:
         raise CronError("expression", "is empty")
+    # Cron is ASCII in every engine. Python's digits, spaces and upper case are Unicode ones: an Arabic-Indic
+    # three read as 3, a no-break space split fields and a long s made SUN, where other engines refuse.
+    if not source.isascii():
+        strange = next(c for c in source if not c.isascii())
+        raise CronError("expression", f"{strange!r} (U+{ord(strange):04X}): cron takes ASCII characters only")
     text = source
     macro = text.startswith("@")
     if macro:

@@ -324,6 +324,11 @@ def test_names_are_case_insensitive_and_sunday_is_0_or_7() -> None:
         ("0 0 1-2-3 * *", "day_of_month", "is not a value, range or step"),
         ("0 0 30 2 *", "expression", "never fires"),
         ("0 0 0 29 2 ? 2027", "expression", "never fires"),
+        # Unicode digits, spaces and case folds, which Python's own str methods would have read
+        ("0 \u0663 * * *", "expression", "'\u0663' (U+0663): cron takes ASCII characters only"),
+        ("*/\u00b2 * * * *", "expression", "(U+00B2): cron takes ASCII"),
+        ("0\u00a03 * * *", "expression", "(U+00A0): cron takes ASCII"),
+        ("0 3 * * \u017fun", "expression", "(U+017F): cron takes ASCII"),
     ],
 )
 def test_error_names_field_and_reason(expr: str, field: str, reason: str) -> None:
