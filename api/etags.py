@@ -11,6 +11,7 @@ from core.errors import Invalid
 from core.models import JobPublic
 
 ENTITY_TAG = re.compile(r'\s*(W/)?"([^"]*)"\s*')
+VERSION_DIGITS = 9  # a version is a 32-bit INTEGER column: nine digits always fit
 
 
 def tagged(response: Response, job: JobPublic) -> JobPublic:
@@ -42,7 +43,9 @@ def if_match(
                 ("header", "if-match"),
             )
         weak, opaque = tag.groups()
-        if not weak and opaque.isdigit():
+        # A version is a short run of ASCII digits: '²' passes `isdigit` but not `int`, and thousands of
+        # digits pass neither; such a tag matches no version, as any other unknown one.
+        if not weak and opaque.isascii() and opaque.isdigit() and len(opaque) <= VERSION_DIGITS:
             versions.add(int(opaque))
     return frozenset(versions)
 

@@ -214,6 +214,9 @@ async def test_stale_if_match_is_412_and_changes_nothing(api: ApiClient) -> None
     assert stale.headers["content-type"] == "application/problem+json"
     assert "changed since version 1" in problem["detail"] and "fetch it again" in problem["detail"]
     expect(await alice.patch(url, json={"name": "lost"}, headers={"If-Match": 'W/"2"'}), 412)
+    # Tags that are no version: a superscript two (isdigit, but no int), past any version, too long for int.
+    for tag in (b'"\xb2"', b'"99999999999"', b'"' + b"9" * 5000 + b'"'):
+        expect(await alice.patch(url, json={"name": "lost"}, headers={b"If-Match": tag}), 412)
     assert expect(await alice.get(url), 200) == before
     assert len(await trail(alice, job["id"])) == 2
 
