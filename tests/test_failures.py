@@ -10,6 +10,7 @@ import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -507,6 +508,25 @@ async def test_every_mirror_write_retried_lands_once(sessions):
         "attempt 2 failed",
         "run failed after 2 attempt(s): HTTP 503",
     ]
+
+
+async def test_a_run_of_a_month_is_recorded_with_its_duration(sessions):
+    """A month of daily retries, or a pause of as long: the run's duration in milliseconds is past a 32-bit
+    integer (24.8 days), which PostgreSQL's INTEGER column refused, so the run's end was never recorded."""
+    job = await add_job(sessions)
+    mirror = MirrorActivities(sessions)
+    started = manual_start(job)
+    month_ago = started.started_at - timedelta(days=31)
+    started = started.model_copy(update={"started_at": month_ago, "scheduled_at": month_ago})
+    await mirror.run_started(started)
+    result = RunResult(status="succeeded", attempts=31)
+    action = HttpAction(url="https://example.org/hook")
+    finished = RunFinished(run_id=started.run_id, finished_at=utcnow(), result=result, action=action)
+    await ActivityEnvironment().run(mirror.run_finished, finished)
+    async with sessions() as session:
+        run = await session.get(Run, started.run_id)
+    assert run is not None and run.status == "succeeded"
+    assert run.duration_ms is not None and run.duration_ms >= 31 * 24 * 3600 * 1000
 
 
 @pytest.mark.parametrize("one_write", [True, False], ids=["one-write", "start-then-end"])
