@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -110,29 +112,39 @@ class HttpAction(BaseModel):
 
     @field_validator("body")
     @classmethod
-    def _body_depth(cls, body: Any) -> Any:
-        return _shallow(body, "body")
+    def _body_json(cls, body: Any) -> Any:
+        return _json_value(body, "body")
 
 
-def _shallow(value: Any, what: str) -> Any:
-    """A user's JSON (an HTTP body, a workflow input) as given, if it nests at most MAX_BODY_DEPTH deep."""
-    if _depth(value) > MAX_BODY_DEPTH:
-        raise PydanticCustomError(
-            "json_depth", f"the {what} nests deeper than {{limit}} levels", {"limit": MAX_BODY_DEPTH}
-        )
+def _json_value(value: Any, what: str) -> Any:
+    """A user's JSON (an HTTP body, a workflow input) as given, if it can be kept and sent as given: nested
+    at most MAX_BODY_DEPTH deep, its numbers finite (`NaN`, `Infinity` and `1e400`, which Python's JSON
+    parser takes, are no JSON, and were stored as null), its text Unicode (a lone surrogate such as
+    `"\\ud800"` cannot be encoded: it was a 500). One walk, without recursion."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_BODY_DEPTH:
+                raise PydanticCustomError(
+                    "json_depth", f"the {what} nests deeper than {{limit}} levels", {"limit": MAX_BODY_DEPTH}
+                )
+            if isinstance(item, dict):
+                stack.extend((key, depth) for key in item)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise PydanticCustomError(
+                "json_number", f"the {what} holds NaN, Infinity or a number past 1.8e308: JSON's are finite"
+            )
+        elif isinstance(item, str) and (lone := _SURROGATE.search(item)):
+            raise PydanticCustomError(
+                "json_text",
+                f"the {what} holds a lone surrogate (U+{ord(lone.group()):04X}), which is no Unicode text",
+            )
     return value
 
 
-def _depth(value: Any) -> int:
-    """How deep lists and objects nest in a JSON value, counted without recursion (a scalar is 0); stops
-    counting past the limit."""
-    deepest, stack = 0, [(value, 1)]
-    while stack and deepest <= MAX_BODY_DEPTH:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, depth)
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return deepest
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a pair in JSON's escapes is one character once parsed
 
 
 # Header values shown in full in answers and dead letters, and stored in clear; every other value may be a
@@ -253,8 +265,8 @@ class WorkflowAction(BaseModel):
 
     @field_validator("input")
     @classmethod
-    def _input_depth(cls, value: Any) -> Any:
-        return _shallow(value, "input")
+    def _input_json(cls, value: Any) -> Any:
+        return _json_value(value, "input")
 
 
 Action = Annotated[HttpAction | EmailAction | WorkflowAction, Field(discriminator="type")]

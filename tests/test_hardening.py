@@ -111,6 +111,30 @@ async def test_an_action_body_nested_too_deep_is_a_422_naming_it(alice: AuthedCl
     expect(await alice.post("/jobs", json=job(action=http_action(body=deepest))), 201)
 
 
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ("NaN", "NaN, Infinity or a number past 1.8e308"),
+        ('{"x": [1, -Infinity]}', "NaN, Infinity or a number past 1.8e308"),
+        ("1e400", "NaN, Infinity or a number past 1.8e308"),
+        ('"\\ud800"', "a lone surrogate (U+D800)"),
+        ('{"\\udfff": 1}', "a lone surrogate (U+DFFF)"),
+    ],
+)
+async def test_an_action_body_that_is_no_json_is_a_422_naming_it(
+    alice: AuthedClient, body: str, words: str
+) -> None:
+    """Python's parser takes NaN, Infinity and 1e400, which were stored as null; a lone surrogate cannot be
+    encoded, and was a 500."""
+    text = json.dumps(job(action=http_action(body=0))).replace('"body": 0', f'"body": {body}')
+    problem = invalid(await alice.post("/jobs", **raw_json(text)), "body", "action", "body")
+    assert words in problem["detail"], problem
+    # A surrogate pair is one character, and 1e308 a finite number.
+    pair = '"body": ["\\ud83d\\ude00", 1e308]'
+    text = json.dumps(job(action=http_action(body=0))).replace('"body": 0', pair)
+    assert expect(await alice.post("/jobs", **raw_json(text)), 201)["action"]["body"] == ["\U0001f600", 1e308]
+
+
 async def test_a_body_too_deep_for_the_json_parser_is_a_400(alice: AuthedClient) -> None:
     problem = expect(await alice.post("/jobs", **raw_json(nested(100_000))), 400)
     assert "body" in problem["detail"]
