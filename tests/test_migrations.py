@@ -16,7 +16,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event, func, inspect
+from sqlalchemy import Connection, event, func, inspect, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import SQLModel, col, select
@@ -233,6 +233,27 @@ async def test_label_rows_get_their_jobs_owner_and_time_and_a_deleted_jobs_go(en
     assert [(r.job_id, r.owner_id, r.created_at.isoformat()) for r in rows] == [
         ("live", "u1", "2026-01-02T03:04:05+00:00")
     ]
+
+
+async def test_a_run_keeps_its_row_through_0010_and_takes_a_month_long_duration(engine: AsyncEngine) -> None:
+    """0010 changes `run.duration_ms` to 64 bits (SQLite by copying the table): a run written before keeps
+    its row, and a duration past 2**31 ms fits after."""
+    async with engine.begin() as conn:
+        await conn.run_sync(_upgrade_to("0009_live_jobs_covering"))
+        await _add_user(conn)
+        await _add_job(conn, "j1")
+        await conn.exec_driver_sql(
+            "INSERT INTO run (id, job_id, owner_id, status, trigger, attempts, duration_ms, created_at) "
+            "VALUES ('r1', 'j1', 'u1', 'succeeded', 'manual', 1, 1234, '2026-01-02 03:04:05+00:00')"
+        )
+        await conn.run_sync(_upgrade_to("head"))
+        month = 31 * 24 * 3600 * 1000
+        await conn.execute(update(models.Run).where(col(models.Run.id) == "r1").values(duration_ms=month))
+    async with make_sessions(engine)() as session:
+        run = await session.get(models.Run, "r1")
+    assert run is not None and (run.job_id, run.status, run.duration_ms) == ("j1", "succeeded", month)
+    diff, revision = await _inspect(engine)
+    assert diff == [] and revision == HEAD
 
 
 async def test_a_users_live_jobs_are_counted_from_their_index_alone(engine: AsyncEngine) -> None:
