@@ -236,8 +236,8 @@ async def test_label_rows_get_their_jobs_owner_and_time_and_a_deleted_jobs_go(en
 
 
 async def test_a_run_keeps_its_row_through_0010_and_takes_a_month_long_duration(engine: AsyncEngine) -> None:
-    """0010 changes `run.duration_ms` to 64 bits (SQLite by copying the table): a run written before keeps
-    its row, and a duration past 2**31 ms fits after."""
+    """0010 makes `run.duration_ms` 64 bits on PostgreSQL (SQLite's are already): a run written before keeps
+    its row and the rows that refer to it, and a duration past 2**31 ms fits after."""
     async with engine.begin() as conn:
         await conn.run_sync(_upgrade_to("0009_live_jobs_covering"))
         await _add_user(conn)
@@ -245,6 +245,10 @@ async def test_a_run_keeps_its_row_through_0010_and_takes_a_month_long_duration(
         await conn.exec_driver_sql(
             "INSERT INTO run (id, job_id, owner_id, status, trigger, attempts, duration_ms, created_at) "
             "VALUES ('r1', 'j1', 'u1', 'succeeded', 'manual', 1, 1234, '2026-01-02 03:04:05+00:00')"
+        )
+        # Rows that refer to the run: a copy of the table (SQLite's way to change a type) would fail on them.
+        await conn.exec_driver_sql(
+            "INSERT INTO attempt (run_id, number, status) VALUES ('r1', 1, 'succeeded')"
         )
         await conn.run_sync(_upgrade_to("head"))
         month = 31 * 24 * 3600 * 1000

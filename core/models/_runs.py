@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from sqlalchemy import JSON, BigInteger, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Index, Integer, UniqueConstraint
 from sqlmodel import AutoString, Field, SQLModel
 
 from core.models._common import OutsideText, TemporalLinks, UTCDateTime, created, enum_of, when
@@ -72,8 +72,9 @@ class Run(RunBase, table=True):
     scheduled_at: datetime | None = when()
     started_at: datetime | None = when()
     finished_at: datetime | None = when(index=True)
-    # 64 bits: a run of a month (daily retries, or a long pause) is past 2**31 milliseconds
-    duration_ms: int | None = Field(default=None, sa_type=BigInteger)
+    # 64 bits: a run of a month (daily retries, or a long pause) is past 2**31 milliseconds. SQLite's
+    # INTEGER holds 64 already (migration 0010 changes PostgreSQL's only).
+    duration_ms: int | None = Field(default=None, sa_type=BigInteger().with_variant(Integer(), "sqlite"))
     attempts: int = 0
     result: dict[str, Any] | None = Field(default=None, sa_type=JSON)
     error: str | None = Field(default=None, sa_type=OutsideText)

@@ -2,8 +2,9 @@
 
 A run's duration runs from its start to its end, through every backoff and pause: a month of daily retries,
 or a run paused for a month, lasts more than 2**31 milliseconds (24.8 days). PostgreSQL's INTEGER refused
-it ("integer out of range"), so such a run's end was never recorded. SQLite rebuilds the table for the
-new declared type; its integers were 64 bits already.
+it ("integer out of range"), so such a run's end was never recorded. SQLite's INTEGER holds 64 bits
+already, and changing its declared type would copy the table, which the rows that refer to runs (attempts,
+log lines, dead letters) forbid while foreign keys are enforced: SQLite is left as it is.
 
 Revision ID: 0010_run_duration_bigint
 Revises: 0009_live_jobs_covering
@@ -21,11 +22,14 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+def _duration_type(old: sa.types.TypeEngine[int], new: sa.types.TypeEngine[int]) -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.alter_column("run", "duration_ms", existing_type=old, type_=new, existing_nullable=True)
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("run", schema=None) as batch_op:
-        batch_op.alter_column("duration_ms", existing_type=sa.Integer(), type_=sa.BigInteger())
+    _duration_type(sa.Integer(), sa.BigInteger())
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("run", schema=None) as batch_op:
-        batch_op.alter_column("duration_ms", existing_type=sa.BigInteger(), type_=sa.Integer())
+    _duration_type(sa.BigInteger(), sa.Integer())
