@@ -11,7 +11,7 @@ import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from itertools import groupby
 from pathlib import Path
@@ -350,11 +350,19 @@ def _encoded(at: datetime, row_id: str) -> str:
 
 
 def _decoded(cursor: str) -> tuple[datetime, str]:
+    """The (at, id) of a cursor; anything but what `_encoded` writes is a 422. A cursor is the client's
+    text, so its parts are checked as the database will meet them: an id of printable ASCII (ids are;
+    NUL or a lone surrogate failed the query on PostgreSQL) and a time that has a UTC one (year 1 at
+    +14:00 has none, and failed on SQLite)."""
     try:
         at, row_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         when = datetime.fromisoformat(at)
-    except (ValueError, TypeError, binascii.Error) as exc:
+        if when.tzinfo is None or not _an_id(row_id):
+            raise ValueError("not what _encoded writes")
+        return when.astimezone(UTC), row_id
+    except (ValueError, TypeError, OverflowError, binascii.Error) as exc:
         raise Invalid("cursor: not a cursor this API gave out", ("query", "cursor")) from exc
-    if when.tzinfo is None or not isinstance(row_id, str):
-        raise Invalid("cursor: not a cursor this API gave out", ("query", "cursor"))
-    return when, row_id
+
+
+def _an_id(value: object) -> bool:
+    return isinstance(value, str) and value.isascii() and value.isprintable()

@@ -3,6 +3,8 @@ to its end, and bulk pause and resume of one's own jobs by ids or by filter."""
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -221,6 +223,31 @@ async def test_runs_and_dead_letters_page_by_cursor(api: ApiClient, sessions: Se
     for list_url in (url, "/dead-letters"):
         problem = expect(await alice.get(list_url, params={"cursor": "!!!"}), 422)
         assert problem["errors"][0]["loc"] == ["query", "cursor"]
+
+
+def forged(at: str, row_id: str) -> str:
+    """A cursor as the API writes one (base64url of [at, id]), of the client's own making."""
+    return base64.urlsafe_b64encode(json.dumps([at, row_id]).encode()).decode().rstrip("=")
+
+
+async def test_a_forged_cursor_is_a_422(api: ApiClient) -> None:
+    """A cursor is the client's text: an id holding NUL or a lone surrogate failed the query on PostgreSQL,
+    and a time with no UTC one (year 1 at +14:00) failed on SQLite, both as 500s."""
+    alice = await api.authed_user()
+    job = await create(alice, http_job("http://example.org/x", {"type": "cron", "cron": "0 3 * * *"}))
+    cursors = [
+        forged("2026-01-01T00:00:00+00:00", "a\x00b"),
+        forged("2026-01-01T00:00:00+00:00", "\ud800"),
+        forged("0001-01-01T00:00:00+14:00", "abc"),
+        forged("2026-01-01T00:00:00", "abc"),  # no offset
+    ]
+    for url in ("/jobs", "/dead-letters", f"/jobs/{job['id']}/runs"):
+        for cursor in cursors:
+            problem = expect(await alice.get(url, params={"cursor": cursor}), 422)
+            assert problem["errors"][0]["loc"] == ["query", "cursor"], (url, cursor)
+    # One the API could have written is read: no job is older than it.
+    older = forged("2026-01-01T00:00:00+02:00", "abc")
+    assert expect(await alice.get("/jobs", params={"cursor": older}), 200)["items"] == []
 
 
 async def test_admin_lists_page_by_cursor(api: ApiClient) -> None:
