@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -126,11 +127,25 @@ class Dst(BaseModel):
         return DstRule(self.gap, self.repeat)
 
 
+def _has_utc_time(at: datetime) -> datetime:
+    """The time as given, if it has a UTC equivalent: year 1 at +14:00 or year 9999 at -14:00 has none,
+    and converting it later was a 500."""
+    try:
+        at.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError("datetime_range", "has no UTC time within the years 1 to 9999") from None
+    return at
+
+
+# Every time a client sends (a schedule's bounds, a run_at, a backfill's range, a preview's start).
+Instant = Annotated[AwareDatetime, AfterValidator(_has_utc_time)]
+
+
 class _Window(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    start_at: AwareDatetime | None = None
-    end_at: AwareDatetime | None = None
+    start_at: Instant | None = None
+    end_at: Instant | None = None
     jitter_seconds: int = Field(default=0, ge=0, le=24 * 3600)
     exclude: Exclude | None = Field(default=None, exclude_if=lambda value: value is None)
 
@@ -149,7 +164,7 @@ class ImmediateSchedule(BaseModel):
 class OnceSchedule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     type: Literal["once"] = "once"
-    run_at: AwareDatetime
+    run_at: Instant
 
     @property
     def fire_at(self) -> datetime:

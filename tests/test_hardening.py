@@ -135,6 +135,21 @@ async def test_an_action_body_that_is_no_json_is_a_422_naming_it(
     assert expect(await alice.post("/jobs", **raw_json(text)), 201)["action"]["body"] == ["\U0001f600", 1e308]
 
 
+async def test_a_time_with_no_utc_equivalent_is_a_422_naming_it(alice: AuthedClient) -> None:
+    """Year 1 at +14:00 (or year 9999 at -14:00) is a valid ISO time with no UTC one: converting it was a
+    500 in the backfill, the schedule checks and the preview."""
+    early, late = "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"
+    once = job(schedule={"type": "once", "run_at": early})
+    invalid(await alice.post("/jobs", json=once), "body", "schedule", "run_at")
+    bounded = job(schedule={"type": "cron", "cron": "0 9 * * *", "end_at": late})
+    invalid(await alice.post("/jobs", json=bounded), "body", "schedule", "end_at")
+    preview = {"schedule": {"type": "cron", "cron": "0 9 * * *"}, "after": early}
+    invalid(await alice.post("/schedules/preview", json=preview), "body", "after")
+    made = expect(await alice.post("/jobs", json=job()), 201)
+    backfill = {"start": early, "end": "2026-01-01T00:00:00Z"}
+    invalid(await alice.post(f"/jobs/{made['id']}/backfill", json=backfill), "body", "start")
+
+
 async def test_a_body_too_deep_for_the_json_parser_is_a_400(alice: AuthedClient) -> None:
     problem = expect(await alice.post("/jobs", **raw_json(nested(100_000))), 400)
     assert "body" in problem["detail"]

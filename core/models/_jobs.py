@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, field_serializer, model_validator
+from pydantic import AfterValidator, field_serializer, model_validator
 from pydantic import Field as Spec
 from sqlalchemy import Index, event, text
 from sqlmodel import AutoString, Field, SQLModel
@@ -36,7 +36,7 @@ from core.payloads import (
     masked_action,
     masked_notify,
 )
-from core.schedules import CronSchedule, ImmediateSchedule, IntervalSchedule, OnceSchedule, Schedule
+from core.schedules import CronSchedule, ImmediateSchedule, Instant, IntervalSchedule, OnceSchedule, Schedule
 
 # The schedules Temporal fires: every kind but `immediate`, whose one run the API starts.
 Timed = OnceSchedule | CronSchedule | IntervalSchedule
@@ -365,8 +365,8 @@ class BackfillRequest(SQLModel):
 
     model_config = SQLModelConfig(extra="forbid")
 
-    start: AwareDatetime
-    end: AwareDatetime
+    start: Instant
+    end: Instant
     overlap_policy: OverlapPolicy = Field(
         default=OverlapPolicy.BUFFER_ALL,
         description="how the backfilled runs overlap each other and the job's runs; the default runs them "
@@ -401,7 +401,7 @@ class PreviewRequest(SQLModel):
 
     schedule: Schedule
     count: int = Field(default=10, ge=1, le=100)
-    after: AwareDatetime | None = None
+    after: Instant | None = None
 
 
 class Preview(SQLModel):
