@@ -137,6 +137,14 @@ async def test_a_stale_edit_is_refused(api: ApiClient, alice: Browser, target: H
     assert expect(await user.get(f"/jobs/{mailer['id']}"), 200)["action"] == {**email, "cc": [], "html": None}
 
 
+async def test_a_body_too_deep_for_the_parser_is_a_field_error(alice: Browser) -> None:
+    """The form's body textarea is parsed as JSON: one nested past the parser's recursion was a 500."""
+    form = {"name": "deep", "schedule_type": "cron", "cron": "0 9 * * *", "url": "http://example.org/x"}
+    answer = await alice.submit("/jobs", {**form, "body": "[" * 100_000 + "]" * 100_000}, via="/jobs/new")
+    assert answer.status_code == 422
+    assert 'id="body-error"' in answer.text and "nests deeper than 32 levels" in answer.text
+
+
 async def test_the_new_job_form_previews_and_creates(
     api: ApiClient, alice: Browser, target: HttpTarget
 ) -> None:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from api.errors import user_loc
 from core.errors import Invalid
 from core.models import JobPublic
-from core.payloads import HttpAction, masked_action, masked_notify
+from core.payloads import MAX_BODY_DEPTH, HttpAction, masked_action, masked_notify
 from core.schedules import CronSchedule, IntervalSchedule, OnceSchedule
 
 Form = Mapping[str, str]
@@ -62,12 +62,15 @@ def local_time(value: str, timezone: str) -> str:
 
 
 def _body(value: str) -> Any:
+    """The body textarea as JSON, or as the text it is when it is no JSON."""
     if not value:
         return None
     try:
         return json.loads(value)
     except ValueError:
         return value
+    except RecursionError:  # deeper than the parser goes (the API's JSON answers it with a 400)
+        raise Invalid(f"the body nests deeper than {MAX_BODY_DEPTH} levels", ("body",)) from None
 
 
 def _headers(value: str) -> dict[str, str]:
