@@ -54,7 +54,9 @@ async def refuse_nul(request: Request) -> None:
             form = await request.form()
             where += [("body", key) for key, value in form.multi_items() if NUL in key + str(value)]
         elif b"\\u0000" in (body := await request.body()):
-            with contextlib.suppress(ValueError):  # not JSON: the route refuses it as it stands
+            # Not JSON, or nested past the parser here (deeper in the stack than the route's own parse):
+            # the route refuses it as it stands (any body nested past 32 levels is a 422).
+            with contextlib.suppress(ValueError, RecursionError):
                 where += [("body", *path) for path in _nul_paths(json.loads(body))]
     if where:
         first = ".".join(str(part) for part in where[0][1:])

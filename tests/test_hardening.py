@@ -135,6 +135,18 @@ async def test_an_action_body_that_is_no_json_is_a_422_naming_it(
     assert expect(await alice.post("/jobs", **raw_json(text)), 201)["action"]["body"] == ["\U0001f600", 1e308]
 
 
+async def test_a_body_holding_nul_is_refused_at_every_depth(alice: AuthedClient) -> None:
+    """The NUL check parses a body again, deeper in the stack than the route did: at the depth the route's
+    parse just managed and its own did not, it raised RecursionError (a 500). Every depth up to past the
+    interpreter's limit is a 400 or a 422."""
+    statuses = set()
+    for depth in range(800, 1001):
+        body = "[" * depth + '"\\u0000"' + "]" * depth
+        text = json.dumps(job(action=http_action(body=0))).replace('"body": 0', f'"body": {body}')
+        statuses.add((await alice.post("/jobs", **raw_json(text))).status_code)
+    assert statuses <= {400, 422}, statuses
+
+
 async def test_a_time_with_no_utc_equivalent_is_a_422_naming_it(alice: AuthedClient) -> None:
     """Year 1 at +14:00 (or year 9999 at -14:00) is a valid ISO time with no UTC one: converting it was a
     500 in the backfill, the schedule checks and the preview."""
