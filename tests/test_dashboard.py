@@ -3,9 +3,10 @@ stale edits refused and logout ending the session. The browser scenario is tests
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,9 +14,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sse_starlette import ServerSentEvent
 from temporalio.client import Client
 
 from api.web import jobs as job_pages
+from api.web import live
 from core.auth import Principal
 from core.jobs import JobService
 from core.models import Job, Role, Run, RunStatus
@@ -524,6 +527,44 @@ class Tabs:
     async def is_disconnected(self) -> bool:
         self.ticks -= 1
         return self.ticks < 0
+
+
+async def test_a_user_holds_at_most_eight_live_views(
+    api: ApiClient, alice: Browser, target: HttpTarget
+) -> None:
+    """Each live view reads the database every few seconds while it is open: past eight of one user's in
+    a process, a new one answers `busy` and ends (the page stops following), and a closed one frees its
+    place. Another user's views are not counted against them."""
+    user = await api_user(api, alice)
+
+    async def forever() -> AsyncGenerator[ServerSentEvent, None]:
+        yield ServerSentEvent(data="open", event="open")
+        await asyncio.Event().wait()
+
+    async def first(stream: AsyncGenerator[ServerSentEvent, None]) -> str | None:
+        return (await anext(stream)).event
+
+    views = [live.held(user.id, forever()) for _ in range(live.MAX_PER_USER)]
+    assert [await first(view) for view in views] == ["open"] * live.MAX_PER_USER
+    over = live.held(user.id, forever())
+    assert await first(over) == "busy"
+    assert [event async for event in over] == []  # and it ends
+    theirs = live.held("someone-else", forever())
+    assert await first(theirs) == "open"
+    await theirs.aclose()
+
+    job = expect(await user.post("/jobs", json=job_body(target, "followed")), 201)
+    row = re.search(r'id="job-runs" data-live="([^"]+)"', (await alice.get(f"/jobs/{job['id']}")).text)
+    assert row is not None
+    stream = await alice.get(f"/jobs/{job['id']}/events", params={"row": row.group(1)})
+    assert "event: busy" in stream.text and "at most 8 live views" in stream.text
+
+    await views.pop().aclose()
+    again = live.held(user.id, forever())
+    assert await first(again) == "open"
+    for view in [*views, again]:
+        await view.aclose()
+    assert user.id not in live._open
 
 
 async def test_the_jobs_list_streams_only_the_rows_that_changed(

@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Protocol
 from urllib.parse import urlencode
@@ -20,6 +20,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import AuditServiceDep, Cursor, JobServiceDep, RunServiceDep, parse_labels
 from api.web import forms
+from api.web.live import held
 from api.web.render import page, templates
 from api.web.session import Viewer
 from core.auth import Principal
@@ -196,7 +197,8 @@ async def jobs_events(
     deleted, `end` when none is left. The page closes the stream while its tab is hidden or live
     updates are paused, and reopens it with the rows as it shows them."""
     shown = _keys(row, LIVE_ROWS)
-    return EventSourceResponse(_watch(request, viewer, jobs, shown, _rows(viewer, jobs, runs)), ping=15)
+    events = _watch(request, viewer, jobs, shown, _rows(viewer, jobs, runs))
+    return EventSourceResponse(held(viewer.id, events), ping=15)
 
 
 def _rows(viewer: Principal, jobs: JobService, runs: RunService) -> Draw:
@@ -229,7 +231,8 @@ async def job_events(
     if list(shown) != [job_id]:
         raise Invalid("row: the key of this job", ("query", "row"))
     await jobs.get(viewer, job_id)  # a 404 before the stream starts, not inside it
-    return EventSourceResponse(_watch(request, viewer, jobs, shown, _job_parts(viewer, jobs, runs)), ping=15)
+    events = _watch(request, viewer, jobs, shown, _job_parts(viewer, jobs, runs))
+    return EventSourceResponse(held(viewer.id, events), ping=15)
 
 
 def _job_parts(viewer: Principal, jobs: JobService, runs: RunService) -> Draw:
@@ -251,7 +254,7 @@ def _block(template: str, name: str, context: dict[str, Any]) -> ServerSentEvent
 
 async def _watch(
     request: Request, viewer: Principal, jobs: JobService, shown: dict[str, _Shown], draw: Draw
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncGenerator[ServerSentEvent, None]:
     """Each tick, one read of the shown jobs' versions; a job whose version moved, or whose next fire
     has passed, is read and drawn again (once: a next fire still past is not looked at again)."""
     while shown and not await request.is_disconnected():

@@ -4,7 +4,7 @@ and its pause, resume and cancel controls."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -13,6 +13,7 @@ from jinja2_fragments import render_block
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import RunServiceDep
+from api.web.live import held
 from api.web.render import page, templates
 from api.web.session import Viewer
 from core.auth import Principal
@@ -58,12 +59,12 @@ async def run_events(
     """The run's new log lines (`log`), its status and attempts when they change (`status`), and `end`
     once it is over. The page closes the stream while its tab is hidden and reopens it with `after`."""
     await runs.get(viewer, run_id)  # a 404 before the stream starts, not inside it
-    return EventSourceResponse(_tail(request, viewer, runs, run_id, after), ping=15)
+    return EventSourceResponse(held(viewer.id, _tail(request, viewer, runs, run_id, after)), ping=15)
 
 
 async def _tail(
     request: Request, viewer: Principal, runs: RunService, run_id: str, seen: int
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncGenerator[ServerSentEvent, None]:
     shown = None
     while not await request.is_disconnected():
         run = await runs.get(viewer, run_id)

@@ -52,6 +52,8 @@
     Object.keys(live.handlers).forEach(function (name) {
       live.source.addEventListener(name, live.handlers[name]);
     });
+    // The user holds as many live views as the server allows: stop, rather than reconnect.
+    live.source.addEventListener("busy", function (e) { liveEnd(e.data); });
   }
   function liveEnd(text) {
     live.ended = true; liveClose(); liveState(text);
