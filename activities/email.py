@@ -25,7 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.attempts import ActionAttempt, RunRecorder
 from core.config import Settings
-from core.payloads import EmailAction, EmailOutcome, EmailSend, ErrorType
+from core.payloads import EmailAction, EmailOutcome, EmailSend, ErrorType, unicode_text
 
 SMTP_TIMEOUT_SECONDS = 30
 
@@ -120,9 +120,11 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def smtp_error(exc: Exception, number: int) -> ApplicationError:
-    """5xx answers (refused recipient or sender, failed auth) need a change, not another attempt."""
+    """5xx answers (refused recipient or sender, failed auth) need a change, not another attempt. The
+    server's words come as aiosmtplib decodes them, a byte that is not UTF-8 as a lone surrogate: made
+    Unicode first, or the failure could not be sent to Temporal nor the attempt stored."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-        refused = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+        refused = "; ".join(f"{r.recipient}: {r.code} {unicode_text(r.message)}" for r in exc.recipients)
         return ApplicationError(
             f"recipients refused: {refused}",
             {"attempt": number},
@@ -131,7 +133,7 @@ def smtp_error(exc: Exception, number: int) -> ApplicationError:
         )
     if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code >= 500:
         return ApplicationError(
-            f"SMTP {exc.code}: {exc.message}",
+            f"SMTP {exc.code}: {unicode_text(exc.message)}",
             {"attempt": number},
             type=ErrorType.EMAIL_REJECTED,
             non_retryable=True,

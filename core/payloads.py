@@ -622,3 +622,10 @@ for _model in (HttpCall, HttpOutcome, EmailSend, EmailOutcome):
 def payload_encoding(payload: Payload) -> str:
     """What a payload says it holds (`json/plain`, `binary/plain`, `json/protobuf`…), for notes."""
     return payload.metadata.get("encoding", b"").decode(errors="replace") or "no encoding"
+
+
+def unicode_text(text: str) -> str:
+    """Text from outside as Unicode that can be encoded: each lone surrogate (what `surrogateescape` makes
+    of a byte that is not UTF-8, as aiosmtplib does with a mail server's reply) becomes U+FFFD. Neither
+    Temporal's protobufs nor either database can hold one."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)

@@ -6,15 +6,19 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from email import message_from_bytes, policy
 
+import aiosmtplib
 import pytest
 from sqlmodel import col, select
+from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client
 
-from activities.email import SmtpServer
+from activities.email import SmtpServer, smtp_error
 from core.config import Settings
 from core.db import Sessions
 from core.models import Attempt, Job, RunLog
 from core.payloads import LOCAL_FIRST, EmailAction, RunInput, RunResult
+from core.temporal import data_converter
+from tests.api_client import ENCRYPTION_KEYS
 from tests.histories import keep
 from tests.mirror_rows import add_job
 from tests.smtp_server import SmtpSink, start_smtp
@@ -114,6 +118,22 @@ async def test_refused_recipient_fails_the_run_at_once(temporal_client, queues, 
     _, result = await send(temporal_client, queues["smtp"], job, action)
     assert (result.status, result.attempts) == ("failed", 1)
     assert "recipients refused" in (result.error or "")
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        aiosmtplib.SMTPResponseException(550, "no such user \udcff"),
+        aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(550, "no \udcfe", "a@b.org")]),
+    ],
+)
+def test_a_reply_that_is_no_utf8_makes_a_failure_temporal_takes(refusal: Exception) -> None:
+    """aiosmtplib decodes a reply's byte that is not UTF-8 as a lone surrogate: the failure carrying it
+    could not be encoded for Temporal (UnicodeEncodeError)."""
+    error = smtp_error(refusal, 1)
+    assert "\ufffd" in error.message
+    converter = data_converter(Settings(encryption_keys=ENCRYPTION_KEYS))
+    converter.failure_converter.to_failure(error, converter.payload_converter, Failure())
 
 
 async def test_without_smtp_url_mail_is_kept_in_the_outbox(

@@ -510,6 +510,24 @@ async def test_every_mirror_write_retried_lands_once(sessions):
     ]
 
 
+async def test_outside_text_that_is_no_unicode_is_recorded(sessions):
+    """A mail server's reply comes with a byte that is not UTF-8 as a lone surrogate, and an answer may
+    hold NUL: neither database could store either, so the attempt's write failed for ever. Both are kept
+    as U+FFFD."""
+    job = await add_job(sessions)
+    mirror, recorder = MirrorActivities(sessions), RunRecorder(sessions)
+    started = manual_start(job)
+    await mirror.run_started(started)
+    run_id = started.run_id
+    await recorder.attempt_started(run_id, 1, LogLine(f"{run_id}:email:1:started", "info", "attempt 1"))
+    said = "SMTP 550: no such user \udcff\x00"
+    line = LogLine(f"{run_id}:email:1:failed", "error", f"attempt 1 failed: {said}")
+    await recorder.attempt_finished(run_id, 1, status="failed", duration_ms=3, lines=[line], error=said)
+    [attempt] = await attempts_of(sessions, run_id)
+    assert attempt.error == "SMTP 550: no such user \ufffd\ufffd"
+    assert (await log_of(sessions, run_id))[-1] == "attempt 1 failed: SMTP 550: no such user \ufffd\ufffd"
+
+
 async def test_a_run_of_a_month_is_recorded_with_its_duration(sessions):
     """A month of daily retries, or a pause of as long: the run's duration in milliseconds is past a 32-bit
     integer (24.8 days), which PostgreSQL's INTEGER column refused, so the run's end was never recorded."""

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Dialect
 from sqlmodel import AutoString, Field, SQLModel
 
 from core.codec import Keyring
-from core.payloads import has_userinfo, with_secrets
+from core.payloads import has_userinfo, unicode_text, with_secrets
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -149,16 +149,19 @@ def keyring_of(dialect: Dialect) -> Keyring:
 
 class OutsideText(TypeDecorator[str]):
     """Text that comes from outside Chronos (an excerpt of a target's answer, a mail server's reply, a
-    failure message of the user's own workflow), stored with each NUL character as U+FFFD, the character
-    the excerpt already shows for bytes it cannot decode. PostgreSQL refuses NUL in text: a run whose
-    target answered in binary could not be recorded, its write retried for ever. Requests never carry NUL
-    (`api.deps.refuse_nul`), so only text from outside meets this."""
+    failure message of the user's own workflow), stored with each NUL character and each lone surrogate
+    as U+FFFD, the character the excerpt already shows for bytes it cannot decode. PostgreSQL refuses NUL
+    in text, and neither database can encode a surrogate: a run whose target answered in binary could not
+    be recorded, its write retried for ever. Requests never carry either (`api.deps.refuse_nul`, pydantic's
+    strings), so only text from outside meets this."""
 
     impl = AutoString
     cache_ok = True
 
     def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
-        return value.replace("\x00", "\ufffd") if value is not None and "\x00" in value else value
+        if value is None:
+            return None
+        return unicode_text(value.replace("\x00", "\ufffd") if "\x00" in value else value)
 
 
 class EnumText(TypeDecorator[E]):
