@@ -67,9 +67,7 @@ class HttpActivities:
             # Every attempt of one run carries the same key, so targets can deduplicate retries.
             headers = {"Idempotency-Key": req.run_id, **action.headers}
             try:
-                response, excerpt = await attempt.perform(
-                    asyncio.wait_for(self._send(req, headers), action.timeout_seconds)
-                )
+                response, excerpt = await attempt.perform(self._send(req, headers))
             except TargetRefused as exc:
                 raise ApplicationError(
                     str(exc), {"attempt": number}, type=ErrorType.TARGET_REFUSED, non_retryable=True
@@ -98,21 +96,28 @@ class HttpActivities:
         return outcome
 
     async def _send(self, req: HttpCall, headers: dict[str, str]) -> tuple[httpx.Response, str]:
-        """The answer and an excerpt of its body: never more than EXCERPT_BYTES of it are read."""
+        """The answer and an excerpt of its body: never more than EXCERPT_BYTES of it are read, all within
+        timeout_seconds. Without a status by then there is no answer (TimeoutError); once the status is in,
+        the target has answered, and a body that trickles past the deadline, breaks off, or does not
+        decompress as its Content-Encoding says is noted in the excerpt: the status stands, where a retry
+        would only call the target again."""
         action = req.action
         request = self.client.build_request(
             action.method, str(action.url), headers=headers, json=action.body, timeout=action.timeout_seconds
         )
-        response = await self.client.send(request, stream=True)
+        deadline = asyncio.get_running_loop().time() + action.timeout_seconds
+        async with asyncio.timeout_at(deadline):
+            response = await self.client.send(request, stream=True)
         try:
             body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) >= EXCERPT_BYTES:
-                    break
+            async with asyncio.timeout_at(deadline):
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) >= EXCERPT_BYTES:
+                        break
+        except TimeoutError:
+            return response, f"(the body did not arrive within timeout_seconds={action.timeout_seconds:g})"
         except httpx.HTTPError as exc:
-            # The status stands: the target has answered. Its body broke off, or does not decompress as its
-            # Content-Encoding says; a retry would only call the target again.
             return response, f"(the body could not be read: {type(exc).__name__}: {exc})"
         finally:
             await response.aclose()

@@ -32,6 +32,7 @@ class Answer:
     hang: bool = False
     body: bytes = b'{"ok": true}'
     delay: float = 0  # seconds before answering: a call that is in flight for a while
+    body_after: float = 0  # seconds between the status and headers and the body: a body that trickles
     until: threading.Event | None = None  # held open until the test sets it (or HANG_SECONDS pass)
 
 
@@ -98,6 +99,9 @@ def start_target() -> HttpTarget:
             for name, value in answer.headers.items():
                 self.send_header(name, value)
             self.end_headers()
+            if answer.body_after:
+                self.wfile.flush()
+                target.released.wait(answer.body_after)
             self.wfile.write(answer.body)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle

@@ -196,6 +196,21 @@ async def test_an_answer_whose_body_does_not_decompress_keeps_its_status(
     assert any("could not be read: DecodingError" in line for line in await log_of(sessions, handle.id))
 
 
+async def test_an_answer_whose_body_trickles_past_the_timeout_keeps_its_status(
+    temporal_client, task_queue, job, target, sessions
+):
+    """The status came in time and the body did not: that was "no answer within timeout_seconds", and the
+    target was called again by every retry although it had answered 200."""
+    path = unique("/trickle")
+    target.script(path, [Answer(200, body=b"late", body_after=3)])
+    action = HttpAction(url=target.url(path), timeout_seconds=1)
+    handle = await start(temporal_client, task_queue, run_input(job, action))
+    result = await handle.result()
+    assert (result.status, result.attempts, len(target.requests[path])) == ("succeeded", 1, 1)
+    log = await log_of(sessions, handle.id)
+    assert any("(the body did not arrive within timeout_seconds=1)" in line for line in log), log
+
+
 @pytest.mark.parametrize("charset", ["rot13", "base64", "zlib", "idna", "punycode", "utf-7", None])
 def test_an_excerpt_is_text_whatever_charset_the_answer_names(charset: str | None) -> None:
     assert excerpt_of(b"ok \xff", charset) == "ok \ufffd"
