@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, delete, func, update
 from sqlalchemy import select as sa_select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -227,13 +228,31 @@ class JobService:
             # The job is its one run: inserted already running it, with the run's row.
             run = self._new_run(job, Trigger.IMMEDIATE) if job.immediate else None
             rows += [run] if run else []
-            async with writing(session):  # until the commit
-                await session.run_sync(lambda sync: insert_rows(sync.connection(), rows))
-                await self._within_quota(session, job)
-                await session.commit()
+            try:
+                async with writing(session):  # until the commit
+                    await session.run_sync(lambda sync: insert_rows(sync.connection(), rows))
+                    await self._within_quota(session, job)
+                    await session.commit()
+            except IntegrityError:
+                replay = await self._second_with_key(session, user, idempotency_key, body, job)
+                if replay is None:
+                    raise
+                return await self._public(session, replay, local=True)
             if run is not None:
                 await self._start_workflow(job, run, partial(self._unmake, session, job.id))
             return await self._public(session, job, local=True, run=run)
+
+    async def _second_with_key(
+        self, session: AsyncSession, user: Principal, key: str | None, body: JobCreate, job: Job
+    ) -> Job | None:
+        """A create whose insert failed: its schedule goes again. When it came with an Idempotency-Key that
+        a request sent while it was in flight committed first (a client's retry after a timeout), the
+        other's job, as a replay gives it (a 409 for another body); else None. The loser of that race was
+        a 500, and its schedule an orphan."""
+        await session.rollback()
+        if not job.immediate:
+            await self.temporal.call(lambda c: drop_schedule(c, job, at_once=True))
+        return None if key is None else await self._idempotent(session, user, key, body)
 
     async def _idempotent(
         self, session: AsyncSession, user: Principal, key: str, body: JobCreate

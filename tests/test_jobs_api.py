@@ -376,6 +376,27 @@ async def test_idempotency_key_returns_the_first_job(api: ApiClient) -> None:
     assert expect(await alice.get("/jobs"), 200)["total"] == 1
 
 
+async def test_retries_sent_at_once_with_one_idempotency_key_make_one_job(
+    api: ApiClient, temporal_client: Client
+) -> None:
+    """A client that retries before its first request has answered: each request found the key unused, and
+    all but the first to commit met it at the insert, a 500 each, their schedules left behind. Now each
+    answers the one job, and only its schedule remains."""
+    alice = await api.authed_user()
+    body = http_job("http://example.org/x", {"type": "cron", "cron": "@daily"})
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    answers = await asyncio.gather(*(alice.post("/jobs", json=body, headers=key) for _ in range(6)))
+    assert {expect(answer, 201)["id"] for answer in answers} == {answers[0].json()["id"]}
+    assert expect(await alice.get("/jobs"), 200)["total"] == 1
+
+    async def schedules() -> list[str] | None:
+        query = f'ChronosOwnerId = "{alice.user["id"]}"'
+        found = [s.id async for s in await temporal_client.list_schedules(query=query)]
+        return found if len(found) == 1 else None
+
+    assert await eventually(schedules, "one schedule left") == [f"job-{answers[0].json()['id']}"]
+
+
 async def test_preview_describes_without_saving(api: ApiClient) -> None:
     alice = await api.authed_user()
     body = {
