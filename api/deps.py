@@ -51,6 +51,10 @@ async def refuse_nul(request: Request) -> None:
     where += [("query", key) for key, value in request.query_params.multi_items() if NUL in key + value]
     if request.method not in SAFE_METHODS:
         if request.headers.get("content-type", "").startswith(FORMS):
+            # Read whole first, so a route that takes the body as it is (the Temporal UI's proxy) still
+            # can; a route that parsed it as a form already has it kept as one instead.
+            with contextlib.suppress(RuntimeError):  # "Stream consumed": parsed as a form already
+                await request.body()
             form = await request.form()
             where += [("body", key) for key, value in form.multi_items() if NUL in key + str(value)]
         elif b"\\u0000" in (body := await request.body()):

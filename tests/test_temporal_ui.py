@@ -65,5 +65,11 @@ async def test_only_a_session_reaches_the_ui_and_without_chronos_credentials(
     assert done.status_code == 200
     [received] = target.requests[terminate]
     assert (received.method, received.body) == ("POST", b'{"reason":"r"}')
+    # A form goes through whole too: the NUL check reads it before the route, and keeps it.
+    signal = "/temporal/api/v1/namespaces/default/workflows/w/signal"
+    sent_form = await admin.http.post(signal, data={"name": "go"}, headers={"Origin": SITE})
+    assert sent_form.status_code == 200
+    [received] = target.requests[signal]
+    assert received.body == b"name=go"
     for browser in (anonymous, alice, admin):
         await browser.close()
