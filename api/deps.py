@@ -50,14 +50,16 @@ async def refuse_nul(request: Request) -> None:
     where = [("path", name) for name, value in request.path_params.items() if NUL in str(value)]
     where += [("query", key) for key, value in request.query_params.multi_items() if NUL in key + value]
     if request.method not in SAFE_METHODS:
-        if request.headers.get("content-type", "").startswith(FORMS):
-            # Read whole first, so a route that takes the body as it is (the Temporal UI's proxy) still
-            # can; a route that parsed it as a form already has it kept as one instead.
-            with contextlib.suppress(RuntimeError):  # "Stream consumed": parsed as a form already
-                await request.body()
+        # Read whole first, so a route that takes the body as it is (the Temporal UI's proxy) still can; a
+        # route that parsed it as a form (its content type in any case) has it kept as one instead.
+        try:
+            body: bytes | None = await request.body()
+        except RuntimeError:  # "Stream consumed": parsed as a form already
+            body = None
+        if body is None or request.headers.get("content-type", "").lower().startswith(FORMS):
             form = await request.form()
             where += [("body", key) for key, value in form.multi_items() if NUL in key + str(value)]
-        elif b"\\u0000" in (body := await request.body()):
+        elif b"\\u0000" in body:
             # Not JSON, or nested past the parser here (deeper in the stack than the route's own parse):
             # the route refuses it as it stands (any body nested past 32 levels is a 422).
             with contextlib.suppress(ValueError, RecursionError):

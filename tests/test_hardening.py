@@ -135,6 +135,21 @@ async def test_an_action_body_that_is_no_json_is_a_422_naming_it(
     assert expect(await alice.post("/jobs", **raw_json(text)), 201)["action"]["body"] == ["\U0001f600", 1e308]
 
 
+async def test_a_form_is_read_whatever_the_case_of_its_content_type(
+    api: ApiClient, alice: AuthedClient
+) -> None:
+    """Starlette parses `Application/X-WWW-Form-Urlencoded` as a form, consuming the body; the NUL check
+    then read it again as raw bytes ("Stream consumed", a 500)."""
+    for content_type in ("Application/X-WWW-Form-Urlencoded", "APPLICATION/X-WWW-FORM-URLENCODED"):
+        headers = {"Content-Type": content_type}
+        refused = await api.post(
+            "/auth/token", content=b"grant_type=password&username=a%00b&password=x", headers=headers
+        )
+        invalid(refused, "body", "username")
+        login = f"grant_type=password&username={alice.user['email']}&password={PASSWORD}".replace("@", "%40")
+        expect(await api.post("/auth/token", content=login.encode(), headers=headers), 200)
+
+
 async def test_a_body_holding_nul_is_refused_at_every_depth(alice: AuthedClient) -> None:
     """The NUL check parses a body again, deeper in the stack than the route did: at the depth the route's
     parse just managed and its own did not, it raised RecursionError (a 500). Every depth up to past the
