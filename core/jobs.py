@@ -249,9 +249,7 @@ class JobService:
         a request sent while it was in flight committed first (a client's retry after a timeout), the
         other's job, as a replay gives it (a 409 for another body); else None. The loser of that race was
         a 500, and its schedule an orphan."""
-        await session.rollback()
-        if not job.immediate:
-            await self.temporal.call(lambda c: drop_schedule(c, job, at_once=True))
+        await self._take_back(session, job)
         return None if key is None else await self._idempotent(session, user, key, body)
 
     async def _idempotent(
@@ -715,9 +713,14 @@ class JobService:
         try:
             await self.limits.hold_jobs(session, job.owner_id)
         except QuotaExceeded:
-            await session.rollback()
-            await self.temporal.call(lambda c: drop_schedule(c, job, at_once=True))
+            await self._take_back(session, job)
             raise
+
+    async def _take_back(self, session: AsyncSession, job: Job) -> None:
+        """A create that does not stand: its rows rolled back (which also ends its turn to write and its
+        quota lock), then the schedule made for it removed again (none for an immediate job)."""
+        await session.rollback()
+        await self.temporal.call(lambda c: drop_schedule(c, job, at_once=True))
 
     # -- Temporal --------------------------------------------------------------------------------
 

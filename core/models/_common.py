@@ -159,9 +159,7 @@ class OutsideText(TypeDecorator[str]):
     cache_ok = True
 
     def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
-        if value is None:
-            return None
-        return unicode_text(value.replace("\x00", "\ufffd") if "\x00" in value else value)
+        return None if value is None else unicode_text(value.replace("\x00", "\ufffd"))
 
 
 class EnumText(TypeDecorator[E]):
