@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -107,11 +107,18 @@ BACKFILL: Table = Backfill.__table__  # type: ignore[attr-defined]
 
 # The statements of every run, built once (SQLAlchemy then finds them compiled in its cache).
 JOB_STATE = select(JOB.c.state, JOB.c.schedule, JOB.c.last_run_id).where(JOB.c.id == bindparam("job"))
+# Written only if the row is still as read (`move_job`).
 SET_JOB_STATE = (
     update(JOB)
-    .where(JOB.c.id == bindparam("job"))
+    .where(
+        JOB.c.id == bindparam("job"),
+        JOB.c.state == bindparam("was"),
+        JOB.c.last_run_id.is_not_distinct_from(bindparam("was_last")),
+    )
     .values(state=bindparam("state"), last_run_id=bindparam("last_run_id"))
 )
+# How many times a job's row may change under `move_job` before the write gives up (and is retried).
+MOVES = 3
 # A scheduled run is a user's backfill when its fire time lies in a range they asked for before it started
 # (the schedule starts both with the same input; a range is in the past when asked for).
 BACKFILLED = (
@@ -202,6 +209,28 @@ class JobRow:
 
     def run_ended(self, status: RunOutcome, now: datetime) -> None:
         Job.run_ended(cast(Job, self), status, now)
+
+
+def move_job(conn: Connection, job: JobRow, rule: Callable[[JobRow], None]) -> None:
+    """Apply a run's `rule` to its job's row as read, and write the change only if the row is still so.
+    The API changes a job under its row lock (core/jobs.py): a cancel cancels the job's runs and commits
+    while their ends are recorded here, and a state decided from the row before it (the run ended, so
+    `scheduled`), written over it, made a cancelled job live again with no schedule. On PostgreSQL that
+    write waits for the API's commit and then matches no row: the row is read again and the rule applied
+    to it. (On SQLite the mirror reads under its write lock, so the row cannot change in between.)"""
+    for _ in range(MOVES):
+        was = (job.state, job.last_run_id)
+        rule(job)
+        if (job.state, job.last_run_id) == was:
+            return
+        values = {"job": job.id, "state": job.state, "last_run_id": job.last_run_id}
+        if conn.execute(SET_JOB_STATE, {**values, "was": was[0], "was_last": was[1]}).rowcount:
+            return
+        row = conn.execute(JOB_STATE, {"job": job.id}).first()
+        if row is None:
+            return
+        job = JobRow(job.id, row.state, row.schedule, row.last_run_id)
+    raise RuntimeError(f"job {job.id} changed {MOVES} times while its run was recorded")  # retried
 
 
 def next_retry(info: activity.Info, error: ApplicationError) -> timedelta | None:
@@ -378,11 +407,8 @@ class RunRecorder:
             return True
         row = conn.execute(JOB_STATE, {"job": event.job_id}).first()
         if row is not None:
-            state = JobRow(event.job_id, row.state, row.schedule, row.last_run_id)
-            state.run_started(event.run_id)
-            conn.execute(
-                SET_JOB_STATE, {"job": state.id, "state": state.state, "last_run_id": state.last_run_id}
-            )
+            job_row = JobRow(event.job_id, row.state, row.schedule, row.last_run_id)
+            move_job(conn, job_row, lambda job: job.run_started(event.run_id))
         return True
 
     def finish_run(self, conn: Connection, event: RunFinished, started: bool = False) -> LogLine:
@@ -427,16 +453,15 @@ class RunRecorder:
             values["duration_ms"] = max(0, int((event.finished_at - run.started_at).total_seconds() * 1000))
         conn.execute(FINISH_RUN, values)
         if run.job_state is not None:
-            job = JobRow(run.job_id, run.job_state, run.schedule, run.last_run_id)
-            if started:
-                job.run_started(event.run_id)
-            # A newer run of the job speaks for it now, unless this is its last run.
-            if job.last_run_id == event.run_id:
-                job.run_ended(result.status, event.finished_at)
-            if (job.state, job.last_run_id) != (run.job_state, run.last_run_id):
-                conn.execute(
-                    SET_JOB_STATE, {"job": job.id, "state": job.state, "last_run_id": job.last_run_id}
-                )
+
+            def ended(job: JobRow) -> None:
+                if started:
+                    job.run_started(event.run_id)
+                # A newer run of the job speaks for it now, unless this is its last run.
+                if job.last_run_id == event.run_id:
+                    job.run_ended(result.status, event.finished_at)
+
+            move_job(conn, JobRow(run.job_id, run.job_state, run.schedule, run.last_run_id), ended)
         level = {RunOutcome.SUCCEEDED: "info", RunOutcome.FAILED: "error"}.get(result.status, "warning")
         line = LogLine(f"{event.run_id}:run:finished", level, end_line(result), event.finished_at)
         if result.status == RunOutcome.FAILED and run.deleted_at is None:  # a deleted job's go with it

@@ -3,6 +3,7 @@ a worker full of slow calls."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text, update
 from sqlmodel import col, select
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import CancelledError
@@ -39,6 +41,7 @@ from core.payloads import (
     RunResult,
     RunStarted,
 )
+from core.schedules import IntervalSchedule
 from tests.api_client import ENCRYPTION_KEYS
 from tests.histories import keep
 from tests.http_target import HANG, Answer
@@ -523,6 +526,39 @@ async def test_every_mirror_write_retried_lands_once(sessions):
         "attempt 2 failed",
         "run failed after 2 attempt(s): HTTP 503",
     ]
+
+
+async def test_a_run_that_ends_during_its_jobs_cancel_leaves_the_job_cancelled(sessions):
+    """A cancel cancels the job's runs before it commits, under the job's row lock. A run's end recorded
+    meanwhile read the job as running, decided `scheduled` and wrote that over the cancel once it had
+    committed: a cancelled job was live again, with no schedule. On PostgreSQL (SQLite's mirror reads
+    under its write lock, so there the row cannot change in between)."""
+    if sessions.kw["bind"].dialect.name != "postgresql":
+        pytest.skip("SQLite's mirror reads the job under its write lock")
+    job = await add_job(sessions, IntervalSchedule(every_seconds=60))
+    mirror = MirrorActivities(sessions)
+    started = manual_start(job)
+    await mirror.run_started(started)
+    result = RunResult(status="cancelled", attempts=1)
+    action = HttpAction(url="https://example.org/hook")
+    finished = RunFinished(run_id=started.run_id, finished_at=utcnow(), result=result, action=action)
+
+    async def mirror_waits_for_a_lock() -> bool:
+        async with sessions() as session:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            return bool((await session.exec(text(query))).scalar_one())
+
+    async with sessions() as api:
+        await api.exec(update(Job).where(col(Job.id) == job.id).values(state="cancelled"))
+        recording = asyncio.create_task(ActivityEnvironment().run(mirror.run_finished, finished))
+        await eventually(mirror_waits_for_a_lock, "the run's end waiting for the cancel's lock")
+        await api.commit()
+    await recording
+    async with sessions() as session:
+        fresh = await session.get(Job, job.id)
+        run = await session.get(Run, started.run_id)
+    assert (fresh.state, fresh.last_run_id) == ("cancelled", started.run_id)
+    assert run.status == "cancelled"
 
 
 async def test_outside_text_that_is_no_unicode_is_recorded(sessions):
