@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import delete
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -47,8 +48,8 @@ class DeadLetterService:
         `replay`) and the settled letter (`dead_letter.replay`)."""
         async with self.sessions() as session:
             letter = await self._owned(session, user, letter_id)
-            run = await self.jobs.trigger(user, letter.job_id, Trigger.REPLAY)
-            await session.delete(letter)
+            run = await self.jobs.trigger(user, letter.job_id, Trigger.REPLAY, key=letter.id)
+            await session.exec(delete(DeadLetter).where(col(DeadLetter.id) == letter.id))
             changes = {"dead_letter_id": letter.id, "failed_run_id": letter.run_id, "run_id": run.id}
             session.add(
                 audit.entry(user, AuditAction.DEAD_LETTER_REPLAY, job_id=letter.job_id, changes=changes)
@@ -59,7 +60,9 @@ class DeadLetterService:
     async def discard(self, user: Principal, letter_id: str) -> None:
         async with self.sessions() as session:
             letter = await self._owned(session, user, letter_id)
-            await session.delete(letter)
+            gone = await session.exec(delete(DeadLetter).where(col(DeadLetter.id) == letter.id))
+            if not gone.rowcount:  # replayed or discarded meanwhile
+                raise NotFound(f"dead letter {letter_id} not found")
             changes = {"dead_letter_id": letter.id, "failed_run_id": letter.run_id}
             session.add(
                 audit.entry(user, AuditAction.DEAD_LETTER_DISCARD, job_id=letter.job_id, changes=changes)

@@ -52,9 +52,10 @@ from core.schedules import (
 from core.temporal import JOB_ID, OWNER_ID, TRIGGER
 
 
-def run_workflow_id(job_id: str, trigger: Trigger) -> str:
-    """Runs the API starts; the schedule names its own as `job-<id>-<fire time>`."""
-    return f"job-{job_id}-{trigger}-{uuid.uuid4().hex[:8]}"
+def run_workflow_id(job_id: str, trigger: Trigger, key: str | None = None) -> str:
+    """Runs the API starts; the schedule names its own as `job-<id>-<fire time>`. `key`: what allows one run
+    only (a dead letter's id), in place of a random part."""
+    return f"job-{job_id}-{trigger}-{key or uuid.uuid4().hex[:8]}"
 
 
 def fire_workflow_id(job_id: str, at: datetime) -> str:

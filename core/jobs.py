@@ -168,6 +168,21 @@ def _moving(where: Sequence[ColumnElement[bool]], paused: bool) -> SelectOfScala
     return select(Job).where(col(Job.deleted_at).is_(None), *moves, *where)
 
 
+async def _claimed(
+    session: AsyncSession, job_id: str, among: SelectOfScalar[Job] | None = None
+) -> Job | None:
+    """The job, read after taking its row's lock until the session commits. Two changes sent to one job at
+    once each read it, acted on Temporal, then committed: a pause after a delete found the schedule gone (a
+    500), and a resume that committed after a cancel left the job `scheduled` with no schedule. An UPDATE
+    that changes nothing takes the lock on both databases (PostgreSQL's row lock, SQLite's write lock), so
+    the second change waits for the first to commit and then reads the job as it left it. `among`: a
+    query the job must still match then (a bulk change's)."""
+    same = update(Job).where(col(Job.id) == job_id).values(version=col(Job.version))
+    await session.exec(same.execution_options(synchronize_session=False))
+    query = (select(Job) if among is None else among).where(col(Job.id) == job_id)
+    return (await session.exec(query.execution_options(populate_existing=True))).first()
+
+
 async def _index_labels(session: AsyncSession, job: Job) -> None:
     """The job's `job_label` rows, made to hold its labels."""
     await session.exec(delete(JobLabel).where(col(JobLabel.job_id) == job.id))
@@ -352,7 +367,7 @@ class JobService:
         check_submitted(body.schedule, self.settings)
         await self.limits.spend(user.id, Limit.JOB_WRITES)
         async with self.sessions() as session:
-            job = await self._owned(session, user, job_id)
+            job = await self._owned(session, user, job_id, change=True)
             if job.state == JobState.CANCELLED:
                 raise Conflict("a cancelled job cannot be changed; create a new one")
             new_schedule = body.schedule if "schedule" in changes else None
@@ -401,7 +416,7 @@ class JobService:
     async def delete(self, user: Principal, job_id: str) -> None:
         await self.limits.spend(user.id, Limit.JOB_WRITES)
         async with self.sessions() as session:
-            job = await self._owned(session, user, job_id)
+            job = await self._owned(session, user, job_id, change=True)
             before = audit.snapshot(job)
             await self.temporal.call(lambda c: drop_schedule(c, job))
             job.deleted_at = utcnow()
@@ -418,7 +433,7 @@ class JobService:
     async def pause(self, user: Principal, job_id: str, note: str | None) -> JobPublic:
         await self.limits.spend(user.id, Limit.JOB_WRITES)
         async with self.sessions() as session:
-            job = await self._owned(session, user, job_id)
+            job = await self._owned(session, user, job_id, change=True)
             await self._pause(session, job, note, user)
             return await self._public(session, job)
 
@@ -457,7 +472,11 @@ class JobService:
         while True:
             async with self.sessions() as session:
                 batch = await keyset(session, query, col(Job.created_at), col(Job.id), cursor, BULK_BATCH)
-                for job in batch.items:
+                for found in batch.items:
+                    job = await _claimed(session, found.id, query)
+                    if job is None:  # changed since the batch was read, by a change sent at the same time
+                        await session.commit()  # its lock, which changed nothing
+                        continue
                     try:
                         if paused:
                             await self._pause(session, job, note, actor)
@@ -485,7 +504,7 @@ class JobService:
     async def resume(self, user: Principal, job_id: str) -> JobPublic:
         await self.limits.spend(user.id, Limit.JOB_WRITES)
         async with self.sessions() as session:
-            job = await self._owned(session, user, job_id)
+            job = await self._owned(session, user, job_id, change=True)
             self._refuse_cancelled(job)
             await self._catch_up(session, job)
             await self._set_paused(session, job, user, None, await self._resumed_state(session, job))
@@ -546,14 +565,16 @@ class JobService:
             ranges = [(fire, fire) for fire in verdict.backfill]
             await self.temporal.call(lambda c: backfill_fires(c, job, ranges, OverlapPolicy.BUFFER_ALL))
 
-    async def trigger(self, user: Principal, job_id: str, trigger: Trigger = Trigger.MANUAL) -> RunPublic:
-        """A run now, whatever the schedule says (`manual`), or of a dead letter's job (`replay`). Not a
-        change to the job's definition: its version stays."""
+    async def trigger(
+        self, user: Principal, job_id: str, trigger: Trigger = Trigger.MANUAL, key: str | None = None
+    ) -> RunPublic:
+        """A run now, whatever the schedule says (`manual`), or of a dead letter's job (`replay`, `key` the
+        letter's id: one run per letter). Not a change to the job's definition: its version stays."""
         await self.limits.spend(user.id, Limit.RUNS)
         async with self.sessions() as session:
-            job = await self._owned(session, user, job_id)
+            job = await self._owned(session, user, job_id, change=True)
             self._refuse_cancelled(job)
-            run = await self.start_run(session, job, trigger, user)
+            run = await self.start_run(session, job, trigger, user, key)
             return self.links.run_public(run)
 
     async def backfill(self, user: Principal, job_id: str, body: BackfillRequest) -> BackfillCount:
@@ -568,7 +589,7 @@ class JobService:
         if body.end > now:
             raise Invalid("end is in the future; a backfill runs past fires only", ("body", "end"))
         async with self.sessions() as session:
-            job = await self._owned(session, user, job_id)
+            job = await self._owned(session, user, job_id, change=True)
             self._refuse_cancelled(job)
             if job.immediate or is_fixed_delay(job.schedule):
                 kind = "immediate" if job.immediate else "a fixed-delay job"
@@ -596,13 +617,15 @@ class JobService:
                 await session.delete(row)
                 await session.delete(entry)
                 await session.commit()
+                # A delete or cancel sent meanwhile took the schedule away: that is the answer, not a 500.
+                self._refuse_cancelled(await self._owned(session, user, job_id, change=True))
                 raise
             return BackfillCount(count=len(fires))
 
     async def cancel(self, user: Principal, job_id: str) -> JobPublic:
         await self.limits.spend(user.id, Limit.JOB_WRITES)
         async with self.sessions() as session:
-            job = await self._owned(session, user, job_id)
+            job = await self._owned(session, user, job_id, change=True)
             before = audit.snapshot(job)
             job.state, job.updated_at = JobState.CANCELLED, utcnow()
             session.add(job)
@@ -648,20 +671,29 @@ class JobService:
     # -- runs ------------------------------------------------------------------------------------
 
     async def start_run(
-        self, session: AsyncSession, job: Job, trigger: Trigger, actor: Principal | None = None
+        self,
+        session: AsyncSession,
+        job: Job,
+        trigger: Trigger,
+        actor: Principal | None = None,
+        key: str | None = None,
     ) -> Run:
         """A run a user asks for (manual, replay), audited as `actor`'s: its row is committed first (the
         caller reads it at once, the worker finds it), then the workflow starts (`_start_workflow`); if
-        Temporal refuses, the rows are put back as they were."""
+        Temporal refuses, the rows are put back as they were. A run whose `key` made its id already has a
+        row (a dead letter replayed twice at once) is a conflict."""
         previous = (job.state, job.last_run_id)
-        run = self._new_run(job, trigger)
+        run = self._new_run(job, trigger, key)
         session.add_all([job, run])
         entry = None
         if actor is not None:
             changes = {"trigger": trigger, "run_id": run.id}
             entry = audit.entry(actor, AuditAction.JOB_TRIGGER, job_id=job.id, changes=changes)
             session.add(entry)
-        await session.commit()
+        try:
+            await session.commit()
+        except IntegrityError:
+            raise Conflict(f"run {run.id} has been started already") from None
 
         async def undo() -> None:
             await session.delete(run)
@@ -674,9 +706,9 @@ class JobService:
         return run
 
     @staticmethod
-    def _new_run(job: Job, trigger: Trigger) -> Run:
+    def _new_run(job: Job, trigger: Trigger, key: str | None = None) -> Run:
         """A run the API starts, and its job now running it."""
-        run_id = run_workflow_id(job.id, trigger)
+        run_id = run_workflow_id(job.id, trigger, key)
         job.run_started(run_id, trigger)
         return Run(
             id=run_id,
@@ -732,9 +764,12 @@ class JobService:
 
     # -- mirror ----------------------------------------------------------------------------------
 
-    async def _owned(self, session: AsyncSession, user: Principal, job_id: str) -> Job:
-        """The job if the caller may see it: another user's job is 404, so its existence never leaks."""
-        job = await session.get(Job, job_id)
+    async def _owned(
+        self, session: AsyncSession, user: Principal, job_id: str, *, change: bool = False
+    ) -> Job:
+        """The job if the caller may see it: another user's job is 404, so its existence never leaks.
+        `change`: the caller is about to change it, so the job is read under its lock (`_claimed`)."""
+        job = await _claimed(session, job_id) if change else await session.get(Job, job_id)
         if job is None or job.deleted_at is not None or not user.sees(job.owner_id):
             raise NotFound(f"job {job_id} not found")
         return job

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tests.api_client import ApiClient, expect
@@ -71,3 +72,35 @@ async def test_discarded_dead_letter_is_gone(api: ApiClient, target: HttpTarget)
     expect(await alice.delete(f"/dead-letters/{letter['id']}"), 204)
     assert await dead_letters(alice) == []
     expect(await alice.delete(f"/dead-letters/{letter['id']}"), 404)
+
+
+async def test_a_dead_letter_replayed_twice_at_once_runs_once(api: ApiClient, target: HttpTarget) -> None:
+    """A double click on Replay, or a client's retry: each request found the letter and started a run of
+    its own. A letter's replay now has one run id, so the second is refused, and a letter is discarded
+    once."""
+    alice = await api.authed_user()
+    route = path()
+    target.script(route, [400, 200])
+    job = await create(alice, http_job(target.url(route), {"type": "immediate"}))
+    [letter] = await eventually(lambda: dead_letters(alice, job_id=job["id"]), "the dead letter")
+    at = f"/dead-letters/{letter['id']}"
+    replays = await asyncio.gather(*(alice.post(f"{at}/replay") for _ in range(5)))
+    discards = await asyncio.gather(*(alice.delete(at) for _ in range(2)))
+    assert sorted(answer.status_code for answer in replays) == [202, 409, 409, 409, 409], [
+        answer.text for answer in replays
+    ]
+    assert sorted(answer.status_code for answer in discards) == [404, 404]
+    runs = expect(await alice.get(f"/jobs/{job['id']}/runs"), 200)["items"]
+    assert sorted(run["trigger"] for run in runs) == ["immediate", "replay"]
+
+
+async def test_a_dead_letter_is_discarded_once(api: ApiClient, target: HttpTarget) -> None:
+    alice = await api.authed_user()
+    route = path()
+    target.script(route, [400])
+    job = await create(alice, http_job(target.url(route), {"type": "immediate"}))
+    [letter] = await eventually(lambda: dead_letters(alice, job_id=job["id"]), "the dead letter")
+    discards = await asyncio.gather(*(alice.delete(f"/dead-letters/{letter['id']}") for _ in range(4)))
+    assert sorted(answer.status_code for answer in discards) == [204, 404, 404, 404]
+    trail = expect(await alice.get(f"/jobs/{job['id']}/audit"), 200)["items"]
+    assert [entry["action"] for entry in trail].count("dead_letter.discard") == 1

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, ScheduleActionStartWorkflow
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.main import create_app
 from core.config import Settings
@@ -395,6 +396,55 @@ async def test_retries_sent_at_once_with_one_idempotency_key_make_one_job(
         return found if len(found) == 1 else None
 
     assert await eventually(schedules, "one schedule left") == [f"job-{answers[0].json()['id']}"]
+
+
+async def test_changes_sent_at_once_to_one_job_each_see_the_last(
+    api: ApiClient, target: HttpTarget, temporal_client: Client
+) -> None:
+    """Every change to a job sent at once (two dashboard tabs, a script beside a person): each read the
+    job, then acted on Temporal, then committed. A pause after a delete found the schedule gone, a 500;
+    a resume that committed after a cancel left the job `scheduled` with no schedule. Now each waits for
+    the one before it and sees the job as it left it: a 404 after a delete, a 409 after a cancel, and the
+    job and its schedule agree at the end. A backfill, which commits its range before it reaches
+    Temporal, answers as much when a delete or cancel took the schedule meanwhile."""
+    alice = await api.authed_user()
+    changes = [
+        ("post", "/pause", {"note": "n"}),
+        ("post", "/resume", None),
+        ("post", "/trigger", None),
+        ("post", "/cancel", None),
+        ("delete", "", None),
+        ("patch", "", {"description": "changed"}),
+        ("post", "/backfill", {"start": "2025-12-31T00:00:00Z", "end": "2026-01-02T00:00:00Z"}),
+    ]
+    body = http_job(target.url(path()), {"type": "cron", "cron": "0 0 1 1 *"})
+    jobs = [expect(await alice.post("/jobs", json=body), 201)["id"] for _ in range(4)]
+
+    async def send(job_id: str, method: str, tail: str, payload: Any) -> httpx.Response:
+        extra = {} if payload is None else {"json": payload}
+        return await getattr(alice, method)(f"/jobs/{job_id}{tail}", **extra)
+
+    answers = await asyncio.gather(*(send(job_id, *change) for job_id in jobs for change in changes * 2))
+    assert {answer.status_code for answer in answers} <= {200, 202, 204, 404, 409}, [
+        (answer.request.method, answer.request.url.path, answer.text)
+        for answer in answers
+        if answer.status_code >= 500
+    ]
+    for job_id in jobs:
+        try:
+            paused: bool | None = (
+                await temporal_client.get_schedule_handle(f"job-{job_id}").describe()
+            ).schedule.state.paused
+        except RPCError as exc:
+            assert exc.status == RPCStatusCode.NOT_FOUND
+            paused = None
+        found = await alice.get(f"/jobs/{job_id}")
+        if found.status_code == 404 or found.json()["state"] == "cancelled":
+            assert paused is None, f"job {job_id} is gone or cancelled, but its schedule is not"
+            continue
+        job = expect(found, 200)
+        assert paused == job["paused"], (job, paused)
+        assert job["state"] in (("paused",) if paused else ("scheduled", "running")), job
 
 
 async def test_preview_describes_without_saving(api: ApiClient) -> None:
