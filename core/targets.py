@@ -20,6 +20,9 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Cloud metadata endpoints: refused even when private targets are allowed.
 METADATA = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
+# Prefixes whose translator sends a packet on to the IPv4 address in its last 32 bits: NAT64's well-known
+# (RFC 6052) and local-use (RFC 8215) ones, and SIIT's IPv4-translated addresses (RFC 2765).
+TRANSLATED = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::ffff:0:0:0/96"))
 LOCALHOST_NAMES = ("localhost", "localhost.localdomain")
 
 
@@ -27,10 +30,27 @@ class TargetRefused(Exception):
     """The target address is not one Chronos sends requests to."""
 
 
+def carried_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address that a packet to `address` reaches through a translator or tunnel: NAT64 or SIIT,
+    6to4, Teredo's client, or the deprecated IPv4-compatible form (`::a.b.c.d`). Python calls most of these
+    global, so `[64:ff9b::a9fe:a9fe]` reached 169.254.169.254 where a NAT64 gateway runs."""
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if any(address in network for network in TRANSLATED) or (int(address) >> 32 == 0 and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def address_refusal(address: IPAddress, allow_private: bool = False) -> str | None:
-    """Why a request to `address` is refused, or None when it is allowed."""
+    """Why a request to `address` is refused, or None when it is allowed. An IPv6 address that carries an
+    IPv4 one (`carried_ipv4`) is refused as that one would be, and then judged itself."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
+    carried = carried_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else None
+    if carried is not None and (reason := address_refusal(carried, allow_private)):
+        return f"{address} reaches {carried}: {reason}"
     if address in METADATA:
         return f"{address} is a cloud metadata address"
     if allow_private:

@@ -38,6 +38,13 @@ def target() -> Iterator[HttpTarget]:
         ("http://100.64.0.1/", "non-public"),
         ("http://169.254.169.254/latest/meta-data/", "cloud metadata"),
         ("http://[fd00:ec2::254]/", "cloud metadata"),
+        ("http://[64:ff9b::a9fe:a9fe]/", "reaches 169.254.169.254: 169.254.169.254 is a cloud metadata"),
+        ("http://[64:ff9b:1::a00:1]/", "reaches 10.0.0.1"),
+        ("http://[2002:a9fe:a9fe::1]/", "cloud metadata"),
+        ("http://[2002:7f00:1::]/", "reaches 127.0.0.1: 127.0.0.1 is a loopback"),
+        ("http://[::a9fe:a9fe]/", "cloud metadata"),
+        ("http://[::7f00:1]/", "loopback"),
+        ("http://[2001:0:4136:e378:8000:63bf:5601:56ff]/", "reaches 169.254.169.0"),
         ("ftp://example.org/", "scheme"),
     ],
 )
@@ -47,7 +54,14 @@ def test_refused_at_submit(url: str, kind: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["https://example.org/hook", "http://93.184.216.34/", "http://[2606:4700::1111]/"]
+    "url",
+    [
+        "https://example.org/hook",
+        "http://93.184.216.34/",
+        "http://[2606:4700::1111]/",
+        "http://[64:ff9b::5db8:d822]/",  # NAT64 to 93.184.216.34
+        "http://[2002:5db8:d822::1]/",  # 6to4 from it
+    ],
 )
 def test_public_targets_pass_at_submit(url: str) -> None:
     assert check_url(url) is None
@@ -58,6 +72,10 @@ def test_private_targets_pass_when_allowed_but_metadata_never() -> None:
     assert check_url("http://localhost/", allow_private=True) is None
     reason = check_url("http://169.254.169.254/", allow_private=True)
     assert reason is not None and "metadata" in reason
+    for carrier in ("64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::", "::169.254.169.254", "::ffff:0:a9fe:a9fe"):
+        reason = check_url(f"http://[{carrier}]/", allow_private=True)
+        assert reason is not None and "metadata" in reason, carrier
+    assert check_url("http://[64:ff9b::7f00:1]/", allow_private=True) is None
     reason = check_url("http://[::ffff:169.254.169.254]/", allow_private=True)
     assert reason is not None and "metadata" in reason
 
