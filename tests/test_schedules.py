@@ -192,6 +192,17 @@ def test_the_dialect_is_kept_only_when_given() -> None:
     assert schedule_warnings(CronSchedule(cron="0 15 10 ? * 6#3"))[0].startswith("day-of-week 6#3 reads as")
 
 
+@pytest.mark.parametrize("zone", ["localtime", "posixrules", "posix/Europe/Berlin", "right/UTC", "Europe"])
+def test_a_time_zone_is_one_of_the_iana_database(zone: str) -> None:
+    """ZoneInfo opens more than zone names: `localtime` is whatever zone the machine reading it is set to
+    (the API's, the worker's and Temporal's may differ), and the `right/` zones count leap seconds."""
+    with pytest.raises(ValidationError) as info:
+        SCHEDULE.validate_python({"type": "cron", "cron": "0 9 * * *", "timezone": zone})
+    assert info.value.errors()[0]["msg"] == f"unknown IANA time zone '{zone}'"
+    for name in ("UTC", "Europe/Berlin", "US/Eastern", "Etc/GMT+5"):
+        SCHEDULE.validate_python({"type": "cron", "cron": "0 9 * * *", "timezone": name})
+
+
 @pytest.mark.parametrize(
     ("body", "where", "says"),
     [

@@ -42,14 +42,6 @@ def schedule_of(form: Form) -> dict[str, Any]:
     return {"type": "immediate"}
 
 
-def known_zone(name: str) -> bool:
-    try:
-        ZoneInfo(name)
-    except (ValueError, ZoneInfoNotFoundError):
-        return False
-    return True
-
-
 def local_time(value: str, timezone: str) -> str:
     """A `datetime-local` value read on the clock of the form's time zone (validation reports the rest)."""
     try:

@@ -38,7 +38,7 @@ from core.models import (
     PreviewRequest,
 )
 from core.runs import RunService
-from core.schedules import is_fixed_delay
+from core.schedules import is_fixed_delay, known_zone
 
 router = APIRouter()
 
@@ -445,7 +445,7 @@ async def backfill_job(
     zone = form.get("timezone", "").strip() or "UTC"
     errors: dict[str, str]
     try:
-        if not forms.known_zone(zone):
+        if not known_zone(zone):
             raise Invalid(f"unknown time zone {zone!r}", ("body", "timezone"))
         body = {
             "start": forms.local_time(form.get("start", "").strip(), zone),
