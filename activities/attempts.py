@@ -210,6 +210,9 @@ class JobRow:
     def run_ended(self, status: RunOutcome, now: datetime) -> None:
         Job.run_ended(cast(Job, self), status, now)
 
+    def state_after(self, status: RunOutcome, now: datetime) -> JobState:
+        return Job.state_after(cast(Job, self), status, now)
+
 
 def move_job(conn: Connection, job: JobRow, rule: Callable[[JobRow], None]) -> None:
     """Apply a run's `rule` to its job's row as read, and write the change only if the row is still so.

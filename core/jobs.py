@@ -87,7 +87,7 @@ from core.models import (
     new_id,
     utcnow,
 )
-from core.payloads import Action, HttpAction, NotifySpec, Trigger, WorkflowAction, unmasked
+from core.payloads import Action, HttpAction, NotifySpec, RunOutcome, Trigger, WorkflowAction, unmasked
 from core.runs import last_scheduled_runs
 from core.schedules import (
     ImmediateSchedule,
@@ -778,7 +778,7 @@ class JobService:
         last = await session.get(Run, job.last_run_id) if job.last_run_id else None
         one_shot = isinstance(job.schedule, ImmediateSchedule | OnceSchedule)
         if one_shot and last and last.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
-            return JobState.COMPLETED if last.status == RunStatus.SUCCEEDED else JobState.FAILED
+            return job.state_after(RunOutcome(last.status), utcnow())
         return JobState.RUNNING if last is not None and last.status in ACTIVE_RUNS else JobState.SCHEDULED
 
     async def _public(

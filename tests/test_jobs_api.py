@@ -233,6 +233,29 @@ async def test_trigger_runs_now_even_while_paused(api: ApiClient, target: HttpTa
     assert done["id"] == run["id"] and done["status"] == "succeeded"
 
 
+async def test_a_manual_run_of_a_one_time_job_leaves_it_waiting_for_its_fire(
+    api: ApiClient, target: HttpTarget
+) -> None:
+    """A one-time job ended with any run: run by hand before its run_at, it said `completed` (or `failed`)
+    while its fire was still listed, and then fired all the same. It waits for the fire now, also after a
+    pause and resume."""
+    alice = await api.authed_user()
+    route = path()
+    target.script(route, [200, 400])
+    once = {"type": "once", "run_at": "2030-01-01T00:00:00Z"}
+    job = await create(alice, http_job(target.url(route), once))
+    expect(await alice.post(f"/jobs/{job['id']}/trigger"), 202)
+    await finished_runs(alice, job["id"], 1)
+    waiting = expect(await alice.get(f"/jobs/{job['id']}"), 200)
+    assert (waiting["state"], waiting["next_runs"]) == ("scheduled", ["2030-01-01T00:00:00Z"])
+    expect(await alice.post(f"/jobs/{job['id']}/trigger"), 202)
+    runs = await finished_runs(alice, job["id"], 2)
+    assert sorted(run["status"] for run in runs) == ["failed", "succeeded"]
+    assert expect(await alice.get(f"/jobs/{job['id']}"), 200)["state"] == "scheduled"
+    expect(await alice.post(f"/jobs/{job['id']}/pause"), 200)
+    assert expect(await alice.post(f"/jobs/{job['id']}/resume"), 200)["state"] == "scheduled"
+
+
 async def test_patch_reschedules_in_place(api: ApiClient, temporal_client: Client) -> None:
     alice = await api.authed_user()
     job = await create(alice, http_job("http://example.org/x", {"type": "cron", "cron": "0 0 12 * * ?"}))

@@ -223,16 +223,22 @@ class Job(JobBase, table=True):
             self.state = JobState.RUNNING
 
     def run_ended(self, status: RunOutcome, now: datetime) -> None:
-        """One-shot jobs end with their run; recurring ones wait for their next fire, or end past end_at."""
-        if self.state in HELD:
-            return
+        if self.state not in HELD:
+            self.state = self.state_after(status, now)
+
+    def state_after(self, status: RunOutcome, now: datetime) -> JobState:
+        """The job's state once its last run ended so, at `now`. One-shot jobs end with their run, but a
+        one-time job whose fire is still to come (the run was a manual one) waits for it: it ended with
+        that run, `completed` with its fire listed, and then fired all the same. Recurring jobs wait for
+        their next fire, or end past end_at."""
         schedule = self.schedule
-        if isinstance(schedule, ImmediateSchedule | OnceSchedule):
+        if isinstance(schedule, ImmediateSchedule) or (
+            isinstance(schedule, OnceSchedule) and schedule.fire_at <= now
+        ):
             ends = {RunOutcome.SUCCEEDED: JobState.COMPLETED, RunOutcome.CANCELLED: JobState.CANCELLED}
-            self.state = ends.get(status, JobState.FAILED)
-            return
-        end_at = schedule.end_at
-        self.state = JobState.COMPLETED if end_at and end_at <= now else JobState.SCHEDULED
+            return ends.get(status, JobState.FAILED)
+        end_at = None if isinstance(schedule, OnceSchedule) else schedule.end_at
+        return JobState.COMPLETED if end_at and end_at <= now else JobState.SCHEDULED
 
 
 @event.listens_for(Job, "before_insert")
