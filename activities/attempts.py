@@ -674,13 +674,15 @@ class ActionAttempt:
             # Shielded: a write past the wait goes on (and lands, or not) rather than being cut mid-way.
             write = asyncio.shield(self.recorder.record(record))
             await heartbeating(asyncio.wait_for(write, RECORD_WAIT.total_seconds()))
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        except Exception as exc:  # the call was made: no failure to write it may have it made again
             logger.warning(
                 "attempt %s of %s not recorded yet (%s): its run records it when the database is back",
                 self.number,
                 self.run_id,
                 exc.__class__.__name__,
                 extra={"job_id": job_of_workflow(self.run_id), "run_id": self.run_id},
+                # The database being away is expected; anything else is a bug to see.
+                exc_info=not isinstance(exc, SQLAlchemyError | OSError | TimeoutError),
             )
             self.unrecorded = record
             if not final and not self.info.is_local:  # the next attempt writes this record with its own

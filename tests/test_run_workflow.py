@@ -12,14 +12,16 @@ import pytest
 from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Replayer
 
+from activities.attempts import RunRecorder
 from core.config import Settings
 from core.db import Sessions
 from core.models import Job, Run
-from core.payloads import LOCAL_FIRST, Guarantee, HttpAction, RetrySpec, RunInput, RunResult
+from core.payloads import LOCAL_FIRST, Guarantee, HttpAction, RetrySpec, RunInput, RunRecord, RunResult
 from tests.api_client import session_converter
 from tests.histories import WORKFLOW_ID, committed, keep, load
 from tests.http_target import HttpTarget, Received
 from tests.mirror_rows import add_job
+from tests.waiting import eventually
 from worker import WORKFLOWS, build_worker
 from workflows.run_job import JobRunWorkflow
 
@@ -126,6 +128,37 @@ async def test_at_most_once_never_sends_twice(temporal_client, task_queue, job, 
     )
     assert (result.status, result.attempts) == ("failed", 1)
     assert len(sent(target, "/once", run_id)) == 1
+
+
+async def test_an_attempt_whose_record_fails_is_not_made_again(
+    temporal_client, task_queue, job, target, sessions, monkeypatch
+):
+    """The call is made before its record is written. A write that failed with anything but a database
+    error (a row that kept changing, a bug) failed the activity, and Temporal made the call again, even
+    for an at-most-once job. The record is handed on to the run, which writes it."""
+    real = RunRecorder.record
+    failures: list[RunRecord] = []
+
+    async def fails_once(self: RunRecorder, record: RunRecord) -> None:
+        if not failures:
+            failures.append(record)
+            raise RuntimeError("not a database error")
+        await real(self, record)
+
+    monkeypatch.setattr(RunRecorder, "record", fails_once)
+    run_id, result = await run_job(
+        temporal_client, task_queue, job, target.url("/record"), guarantee=Guarantee.AT_MOST_ONCE
+    )
+    assert (result.status, result.attempts) == ("succeeded", 1)
+    assert failures and len(sent(target, "/record", run_id)) == 1
+
+    async def recorded() -> Run | None:
+        async with sessions() as session:
+            run = await session.get(Run, run_id)
+        return run if run is not None and run.finished_at is not None else None
+
+    run = await eventually(recorded, "the run's record, written by the run")
+    assert (run.status, run.attempts) == ("succeeded", 1)
 
 
 async def test_histories_replay_on_current_code():
