@@ -736,7 +736,7 @@ class ActionAttempt:
         self._writing_open = True
         try:
             await self.recorder.record(record)
-        except (SQLAlchemyError, OSError) as exc:
+        except Exception as exc:  # the outcome's write, after the call, says it all
             logger.info("attempt %s of %s: start not recorded (%r)", self.number, self.run_id, exc)
 
 
