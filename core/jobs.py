@@ -389,12 +389,18 @@ class JobService:
             before = audit.snapshot(job)
             was_fixed_delay = is_fixed_delay(job.schedule)
             scheduled = await last_scheduled_runs(session, [job])  # a restarted loop counts from it
-            await self._next_version(session, job, expected)
             for field in changes:
                 value = getattr(body, field)
                 if value is None and field not in NULLABLE:
                     raise Invalid(f"{field} cannot be null", ("body", field))
                 setattr(job, field, value)
+            if not audit.changed(before, audit.snapshot(job)):
+                # Nothing changes (an empty PATCH, a form saved as it was): no new version, no entry in
+                # the trail, no rewrite of the schedule; a stale If-Match is still a 412.
+                if expected is not None and job.version not in expected:
+                    await self._next_version(session, job, expected)
+                return await self._public(session, job)
+            await self._next_version(session, job, expected)
             job.updated_at = utcnow()
             if new_schedule is not None:  # fires of the old schedule are not judged by the new one
                 job.fires_checked_at = utcnow() + SCHEDULE_SETTLE

@@ -228,6 +228,20 @@ async def test_stale_if_match_is_412_and_changes_nothing(api: ApiClient) -> None
     assert expect(anything, 200)["version"] == 4
 
 
+async def test_a_patch_that_changes_nothing_makes_no_version(api: ApiClient) -> None:
+    """An empty PATCH, or the dashboard's form saved as it was, took a new version and left an entry that
+    changed nothing but the version. It answers the job as it is now; a stale If-Match is still a 412."""
+    alice = await api.authed_user()
+    job = await create(alice, http_job("http://example.org/s", HOURLY))
+    url = f"/jobs/{job['id']}"
+    for body in ({}, {"name": job["name"]}, {"description": None}, {"retry_policy": job["retry_policy"]}):
+        answer = await alice.patch(url, json=body, headers={"If-Match": '"1"'})
+        assert (expect(answer, 200)["version"], answer.headers["etag"]) == (1, '"1"'), body
+    assert expect(await alice.patch(url, json={"description": "new"}), 200)["version"] == 2
+    expect(await alice.patch(url, json={}, headers={"If-Match": '"1"'}), 412)
+    assert [entry["action"] for entry in await trail(alice, job["id"])] == ["job.update", "job.create"]
+
+
 async def test_concurrent_patches_from_one_version_give_one_200_and_one_412(api: ApiClient) -> None:
     alice = await api.authed_user()
     job = await create(alice, http_job("http://example.org/c", HOURLY))
