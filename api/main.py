@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from api import errors, openapi
 from api.cors import CodecCors
 from api.deps import refuse_nul
-from api.headers import SecurityHeaders
+from api.headers import HeadAsGet, SecurityHeaders
 from api.routes import admin, audit, auth, codec, dead_letters, docs, jobs, metrics, ops, runs
 from api.throttle import Throttle
 from api.web import install as install_dashboard
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
     app.add_middleware(errors.BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(CodecCors, prefix=f"/api/v1{codec.PREFIX}/", ui_url=settings.temporal_ui_url)
+    app.add_middleware(HeadAsGet)
     app.include_router(auth.router, prefix="/api/v1")
     for router in (jobs.router, runs.router, dead_letters.router, codec.router, admin.router, audit.router):
         app.include_router(router, prefix="/api/v1", responses=openapi.responses(503))

@@ -565,6 +565,14 @@ async def test_a_user_holds_at_most_eight_live_views(
     for view in [*views, again]:
         await view.aclose()
     assert user.id not in live._open
+    # HEAD of a live view ends once its headers are out, and frees its place.
+    head = await alice.http.head(f"/jobs/{job['id']}/events", params={"row": row.group(1)})
+    assert (head.status_code, head.headers["content-type"], head.content) == (
+        200,
+        "text/event-stream; charset=utf-8",
+        b"",
+    )
+    assert user.id not in live._open
 
 
 async def test_the_jobs_list_streams_only_the_rows_that_changed(

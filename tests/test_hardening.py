@@ -388,6 +388,21 @@ async def test_every_answer_carries_the_security_headers(api: ApiClient, alice: 
         assert "server" not in response.headers
 
 
+async def test_head_is_get_without_the_body(api: ApiClient, alice: AuthedClient) -> None:
+    """FastAPI answers HEAD only where a route names it, so `HEAD /health`, a health check's usual probe,
+    was a 405, as was every page."""
+    for client, url in (
+        (api, "http://chronos.test/health"),
+        (api, "http://chronos.test/login"),
+        (alice, "/jobs"),
+    ):
+        got, head = await client.get(url), await client.request("HEAD", url)
+        assert (head.status_code, head.content) == (got.status_code, b""), url
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert head.headers["content-length"] == got.headers["content-length"]
+    assert (await alice.request("HEAD", "/jobs/nothing")).status_code == 404
+
+
 # 6. The OpenAPI document agrees with the answers.
 
 
