@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import update
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core import audit
 from core.auth import Principal, end_sessions
 from core.config import Settings
 from core.db import Sessions, paginate
-from core.errors import Conflict, Invalid, NotFound
+from core.errors import Conflict, Forbidden, Invalid, NotFound
 from core.jobs import JobService
 from core.limits import limits_of
 from core.models import AuditAction, Page, Quotas, Role, User, UserAccount, UserPatch, utcnow
@@ -47,7 +49,11 @@ class UserService:
         if user_id == admin.id and (body.disabled or body.role == Role.USER):
             raise Conflict("an admin cannot disable or demote themself; ask another admin")
         async with self.sessions() as session:
-            user = await session.get(User, user_id)
+            await _lock_users(session, {admin.id, user_id})
+            acting = await session.get(User, admin.id, populate_existing=True)
+            if acting is None or acting.role != Role.ADMIN or acting.disabled:
+                raise Forbidden("this account is no longer an admin")
+            user = await session.get(User, user_id, populate_existing=True)
             if user is None:
                 raise NotFound(f"user {user_id} not found")
             before = _audited(user)
@@ -81,6 +87,17 @@ class UserService:
             quotas=user.quotas or Quotas(),
             limits=limits_of(self.settings, user.quotas),
         )
+
+
+async def _lock_users(session: AsyncSession, user_ids: set[str]) -> None:
+    """Take the rows' locks until the session commits, one after another in the order of their ids (so two
+    admins' changes never wait for each other in a circle), with UPDATEs that change nothing: PostgreSQL's
+    row locks, SQLite's write lock. Two admins demoting each other at once each checked only that they
+    were not demoting themself, and both lost the role; two quota changes read the same overrides and the
+    second undid the first. Now the second change waits, then finds what the first did."""
+    for user_id in sorted(user_ids):
+        same = update(User).where(col(User.id) == user_id).values(role=col(User.role))
+        await session.exec(same.execution_options(synchronize_session=False))
 
 
 def _merged(current: Quotas | None, sent: Quotas | None) -> Quotas | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import datetime
@@ -109,6 +110,34 @@ async def test_an_admin_cannot_disable_or_demote_themself(api: ApiClient) -> Non
     mine = await patch_user(admin, admin.id, {"role": "admin", "quotas": {"max_jobs": 5}})
     assert mine["limits"]["max_jobs"] == 5
     expect(await admin.get("/admin/users"), 200)
+
+
+async def test_two_admins_demoting_each_other_at_once_leave_one_admin(api: ApiClient) -> None:
+    """Each checked only that it was not demoting itself, so both lost the role and no admin was left.
+    Now the second waits for the first, then finds it is no admin any more."""
+    for _ in range(3):
+        ada, bob = await api.authed_admin(), await api.authed_admin()
+        answers = await asyncio.gather(
+            ada.patch(f"/admin/users/{bob.id}", json={"role": "user"}),
+            bob.patch(f"/admin/users/{ada.id}", json={"role": "user"}),
+        )
+        assert sorted(answer.status_code for answer in answers) == [200, 403], [a.text for a in answers]
+        roles = {
+            (await ada.get("/auth/me")).json().get("role"),
+            (await bob.get("/auth/me")).json().get("role"),
+        }
+        assert roles == {"admin", "user"}
+
+
+async def test_quota_changes_sent_at_once_each_stand(api: ApiClient) -> None:
+    """Each read the user's overrides and wrote them back with its own: the second undid the first."""
+    admin, alice = await api.authed_admin(), await api.authed_user()
+    keys = ("max_jobs", "job_writes_per_minute", "runs_per_minute")
+    await asyncio.gather(
+        *(admin.patch(f"/admin/users/{alice.id}", json={"quotas": {key: 7}}) for key in keys)
+    )
+    account = await patch_user(admin, alice.id, {})
+    assert {key: account["quotas"][key] for key in keys} == dict.fromkeys(keys, 7)
 
 
 async def test_bad_patches_name_the_field(api: ApiClient) -> None:
