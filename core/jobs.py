@@ -487,8 +487,7 @@ class JobService:
                         if paused:
                             await self._pause(session, job, note, actor)
                         else:
-                            state = await self._resumed_state(session, job)
-                            await self._set_paused(session, job, actor, None, state, note)
+                            await self._resume(session, job, actor, note)
                     except ChronosError as exc:
                         exc.detail = (
                             f"{exc.detail} ({done} jobs were changed before this; send it again for the rest)"
@@ -511,10 +510,18 @@ class JobService:
         await self.limits.spend(user.id, Limit.JOB_WRITES)
         async with self.sessions() as session:
             job = await self._owned(session, user, job_id, change=True)
-            self._refuse_cancelled(job)
-            await self._catch_up(session, job)
-            await self._set_paused(session, job, user, None, await self._resumed_state(session, job))
+            await self._resume(session, job, user)
             return await self._public(session, job)
+
+    async def _resume(
+        self, session: AsyncSession, job: Job, actor: Principal, why: str | None = None
+    ) -> None:
+        """The one resume: the fires of the pause judged by the job's misfire rule (`_catch_up`; a bulk
+        resume skipped it, so those fires were neither made up nor recorded as missed), then the row, the
+        schedule and the runs in flight (`_set_paused`)."""
+        self._refuse_cancelled(job)
+        await self._catch_up(session, job)
+        await self._set_paused(session, job, actor, None, await self._resumed_state(session, job), why)
 
     async def _set_paused(
         self,

@@ -130,10 +130,11 @@ async def test_backfill_refuses_what_it_cannot_run(api, target: HttpTarget):
 
 
 async def paused_and_resumed(
-    alice: AuthedClient, sessions: Sessions, job_id: str, fires: int
+    alice: AuthedClient, sessions: Sessions, job_id: str, fires: int, bulk: bool = False
 ) -> list[datetime]:
-    """Pause the job, let `fires` of its fires pass, resume it: the fires of the pause, as the service saw
-    the pause (from its row: paused_at, and fires_checked_at, the moment resume looked)."""
+    """Pause the job, let `fires` of its fires pass, resume it (`bulk`: through POST /jobs/resume): the
+    fires of the pause, as the service saw the pause (from its row: paused_at, and fires_checked_at, the
+    moment resume looked)."""
     expect(await alice.post(f"/jobs/{job_id}/pause"), 200)
     async with sessions() as session:
         paused_at = (await session.get(Job, job_id)).paused_at  # type: ignore[union-attr]
@@ -141,7 +142,10 @@ async def paused_and_resumed(
     await eventually(
         lambda: datetime.now(UTC) > paused_at + timedelta(seconds=fires + 0.5), f"{fires} fires to pass"
     )
-    expect(await alice.post(f"/jobs/{job_id}/resume"), 200)
+    if bulk:
+        assert expect(await alice.post("/jobs/resume", json={"ids": [job_id]}), 200) == {"count": 1}
+    else:
+        expect(await alice.post(f"/jobs/{job_id}/resume"), 200)
     async with sessions() as session:
         job = await session.get(Job, job_id)
         assert job is not None and job.paused_at is None and job.fires_checked_at is not None
@@ -173,10 +177,14 @@ async def fires_of_pause(
         raise AssertionError(f"{failed}: pause {[t.isoformat() for t in pause]}, rows {rows}") from None
 
 
-@pytest.mark.parametrize("policy", ["run_all", "run_latest", "skip"])
+@pytest.mark.parametrize(
+    ("policy", "bulk"), [("run_all", False), ("run_latest", False), ("skip", False), ("run_latest", True)]
+)
 async def test_resume_applies_the_misfire_policy_to_the_fires_of_the_pause(
-    api, sessions: Sessions, target: HttpTarget, policy: str
+    api, sessions: Sessions, target: HttpTarget, policy: str, bulk: bool
 ):
+    """Also a bulk resume, which skipped the rule: the fires of the pause were neither made up nor
+    recorded as missed."""
     alice = await api.authed_user()
     misfire = {"window_seconds": 3600, "policy": policy}
     body = http_job(
@@ -184,7 +192,7 @@ async def test_resume_applies_the_misfire_policy_to_the_fires_of_the_pause(
     )
     job = await create(alice, body)
     assert job["misfire"] == misfire
-    pause = await paused_and_resumed(alice, sessions, job["id"], 4)
+    pause = await paused_and_resumed(alice, sessions, job["id"], 4, bulk)
     rows = await fires_of_pause(alice, job["id"], pause)
     ran = {at for at, row in rows.items() if row["status"] == "succeeded"}
     missed = {at: row for at, row in rows.items() if row["status"] == "missed"}
