@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import json
 import time
 import weakref
@@ -167,6 +168,40 @@ def _turn_ends(session: Session) -> None:
     release = session.info.get(_RELEASE)
     if release is not None:
         release()
+
+
+# The first key of PostgreSQL's two-key advisory locks that `lock_for_change` takes ("chng").
+CHANGE_SPACE = 0x63686E67
+# The locks `lock_for_change` holds on SQLite, by engine, event loop and key; each goes once unused.
+_CHANGES: weakref.WeakValueDictionary[tuple[int, int, str], asyncio.Lock] = weakref.WeakValueDictionary()
+_CHANGING = "chronos.changing.held"
+
+
+async def lock_for_change(session: AsyncSession, key: str) -> None:
+    """Hold `key`'s lock (a job's id) until the session's transaction ends, so that changes to one thing sent
+    at once take turns, each reading what the one before left. Not the row's own lock: the worker writes
+    its runs into the job's row, and a change waiting on Temporal may wait on such a run (a pause's signal
+    to a run whose first attempt was writing its record waited 5 s, then failed). PostgreSQL: an advisory
+    lock, which only another change waits for. SQLite, which has no lock but its database's: one per
+    process."""
+    conn = await session.connection()  # in the transaction the lock lasts for
+    if conn.dialect.name == "postgresql":
+        number = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(), "big", signed=True)
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(:space, :key)"), {"space": CHANGE_SPACE, "key": number}
+        )
+        return
+    place = (id(conn.engine.sync_engine), id(asyncio.get_running_loop()), key)
+    lock = _CHANGES.get(place) or _CHANGES.setdefault(place, asyncio.Lock())
+    await lock.acquire()
+    session.sync_session.info.setdefault(_CHANGING, []).append(lock)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _changes_end(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        for lock in session.info.pop(_CHANGING, ()):
+            lock.release()
 
 
 # Indexes a migration makes only where the database allows (0006: the trigram index for the name filter,

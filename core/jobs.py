@@ -37,7 +37,7 @@ from core import audit
 from core.auth import Principal
 from core.config import Settings
 from core.cron import FIRST_YEAR
-from core.db import RowIndex, Sessions, insert_rows, keyset, paginate, writing
+from core.db import RowIndex, Sessions, insert_rows, keyset, lock_for_change, paginate, writing
 from core.errors import ChronosError, Conflict, Invalid, NotFound, PreconditionFailed, QuotaExceeded
 from core.job_schedules import (
     backfill_fires,
@@ -171,14 +171,12 @@ def _moving(where: Sequence[ColumnElement[bool]], paused: bool) -> SelectOfScala
 async def _claimed(
     session: AsyncSession, job_id: str, among: SelectOfScalar[Job] | None = None
 ) -> Job | None:
-    """The job, read after taking its row's lock until the session commits. Two changes sent to one job at
-    once each read it, acted on Temporal, then committed: a pause after a delete found the schedule gone (a
-    500), and a resume that committed after a cancel left the job `scheduled` with no schedule. An UPDATE
-    that changes nothing takes the lock on both databases (PostgreSQL's row lock, SQLite's write lock), so
-    the second change waits for the first to commit and then reads the job as it left it. `among`: a
-    query the job must still match then (a bulk change's)."""
-    same = update(Job).where(col(Job.id) == job_id).values(version=col(Job.version))
-    await session.exec(same.execution_options(synchronize_session=False))
+    """The job, read after taking its change lock until the session's transaction ends (`lock_for_change`).
+    Two changes sent to one job at once each read it, acted on Temporal, then committed: a pause after a
+    delete found the schedule gone (a 500), and a resume that committed after a cancel left the job
+    `scheduled` with no schedule. Now the second waits for the first to commit and then reads the job as
+    it left it. `among`: a query the job must still match then (a bulk change's)."""
+    await lock_for_change(session, job_id)
     query = (select(Job) if among is None else among).where(col(Job.id) == job_id)
     return (await session.exec(query.execution_options(populate_existing=True))).first()
 

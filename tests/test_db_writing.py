@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from core.db import Sessions, writing
+from core.db import Sessions, lock_for_change, writing
 
 
 async def yield_a_while() -> None:
@@ -52,3 +52,30 @@ async def test_a_rollback_or_an_error_ends_the_turn(sessions: Sessions) -> None:
 async def _one_turn(session: AsyncSession) -> None:
     async with writing(session):
         pass
+
+
+async def test_a_change_lock_is_held_until_the_transaction_ends_however_it_ends(sessions: Sessions) -> None:
+    """`lock_for_change`, on both databases: a second change to the same key waits for the first's commit;
+    a rollback, or a session closed with an error, lets it go too (else that job could never change
+    again in this process); another key never waits."""
+
+    async def locked(session: AsyncSession, key: str) -> None:
+        await lock_for_change(session, key)
+
+    async with sessions() as first, sessions() as second:
+        await lock_for_change(first, "job-a")
+        waiting = asyncio.create_task(locked(second, "job-a"))
+        await yield_a_while()
+        if first.bind is not None and first.bind.dialect.name == "sqlite":
+            assert not waiting.done()  # PostgreSQL's wait is on the server: not seen from here
+        async with sessions() as other:
+            await asyncio.wait_for(lock_for_change(other, "job-b"), 30)
+        await first.commit()
+        await asyncio.wait_for(waiting, 30)
+        await second.rollback()
+    with pytest.raises(RuntimeError):
+        async with sessions() as failing:
+            await lock_for_change(failing, "job-a")
+            raise RuntimeError("refused")
+    async with sessions() as last:
+        await asyncio.wait_for(lock_for_change(last, "job-a"), 30)

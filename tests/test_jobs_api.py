@@ -233,6 +233,24 @@ async def test_trigger_runs_now_even_while_paused(api: ApiClient, target: HttpTa
     assert done["id"] == run["id"] and done["status"] == "succeeded"
 
 
+async def test_a_pause_sent_with_a_run_now_does_not_wait_for_that_run(
+    api: ApiClient, target: HttpTarget
+) -> None:
+    """A pause signals the job's runs in flight. When it held the job's row lock meanwhile, a run that had
+    just started, its first attempt writing its record into that row, held the signal up: 5 s, then a
+    503."""
+    alice = await api.authed_user()
+    job = await create(alice, http_job(target.url(path()), {"type": "cron", "cron": "0 0 1 1 *"}))
+    for _ in range(10):
+        run, pause = await asyncio.gather(
+            alice.post(f"/jobs/{job['id']}/trigger"),
+            alice.post(f"/jobs/{job['id']}/pause", json={"note": "n"}),
+        )
+        expect(run, 202)
+        expect(pause, 200)
+        expect(await alice.post(f"/jobs/{job['id']}/resume"), 200)
+
+
 async def test_a_manual_run_of_a_one_time_job_leaves_it_waiting_for_its_fire(
     api: ApiClient, target: HttpTarget
 ) -> None:
