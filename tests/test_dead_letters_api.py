@@ -86,9 +86,9 @@ async def test_a_dead_letter_replayed_twice_at_once_runs_once(api: ApiClient, ta
     at = f"/dead-letters/{letter['id']}"
     replays = await asyncio.gather(*(alice.post(f"{at}/replay") for _ in range(5)))
     discards = await asyncio.gather(*(alice.delete(at) for _ in range(2)))
-    assert sorted(answer.status_code for answer in replays) == [202, 409, 409, 409, 409], [
-        answer.text for answer in replays
-    ]
+    # The others are 409s, or 404s if they read the letter after the first had settled it.
+    statuses = sorted(answer.status_code for answer in replays)
+    assert statuses[0] == 202 and set(statuses[1:]) <= {404, 409}, [answer.text for answer in replays]
     assert sorted(answer.status_code for answer in discards) == [404, 404]
     runs = expect(await alice.get(f"/jobs/{job['id']}/runs"), 200)["items"]
     assert sorted(run["trigger"] for run in runs) == ["immediate", "replay"]
