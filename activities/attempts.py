@@ -216,11 +216,12 @@ class JobRow:
 
 def move_job(conn: Connection, job: JobRow, rule: Callable[[JobRow], None]) -> None:
     """Apply a run's `rule` to its job's row as read, and write the change only if the row is still so.
-    The API changes a job under its row lock (core/jobs.py): a cancel cancels the job's runs and commits
+    The API's change to a job can commit between the two: a cancel cancels the job's runs, then commits
     while their ends are recorded here, and a state decided from the row before it (the run ended, so
     `scheduled`), written over it, made a cancelled job live again with no schedule. On PostgreSQL that
-    write waits for the API's commit and then matches no row: the row is read again and the rule applied
-    to it. (On SQLite the mirror reads under its write lock, so the row cannot change in between.)"""
+    write then matches no row (or waits for the cancel's commit, then matches none): the row is read
+    again and the rule applied to it. (On SQLite the mirror reads under its write lock, so the row cannot
+    change in between.)"""
     for _ in range(MOVES):
         was = (job.state, job.last_run_id)
         rule(job)

@@ -178,12 +178,12 @@ _CHANGING = "chronos.changing.held"
 
 
 async def lock_for_change(session: AsyncSession, key: str) -> None:
-    """Hold `key`'s lock (a job's id) until the session's transaction ends, so that changes to one thing sent
-    at once take turns, each reading what the one before left. Not the row's own lock: the worker writes
-    its runs into the job's row, and a change waiting on Temporal may wait on such a run (a pause's signal
-    to a run whose first attempt was writing its record waited 5 s, then failed). PostgreSQL: an advisory
-    lock, which only another change waits for. SQLite, which has no lock but its database's: one per
-    process."""
+    """Hold `key`'s lock (what is changed: `job:<id>`, `user:<id>`) until the session's transaction ends, so
+    that changes to one thing sent at once take turns, each reading what the one before left. Not the
+    row's own lock: the worker writes its runs into the job's row, and a change waiting on Temporal may
+    wait on such a run (a pause's signal to a run whose first attempt was writing its record waited 5 s,
+    then failed). PostgreSQL: an advisory lock, which only another change waits for. SQLite, which has no
+    lock but its database's: one per process."""
     conn = await session.connection()  # in the transaction the lock lasts for
     if conn.dialect.name == "postgresql":
         number = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(), "big", signed=True)

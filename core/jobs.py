@@ -176,7 +176,7 @@ async def _claimed(
     delete found the schedule gone (a 500), and a resume that committed after a cancel left the job
     `scheduled` with no schedule. Now the second waits for the first to commit and then reads the job as
     it left it. `among`: a query the job must still match then (a bulk change's)."""
-    await lock_for_change(session, job_id)
+    await lock_for_change(session, f"job:{job_id}")
     query = (select(Job) if among is None else among).where(col(Job.id) == job_id)
     return (await session.exec(query.execution_options(populate_existing=True))).first()
 

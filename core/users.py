@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core import audit
 from core.auth import Principal, end_sessions
 from core.config import Settings
-from core.db import Sessions, paginate
+from core.db import Sessions, lock_for_change, paginate
 from core.errors import Conflict, Forbidden, Invalid, NotFound
 from core.jobs import JobService
 from core.limits import limits_of
@@ -90,14 +89,12 @@ class UserService:
 
 
 async def _lock_users(session: AsyncSession, user_ids: set[str]) -> None:
-    """Take the rows' locks until the session commits, one after another in the order of their ids (so two
-    admins' changes never wait for each other in a circle), with UPDATEs that change nothing: PostgreSQL's
-    row locks, SQLite's write lock. Two admins demoting each other at once each checked only that they
-    were not demoting themself, and both lost the role; two quota changes read the same overrides and the
-    second undid the first. Now the second change waits, then finds what the first did."""
+    """Take the accounts' change locks (`lock_for_change`) in the order of their ids, so two admins' changes
+    never wait for each other in a circle. Two admins demoting each other at once each checked only that
+    they were not demoting themself, and both lost the role; two quota changes read the same overrides
+    and the second undid the first. Now the second change waits, then finds what the first did."""
     for user_id in sorted(user_ids):
-        same = update(User).where(col(User.id) == user_id).values(role=col(User.role))
-        await session.exec(same.execution_options(synchronize_session=False))
+        await lock_for_change(session, f"user:{user_id}")
 
 
 def _merged(current: Quotas | None, sent: Quotas | None) -> Quotas | None:
