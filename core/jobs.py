@@ -502,7 +502,7 @@ class JobService:
         self._refuse_cancelled(job)
         if note is None and job.paused:  # pausing again without a word keeps the note it has
             note = job.pause_note
-        await self._set_paused(session, job, actor, note, JobState.PAUSED)
+        await self._set_paused(session, job, actor, True, note)
 
     async def resume(self, user: Principal, job_id: str) -> JobPublic:
         await self.limits.spend(user.id, Limit.JOB_WRITES)
@@ -519,29 +519,34 @@ class JobService:
         schedule and the runs in flight (`_set_paused`)."""
         self._refuse_cancelled(job)
         await self._catch_up(session, job)
-        await self._set_paused(session, job, actor, None, await self._resumed_state(session, job), why)
+        await self._set_paused(session, job, actor, False, None, why)
 
     async def _set_paused(
         self,
         session: AsyncSession,
         job: Job,
         actor: Principal,
+        paused: bool,
         note: str | None,
-        state: JobState,
         why: str | None = None,
     ) -> None:
-        """Pause (`state` paused, with its note) or resume (`state` what the job waits for now): the row,
-        the schedule and the signals to runs in flight, then a new version and an audit entry, one commit.
-        `why`: a resume's note, which the audit entry keeps (a pause's note is the job's `pause_note`)."""
+        """Pause (with its note) or resume: the row, the schedule and the signals to runs in flight, then a
+        new version and an audit entry, one commit. `why`: a resume's note, which the audit entry keeps (a
+        pause's note is the job's `pause_note`). A resumed job's state (waiting, or running its last run)
+        is judged last, under the row's lock that the version's UPDATE takes: a run that ended while
+        Temporal was called left it `running`, and the worker's next write follows this one."""
         before = audit.snapshot(job)
-        paused = state == JobState.PAUSED
         if paused != job.paused:
             job.paused_at = utcnow() if paused else None
-        job.paused, job.pause_note, job.state = paused, note, state
+        job.paused, job.pause_note = paused, note
+        if paused:
+            job.state = JobState.PAUSED
         job.updated_at = utcnow()
         session.add(job)
         await self.temporal.call(lambda c: set_paused(c, job, note))
         await self._next_version(session, job)
+        if not paused:
+            job.state = await self._resumed_state(session, job)
         action = AuditAction.JOB_PAUSE if paused else AuditAction.JOB_RESUME
         self._audit(session, actor, action, job, before, **({"note": why} if why else {}))
         await session.commit()
@@ -786,7 +791,9 @@ class JobService:
         return job
 
     async def _resumed_state(self, session: AsyncSession, job: Job) -> JobState:
-        last = await session.get(Run, job.last_run_id) if job.last_run_id else None
+        """What a resumed job waits for, from its last run as the database has it now."""
+        await session.refresh(job, ["last_run_id"])
+        last = await session.get(Run, job.last_run_id, populate_existing=True) if job.last_run_id else None
         one_shot = isinstance(job.schedule, ImmediateSchedule | OnceSchedule)
         if one_shot and last and last.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
             return job.state_after(RunOutcome(last.status), utcnow())

@@ -13,13 +13,17 @@ from zoneinfo import ZoneInfo
 import httpx
 import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col
 from temporalio.client import Client, ScheduleActionStartWorkflow
 from temporalio.service import RPCError, RPCStatusCode
 
+import core.jobs
 from api.main import create_app
 from core.config import Settings
+from core.db import Sessions
+from core.models import Run
 from core.payloads import FixedCron, RunInput
 from core.temporal import TemporalGateway
 from tests.api_client import ApiClient, AuthedClient, app_settings, expect, serve, session_converter
@@ -249,6 +253,33 @@ async def test_a_pause_sent_with_a_run_now_does_not_wait_for_that_run(
         expect(run, 202)
         expect(pause, 200)
         expect(await alice.post(f"/jobs/{job['id']}/resume"), 200)
+
+
+async def test_a_resume_judges_the_jobs_state_after_its_temporal_calls(
+    api: ApiClient, target: HttpTarget, sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resume read the job's last run before it unpaused the schedule and signalled the runs: a run that
+    ended meanwhile left the job `running` until its next run ended. Here the run ends during those calls."""
+    alice = await api.authed_user()
+    job = await create(alice, http_job(target.url(path()), {"type": "cron", "cron": "0 0 1 1 *"}))
+    run = expect(await alice.post(f"/jobs/{job['id']}/trigger"), 202)
+    await finished_runs(alice, job["id"], 1)
+
+    async def set_status(status: str) -> None:
+        async with sessions() as session:
+            await session.exec(update(Run).where(col(Run.id) == run["id"]).values(status=status))
+            await session.commit()
+
+    await set_status("running")  # in flight when the resume reads it
+    expect(await alice.post(f"/jobs/{job['id']}/pause"), 200)
+    unpause = core.jobs.set_paused
+
+    async def run_ends_meanwhile(client: Client, paused_job: Any, note: str | None) -> None:
+        await unpause(client, paused_job, note)
+        await set_status("succeeded")
+
+    monkeypatch.setattr(core.jobs, "set_paused", run_ends_meanwhile)
+    assert expect(await alice.post(f"/jobs/{job['id']}/resume"), 200)["state"] == "scheduled"
 
 
 async def test_a_manual_run_of_a_one_time_job_leaves_it_waiting_for_its_fire(
