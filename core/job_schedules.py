@@ -7,7 +7,7 @@ starts each run after the previous one ended. The same calls start, signal, stop
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -274,8 +274,9 @@ async def start_run_workflow(
     )
 
 
-async def set_paused(client: Client, job: Job, note: str | None) -> None:
-    """Pause or unpause the schedule (or the fixed-delay workflow), then signal every run in flight."""
+async def set_paused(client: Client, job: Job, note: str | None, known: Sequence[str] = ()) -> None:
+    """Pause or unpause the schedule (or the fixed-delay workflow), then signal every run in flight
+    (`runs_in_flight`)."""
     signal = "pause" if job.paused else "resume"
     if is_fixed_delay(job.schedule):
         await _ignore_gone(client.get_workflow_handle(schedule_id(job.id)).signal(signal))
@@ -284,8 +285,8 @@ async def set_paused(client: Client, job: Job, note: str | None) -> None:
         patch = handle.pause(note=note or "paused") if job.paused else handle.unpause(note="resumed")
         await patched(handle, patch)
     # The run holds before its next attempt; the attempt in progress finishes (JobRunWorkflow).
-    async for execution in client.list_workflows(_running_query(job.id)):
-        await _ignore_gone(client.get_workflow_handle(execution.id).signal(signal))
+    for run_id in await runs_in_flight(client, job, known):
+        await _ignore_gone(client.get_workflow_handle(run_id).signal(signal))
 
 
 async def drop_schedule(client: Client, job: Job, at_once: bool = False) -> None:
@@ -300,12 +301,20 @@ async def drop_schedule(client: Client, job: Job, at_once: bool = False) -> None
     await _ignore_gone(client.get_schedule_handle(schedule_id(job.id)).delete())
 
 
-async def cancel_runs(client: Client, job: Job) -> None:
-    """Cancel the runs in flight; a fixed-delay workflow is cancelled with its run."""
+async def cancel_runs(client: Client, job: Job, known: Sequence[str] = ()) -> None:
+    """Cancel the runs in flight (`runs_in_flight`); a fixed-delay workflow is cancelled with its run."""
     if is_fixed_delay(job.schedule):
         await _ignore_gone(client.get_workflow_handle(schedule_id(job.id)).cancel())
-    async for execution in client.list_workflows(_running_query(job.id)):
-        await _ignore_gone(client.get_workflow_handle(execution.id).cancel())
+    for run_id in await runs_in_flight(client, job, known):
+        await _ignore_gone(client.get_workflow_handle(run_id).cancel())
+
+
+async def runs_in_flight(client: Client, job: Job, known: Sequence[str]) -> list[str]:
+    """The job's runs in flight: those Temporal lists, and `known`, those the mirror says the API started
+    and have not ended. Temporal's list shows a run a moment after it starts: a cancel sent with a "run
+    now" missed that run, which went on after the job was cancelled."""
+    listed = [execution.id async for execution in client.list_workflows(_running_query(job.id))]
+    return list(dict.fromkeys([*listed, *known]))
 
 
 def has_no_fires(job: Job) -> bool:

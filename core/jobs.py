@@ -543,7 +543,8 @@ class JobService:
             job.state = JobState.PAUSED
         job.updated_at = utcnow()
         session.add(job)
-        await self.temporal.call(lambda c: set_paused(c, job, note))
+        known = await self._runs_in_flight(session, job)
+        await self.temporal.call(lambda c: set_paused(c, job, note, known))
         await self._next_version(session, job)
         if not paused:
             job.state = await self._resumed_state(session, job)
@@ -590,7 +591,12 @@ class JobService:
         async with self.sessions() as session:
             job = await self._owned(session, user, job_id, change=True)
             self._refuse_cancelled(job)
-            run = await self.start_run(session, job, trigger, user, key)
+            # The run's rows are committed apart, so the job's change lock stays held until the run's
+            # workflow has started: a cancel sent at the same time listed the runs in flight before this
+            # one had started, and the run went on after the job was cancelled.
+            session.expunge(job)
+            async with self.sessions() as writes:
+                run = await self.start_run(writes, job, trigger, user, key)
             return self.links.run_public(run)
 
     async def backfill(self, user: Principal, job_id: str, body: BackfillRequest) -> BackfillCount:
@@ -646,7 +652,8 @@ class JobService:
             job.state, job.updated_at = JobState.CANCELLED, utcnow()
             session.add(job)
             await self.temporal.call(lambda c: drop_schedule(c, job))
-            await self.temporal.call(lambda c: cancel_runs(c, job))
+            known = await self._runs_in_flight(session, job)
+            await self.temporal.call(lambda c: cancel_runs(c, job, known))
             await self._next_version(session, job)
             self._audit(session, user, AuditAction.JOB_CANCEL, job, before)
             await session.commit()
@@ -789,6 +796,15 @@ class JobService:
         if job is None or job.deleted_at is not None or not user.sees(job.owner_id):
             raise NotFound(f"job {job_id} not found")
         return job
+
+    @staticmethod
+    async def _runs_in_flight(session: AsyncSession, job: Job) -> list[str]:
+        """The job's runs the mirror has not seen end (`job_schedules.runs_in_flight`). Read without
+        flushing the change under way: its write would hold the job's row (on SQLite, the database)
+        while Temporal is called, and a run in flight writes its record there."""
+        query = select(Run.id).where(col(Run.job_id) == job.id, col(Run.status).in_(ACTIVE_RUNS))
+        with session.no_autoflush:
+            return list(await session.exec(query))
 
     async def _resumed_state(self, session: AsyncSession, job: Job) -> JobState:
         """What a resumed job waits for, from its last run as the database has it now."""

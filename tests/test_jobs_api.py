@@ -255,6 +255,36 @@ async def test_a_pause_sent_with_a_run_now_does_not_wait_for_that_run(
         expect(await alice.post(f"/jobs/{job['id']}/resume"), 200)
 
 
+async def test_a_run_now_sent_with_a_cancel_is_cancelled_with_the_job(
+    api: ApiClient, target: HttpTarget
+) -> None:
+    """A trigger committed its run and let the job's change lock go before it started the run's workflow: a
+    cancel sent at the same time listed the runs in flight without it, and the run went on, waiting out
+    its backoff, after the job was cancelled. Each run here fails its first attempt and would wait 10 min
+    for the next: it ends only if the cancel reached it."""
+    alice = await api.authed_user()
+    route = path()
+    target.script(route, [500] * 40)
+    slow = {
+        "max_attempts": 3,
+        "backoff": "fixed",
+        "initial_interval_seconds": 600,
+        "max_interval_seconds": 600,
+    }
+    for _ in range(8):
+        body = http_job(target.url(route), {"type": "cron", "cron": "0 0 1 1 *"}, retry_policy=slow)
+        job = await create(alice, body)
+        run, cancel = await asyncio.gather(
+            alice.post(f"/jobs/{job['id']}/trigger"), alice.post(f"/jobs/{job['id']}/cancel")
+        )
+        expect(cancel, 200)
+        if run.status_code == 409:  # the cancel came first
+            continue
+        expect(run, 202)
+        [ended] = await finished_runs(alice, job["id"], 1)
+        assert ended["status"] == "cancelled", ended
+
+
 async def test_a_resume_judges_the_jobs_state_after_its_temporal_calls(
     api: ApiClient, target: HttpTarget, sessions: Sessions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -274,8 +304,8 @@ async def test_a_resume_judges_the_jobs_state_after_its_temporal_calls(
     expect(await alice.post(f"/jobs/{job['id']}/pause"), 200)
     unpause = core.jobs.set_paused
 
-    async def run_ends_meanwhile(client: Client, paused_job: Any, note: str | None) -> None:
-        await unpause(client, paused_job, note)
+    async def run_ends_meanwhile(client: Client, paused_job: Any, *args: Any) -> None:
+        await unpause(client, paused_job, *args)
         await set_status("succeeded")
 
     monkeypatch.setattr(core.jobs, "set_paused", run_ends_meanwhile)
