@@ -274,7 +274,7 @@ async def start_run_workflow(
     )
 
 
-async def set_paused(client: Client, job: Job, note: str | None, known: Sequence[str] = ()) -> None:
+async def set_paused(client: Client, job: Job, note: str | None, known: Sequence[str]) -> None:
     """Pause or unpause the schedule (or the fixed-delay workflow), then signal every run in flight
     (`runs_in_flight`)."""
     signal = "pause" if job.paused else "resume"
@@ -301,7 +301,7 @@ async def drop_schedule(client: Client, job: Job, at_once: bool = False) -> None
     await _ignore_gone(client.get_schedule_handle(schedule_id(job.id)).delete())
 
 
-async def cancel_runs(client: Client, job: Job, known: Sequence[str] = ()) -> None:
+async def cancel_runs(client: Client, job: Job, known: Sequence[str]) -> None:
     """Cancel the runs in flight (`runs_in_flight`); a fixed-delay workflow is cancelled with its run."""
     if is_fixed_delay(job.schedule):
         await _ignore_gone(client.get_workflow_handle(schedule_id(job.id)).cancel())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.api_client import ApiClient, expect
-from tests.http_target import HttpTarget
+from tests.api_client import ApiClient, AuthedClient, expect
+from tests.http_target import Answer, HttpTarget
 from tests.test_jobs_api import create, finished_runs, http_job, path
 from tests.waiting import eventually
 
@@ -14,6 +14,19 @@ from tests.waiting import eventually
 async def dead_letters(user: Any, **params: Any) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = expect(await user.get("/dead-letters", params=params), 200)["items"]
     return items
+
+
+async def dead_letter_of(
+    api: ApiClient, target: HttpTarget, answers: list[int | Answer]
+) -> tuple[AuthedClient, dict[str, Any], dict[str, Any]]:
+    """A new user, their immediate job whose run the target answers with `answers` (its first fails for
+    good), and that run's dead letter."""
+    alice = await api.authed_user()
+    route = path()
+    target.script(route, answers)
+    job = await create(alice, http_job(target.url(route), {"type": "immediate"}))
+    [letter] = await eventually(lambda: dead_letters(alice, job_id=job["id"]), "the dead letter")
+    return alice, job, letter
 
 
 async def test_failed_run_becomes_a_dead_letter_that_replays(api: ApiClient, target: HttpTarget) -> None:
@@ -52,11 +65,8 @@ async def test_failed_run_becomes_a_dead_letter_that_replays(api: ApiClient, tar
 
 async def test_a_deleted_jobs_dead_letters_go_with_it(api: ApiClient, target: HttpTarget) -> None:
     """Replaying a deleted job is impossible, so its dead letters are not left listed: they are discarded."""
-    alice, admin = await api.authed_user(), await api.authed_admin()
-    route = path()
-    target.script(route, [400])
-    job = await create(alice, http_job(target.url(route), {"type": "immediate"}))
-    [letter] = await eventually(lambda: dead_letters(alice, job_id=job["id"]), "the dead letter")
+    alice, job, letter = await dead_letter_of(api, target, [400])
+    admin = await api.authed_admin()
     expect(await alice.delete(f"/jobs/{job['id']}"), 204)
     assert await dead_letters(alice, job_id=job["id"]) == []
     assert await dead_letters(admin, job_id=job["id"]) == []
@@ -64,11 +74,7 @@ async def test_a_deleted_jobs_dead_letters_go_with_it(api: ApiClient, target: Ht
 
 
 async def test_discarded_dead_letter_is_gone(api: ApiClient, target: HttpTarget) -> None:
-    alice = await api.authed_user()
-    route = path()
-    target.script(route, [400])
-    job = await create(alice, http_job(target.url(route), {"type": "immediate"}))
-    [letter] = await eventually(lambda: dead_letters(alice, job_id=job["id"]), "the dead letter")
+    alice, _, letter = await dead_letter_of(api, target, [400])
     expect(await alice.delete(f"/dead-letters/{letter['id']}"), 204)
     assert await dead_letters(alice) == []
     expect(await alice.delete(f"/dead-letters/{letter['id']}"), 404)
@@ -78,11 +84,7 @@ async def test_a_dead_letter_replayed_twice_at_once_runs_once(api: ApiClient, ta
     """A double click on Replay, or a client's retry: each request found the letter and started a run of
     its own. A letter's replay now has one run id, so the second is refused, and a letter is discarded
     once."""
-    alice = await api.authed_user()
-    route = path()
-    target.script(route, [400, 200])
-    job = await create(alice, http_job(target.url(route), {"type": "immediate"}))
-    [letter] = await eventually(lambda: dead_letters(alice, job_id=job["id"]), "the dead letter")
+    alice, job, letter = await dead_letter_of(api, target, [400, 200])
     at = f"/dead-letters/{letter['id']}"
     replays = await asyncio.gather(*(alice.post(f"{at}/replay") for _ in range(5)))
     discards = await asyncio.gather(*(alice.delete(at) for _ in range(2)))
@@ -95,11 +97,7 @@ async def test_a_dead_letter_replayed_twice_at_once_runs_once(api: ApiClient, ta
 
 
 async def test_a_dead_letter_is_discarded_once(api: ApiClient, target: HttpTarget) -> None:
-    alice = await api.authed_user()
-    route = path()
-    target.script(route, [400])
-    job = await create(alice, http_job(target.url(route), {"type": "immediate"}))
-    [letter] = await eventually(lambda: dead_letters(alice, job_id=job["id"]), "the dead letter")
+    alice, job, letter = await dead_letter_of(api, target, [400])
     discards = await asyncio.gather(*(alice.delete(f"/dead-letters/{letter['id']}") for _ in range(4)))
     assert sorted(answer.status_code for answer in discards) == [204, 404, 404, 404]
     trail = expect(await alice.get(f"/jobs/{job['id']}/audit"), 200)["items"]
