@@ -433,8 +433,11 @@ def api_command(host: str = "127.0.0.1", port: int = 8000) -> None:
     from core.config import Settings
     from core.logs import configure_logging
 
-    configure_logging(Settings().log_format)
-    config = server_config("api.main:create_app", host, port, factory=True, log_level="info", log_config=None)
+    settings = Settings()
+    configure_logging(settings.log_format)
+    config = server_config(
+        "api.main:create_app", host, port, settings, factory=True, log_level="info", log_config=None
+    )
     uvicorn.Server(config).run()
 
 

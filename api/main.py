@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from api import errors, openapi
+from api.connections import guarded_protocol
 from api.cors import CodecCors
 from api.deps import refuse_nul
 from api.headers import HeadAsGet, SecurityHeaders
@@ -84,12 +85,13 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
     return app
 
 
-def server_config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
+def server_config(app: Any, host: str, port: int, settings: Settings, **options: Any) -> uvicorn.Config:
     """How every process serves the API: no `server` header naming uvicorn, and the client address left
     as the TCP peer's (uvicorn would take X-Forwarded-For from any local peer; api/throttle.py decides
     which proxies to believe). The event loop is uvloop's and the HTTP parser httptools' (both C): with
     asyncio's own loop and the pure-Python h11 parser they were a large share of each request's CPU
-    (docs/bench.md)."""
+    (docs/bench.md). The protocol is httptools' with a deadline for each request and a cap on open
+    connections, so no client can hold connections for nothing (api/connections.py)."""
     return uvicorn.Config(
         app,
         host=host,
@@ -97,6 +99,6 @@ def server_config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Con
         server_header=False,
         proxy_headers=False,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(settings),
         **options,
     )

@@ -49,6 +49,18 @@ class Settings(BaseSettings):
     allow_private_targets: bool = False
     max_body_bytes: int = 1_000_000
     auth_attempts_per_minute: int = 30
+    client_timeout_seconds: int = Field(
+        default=30,
+        ge=1,
+        le=3600,
+        description="how long a request may take to arrive, headers and body: then 408",
+    )
+    max_connections: int = Field(
+        default=4096,
+        ge=1,
+        description="open connections per API process (fewer if its file limit is lower); over it, idle ones "
+        "close first",
+    )
     trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
         default_factory=list,
         description="comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-For is believed; "

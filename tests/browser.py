@@ -57,7 +57,7 @@ async def served(
     queue = f"web-{uuid.uuid4().hex[:8]}"
     settings = app_settings(engine, data_dir, task_queue=queue, **overrides)
     app = create_app(settings, TemporalGateway.of(client))
-    server = uvicorn.Server(server_config(app, "127.0.0.1", 0, log_level="warning"))
+    server = uvicorn.Server(server_config(app, "127.0.0.1", 0, settings, log_level="warning"))
     async with build_worker(client, sessions, queue, settings=settings) as worker, worker:
         task = asyncio.create_task(server.serve([listening] if listening else None))
         try:

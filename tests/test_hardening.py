@@ -324,9 +324,9 @@ async def test_an_unknown_schedule_field_in_a_preview_is_a_422_naming_it(alice: 
 
 
 @asynccontextmanager
-async def over_tcp(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+async def over_tcp(app: Any, app_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The app served by uvicorn as `chronos api` serves it, on a free local port."""
-    server = uvicorn.Server(server_config(app, "127.0.0.1", 0, log_level="warning"))
+    server = uvicorn.Server(server_config(app, "127.0.0.1", 0, app_settings, log_level="warning"))
     task = asyncio.create_task(server.serve())
     try:
         await eventually(lambda: server.started, "uvicorn to start")
@@ -339,8 +339,8 @@ async def over_tcp(app: Any) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_a_new_x_forwarded_for_each_time_does_not_escape_the_throttle(tmp_path: Path) -> None:
-    app = create_app(settings(tmp_path, auth_attempts_per_minute=10))
-    async with over_tcp(app) as client:
+    app_settings = settings(tmp_path, auth_attempts_per_minute=10)
+    async with over_tcp(create_app(app_settings), app_settings) as client:
         statuses = []
         for i in range(40):
             body = {"email": new_email(), "password": "wrong password"}
