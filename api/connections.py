@@ -9,8 +9,9 @@ enough of them (about 20,000 here) left the API unable to accept anyone, `/healt
   the connection opening); if not, 408 and the connection closes, as nginx's header and body timeouts do;
 - at most `max_connections` are open (fewer if the process's file limit is lower, keeping room for the
   database, Temporal and logs). A new connection over the cap closes the oldest one not being answered
-  (idle, or still sending its request) of the address holding the most, so a flood costs its sender and
-  a newcomer is served; only when every open connection is being answered is the newcomer a 503.
+  (idle, or still sending its request) of the client holding the most (an address, or an IPv6 /64), so
+  a flood costs its sender and a newcomer is served; only when every open connection is being answered
+  is the newcomer a 503.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from api.throttle import client_key
 from core.config import Settings
 
 log = logging.getLogger(__name__)
@@ -134,7 +136,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.peer = self.client[0] if self.client else "-"
+        self.peer = client_key(self.client[0]) if self.client else "-"
         if self.held.count >= self.held.cap and not self.held.make_room():
             transport.write(FULL)
             transport.close()

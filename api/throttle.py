@@ -5,6 +5,8 @@ needs no shared store. Jobs and runs are not throttled; they need a valid token 
 
 It counts per client address: the TCP peer's, since anyone can write an X-Forwarded-For header. Behind a
 reverse proxy named in CHRONOS_TRUSTED_PROXIES, the address that proxy saw and appended is used instead.
+An IPv6 client counts by its /64, the block one host or network is given, so it cannot take a new
+address for each guess.
 """
 
 from __future__ import annotations
@@ -13,11 +15,24 @@ import math
 import time
 from collections import defaultdict, deque
 from collections.abc import Sequence
-from ipaddress import IPv4Network, IPv6Network, ip_address
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 
 from fastapi import Request
 
 from core.errors import TooManyRequests
+
+
+def client_key(address: str) -> str:
+    """What counts as one client: an IPv4 address (also written as IPv6), or an IPv6 address's /64."""
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(IPv6Network((ip, 64), strict=False))
+    return address
 
 
 class Throttle:
@@ -51,7 +66,7 @@ class Throttle:
 
     def check(self, request: Request) -> None:
         now = time.monotonic()
-        key = self.client_address(request)
+        key = client_key(self.client_address(request))
         hits = self.hits[key]
         while hits and hits[0] <= now - self.WINDOW:
             hits.popleft()

@@ -370,6 +370,24 @@ async def test_behind_a_trusted_proxy_the_address_it_saw_is_counted(tmp_path: Pa
         assert spoofed == [400, 400, 400, 429]
 
 
+async def test_an_ipv6_client_counts_by_its_64_block(tmp_path: Path) -> None:
+    # Behind the trusted proxy 127.0.0.1, the addresses it saw are the clients.
+    app = create_app(settings(tmp_path, auth_attempts_per_minute=3, trusted_proxies="127.0.0.1"))
+    async with serve(app) as api:
+
+        async def login(client: str) -> int:
+            body = {"email": new_email(), "password": "wrong password"}
+            response = await api.post("/auth/login", json=body, headers={"X-Forwarded-For": client})
+            return response.status_code
+
+        # A new address of one /64 for each guess is still one client.
+        assert [await login(f"2001:db8:1:2::{i:x}") for i in range(1, 5)] == [400, 400, 400, 429]
+        assert await login("2001:db8:1:3::1") == 400  # the next /64 is another client
+        # An IPv4 address written as IPv6 is that IPv4 client.
+        assert [await login("192.0.2.9"), await login("::ffff:192.0.2.9")] == [400, 400]
+        assert [await login("::ffff:c000:209"), await login("192.0.2.9")] == [400, 429]
+
+
 # 5. Security headers, and no `server` header.
 
 
