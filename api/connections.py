@@ -7,6 +7,8 @@ enough of them (about 20,000 here) left the API unable to accept anyone, `/healt
 
 - a request must arrive whole, headers and body, within `client_timeout_seconds` of its first byte (or of
   the connection opening); if not, 408 and the connection closes, as nginx's header and body timeouts do;
+- a request's line and headers take at most MAX_HEAD_BYTES, or it is a 431 (uvicorn's httptools parser
+  keeps any amount, and gathers the URL by concatenation, so a long one also cost time squared);
 - at most `max_connections` are open (fewer if the process's file limit is lower, keeping room for the
   database, Temporal and logs). A new connection over the cap closes the oldest one not being answered
   (idle, or still sending its request) of the client holding the most (an address, or an IPv6 /64), so
@@ -24,6 +26,7 @@ import time
 from collections import OrderedDict
 from typing import Any, ClassVar
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from api.throttle import client_key
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 # File descriptors left to the process beside its clients' connections: database, Temporal, logs, files.
 RESERVED_FDS = 256
 WARN_EVERY = 10.0  # seconds between warnings that connections are being shed
+MAX_HEAD_BYTES = 64 * 1024  # a request line and headers, as sent (nginx allows 32 KiB, Node.js 16 KiB)
 
 
 def problem_response(status: int, reason: str, detail: str, *extra: bytes) -> bytes:
@@ -53,6 +57,9 @@ def problem_response(status: int, reason: str, detail: str, *extra: bytes) -> by
 
 TIMED_OUT = problem_response(
     408, "Request Timeout", "the request did not arrive whole in time; send it again, at once"
+)
+TOO_LARGE = problem_response(
+    431, "Request Header Fields Too Large", f"the request line and headers are over {MAX_HEAD_BYTES} bytes"
 )
 FULL = problem_response(
     503, "Service Unavailable", "the API is answering as many connections as it can", b"retry-after: 1"
@@ -124,6 +131,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self.reading = True  # a request is arriving (or the first has yet to start)
         self.counted = False
         self.deadline: asyncio.TimerHandle | None = None
+        self.head_bytes = 0  # of the request arriving
 
     @property
     def answering(self) -> bool:
@@ -155,7 +163,30 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.reading = True
+        self.head_bytes = 0
         self._arm()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value))
+        super().on_header(name, value)
+
+    def _count(self, size: int) -> None:
+        """Stop the parse (before the app sees a request cut short) once the head is over its bound."""
+        self.head_bytes += size
+        if self.head_bytes > MAX_HEAD_BYTES:
+            raise httptools.HttpParserError("request head too large")
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a parse error, which `_count`'s is: a 431 then."""
+        if self.head_bytes <= MAX_HEAD_BYTES:
+            super().send_400_response(msg)
+            return
+        self.transport.write(TOO_LARGE)
+        self.drop()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

@@ -26,8 +26,10 @@ class App:
     def __init__(self) -> None:
         self.release = asyncio.Event()
         self.holding = 0
+        self.seen = 0  # requests
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.seen += 1
         more = True
         while more:
             message = await receive()
@@ -101,6 +103,26 @@ async def test_a_request_that_does_not_arrive_whole_in_time_is_a_408(sent: bytes
         assert status == 408
         assert json.loads(body)["status"] == 408
         assert await closed(reader)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",
+        b"GET /ok HTTP/1.1\r\n" + b"X-A: b\r\n" * 20_000 + b"\r\n",
+    ],
+    ids=["a long URL", "many headers"],
+)
+async def test_a_request_head_over_64_kib_is_a_431_before_the_app_sees_it(request_: bytes) -> None:
+    app = App()
+    async with served(app) as port, AsyncExitStack() as stack:
+        peer = Peer(port, "127.0.0.1", stack)
+        reader, _ = await peer.connect(request_)
+        status, body = await answer(reader)
+        assert (status, json.loads(body)["status"], app.seen) == (431, 431, 0)
+        assert await closed(reader)
+        reader, _ = await peer.connect(b"GET /ok HTTP/1.1\r\nX-A: " + b"b" * 60_000 + b"\r\n\r\n")
+        assert await answer(reader) == (200, b"ok")
 
 
 async def test_a_request_that_stalls_after_one_answered_on_the_connection_is_a_408() -> None:
