@@ -21,6 +21,13 @@ class Settings(BaseSettings):
         default=None, description="sqlite:///… or postgresql+psycopg://…; default: SQLite in data_dir"
     )
     db_pool_size: int = 10
+    db_timeout_seconds: float = Field(
+        default=10,
+        gt=0,
+        le=3600,
+        description="PostgreSQL: the longest wait for a new connection, a pooled one, or one statement or "
+        "commit; then the API answers 503",
+    )
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
     temporal_ui_url: str = "http://localhost:8233"

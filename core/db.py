@@ -7,6 +7,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
@@ -28,7 +29,7 @@ from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select, SelectOfScalar
 
-from core import sqlite_driver
+from core import pg_driver, sqlite_driver
 from core.codec import keyring
 from core.config import Settings
 from core.errors import Invalid
@@ -55,7 +56,8 @@ def make_engine(settings: Settings) -> AsyncEngine:
 
 def _engine(settings: Settings) -> AsyncEngine:
     """SQLite gets WAL so the API and worker processes can share one file, and statements run on the event
-    loop (`core.sqlite_driver`, which also waits out another process's write lock)."""
+    loop (`core.sqlite_driver`, which also waits out another process's write lock). PostgreSQL gets a
+    bound on every wait (`core.pg_driver`), so a database that stops answering is a 503, not a hang."""
     url = settings.sqlalchemy_url
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -71,7 +73,17 @@ def _engine(settings: Settings) -> AsyncEngine:
             cur.close()
 
         return engine
-    return create_async_engine(url, pool_size=settings.db_pool_size, pool_pre_ping=True)
+    bound = settings.db_timeout_seconds
+    return create_async_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        pool_pre_ping=True,
+        pool_timeout=bound,
+        connect_args={
+            "async_creator_fn": pg_driver.bounded_connection(bound).connect,
+            "connect_timeout": max(2, math.ceil(bound)),  # libpq's unit, and its least
+        },
+    )
 
 
 def make_sessions(engine: AsyncEngine) -> Sessions:
@@ -240,7 +252,8 @@ async def create_schema(engine: AsyncEngine) -> None:
     deadline = time.monotonic() + sqlite_driver.BUSY_TIMEOUT_MS / 1000
     while True:
         try:
-            await _upgrade_under_lock(engine)
+            with pg_driver.unbounded():
+                await _upgrade_under_lock(engine)
             return
         except OperationalError as exc:
             if not sqlite_driver.is_busy(exc.orig) or time.monotonic() > deadline:

@@ -1,8 +1,10 @@
 """The mirror is never on a fire's way: while PostgreSQL is cut off, an interval job's fires call their
-target on time, and once it is back every run and attempt is recorded with its true times.
+target on time, and once it is back every run and attempt is recorded with its true times. And a
+database that stops answering without closing anything is a 503 from the API, not a hang.
 
 A small TCP proxy stands between Chronos (API and worker) and PostgreSQL; the test cuts it (open
-connections dropped, new ones closed at once) and restores it."""
+connections dropped, new ones closed at once) and restores it, or freezes it (connections stay open and
+carry nothing, as with a paused database) and thaws it."""
 
 from __future__ import annotations
 
@@ -32,11 +34,14 @@ OUTAGE_FIRES = 7
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to PostgreSQL; `cut` drops every connection and refuses new ones."""
+    """Forwards 127.0.0.1:<port> to PostgreSQL; `cut` drops every connection and refuses new ones,
+    `freeze` holds every byte (and new connections) until `thaw`."""
 
     def __init__(self, host: str, port: int) -> None:
         self.upstream = (host, port)
         self.down = False
+        self.flowing = asyncio.Event()
+        self.flowing.set()
         self.links: set[asyncio.StreamWriter] = set()
         self.server: asyncio.Server | None = None
 
@@ -45,6 +50,7 @@ class TcpProxy:
         return int(self.server.sockets[0].getsockname()[1])
 
     async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self.flowing.wait()
         if self.down:
             writer.transport.abort()
             return
@@ -59,6 +65,7 @@ class TcpProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(65536):
+                await self.flowing.wait()
                 writer.write(data)
                 await writer.drain()
         writer.transport.abort()
@@ -73,7 +80,14 @@ class TcpProxy:
     def restore(self) -> None:
         self.down = False
 
+    def freeze(self) -> None:
+        self.flowing.clear()
+
+    def thaw(self) -> None:
+        self.flowing.set()
+
     async def close(self) -> None:
+        self.thaw()
         self.cut()
         if self.server is not None:
             self.server.close()
@@ -150,3 +164,34 @@ async def test_fires_call_on_time_while_the_mirror_is_away(
         assert abs(attempt_started - arrived[run_id]) < timedelta(seconds=2), run_id
         assert abs(started_at - arrived[run_id]) < timedelta(seconds=3), run_id
         assert finished >= attempt_started
+
+
+async def test_a_database_that_stops_answering_is_a_503_not_a_hang(temporal_client: Client, tmp_path) -> None:
+    with throwaway_database("frozen") as url:
+        proxy = TcpProxy("127.0.0.1", 5432)
+        port = await proxy.start()
+        proxied = url.replace("127.0.0.1:5432", f"127.0.0.1:{port}")
+        engine = make_engine(Settings(database_url=proxied, encryption_keys=ENCRYPTION_KEYS))
+        await create_schema(engine)
+        settings = app_settings(engine, tmp_path, db_timeout_seconds=1)
+        app = create_app(settings, TemporalGateway.of(temporal_client))
+        body = {
+            "name": "frozen",
+            "paused": True,
+            "schedule": {"type": "cron", "cron": "0 9 * * *"},
+            "action": {"type": "http", "url": "http://127.0.0.1:9/never"},
+        }
+        try:
+            async with serve(app) as api:
+                alice = await api.authed_user()
+                expect(await alice.get("/jobs"), 200)  # the pool holds connections that will hang
+                proxy.freeze()
+                # Each answer comes, a 503 naming the database (the test's timeout bounds the wait).
+                for answer in (await alice.get("/jobs"), await alice.post("/jobs", json=body)):
+                    assert "database" in expect(answer, 503)["detail"]
+                assert expect(await api.get("http://chronos.test/ready"), 503)["status"] == 503
+                proxy.thaw()
+                assert expect(await alice.get("/jobs"), 200)["items"] == []  # the refused create left nothing
+        finally:
+            await proxy.close()
+            await engine.dispose()
