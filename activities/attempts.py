@@ -65,6 +65,11 @@ OPEN_AFTER = timedelta(seconds=1)
 # connection) and the run writes the record later; one that is busy (SQLite's writer lock) is waited for,
 # up to SQLite's own busy timeout, so a loaded worker does not turn every write into a deferred one.
 RECORD_WAIT = timedelta(seconds=30)
+# The wait instead while this worker's last write did not land (it failed, or outlasted its wait): a
+# database that hangs rather than refusing (paused, or its network dropping packets) held every run
+# RECORD_WAIT (or the driver's own bound) past its call, and under the overlap policy `skip` the job's
+# next fires with it. The write still goes on in the background; the first one to land ends this.
+AWAY_WAIT = timedelta(seconds=0.5)
 
 ATTEMPT: Table = Attempt.__table__  # type: ignore[attr-defined]
 LOG: Table = RunLog.__table__  # type: ignore[attr-defined]
@@ -289,6 +294,7 @@ class RunRecorder:
     def __init__(self, sessions: Sessions) -> None:
         self.sessions = sessions
         self.engine: AsyncEngine = sessions.kw["bind"]
+        self.away = False  # the last write failed or outlasted its wait, and none has landed since
         self.insert = dialect_insert(sessions)
         opened = self.insert(ATTEMPT).values(
             run_id=bindparam("run_id"),
@@ -353,8 +359,18 @@ class RunRecorder:
 
     async def record(self, record: RunRecord) -> None:
         """A run's start, attempts and end, as far as the record has them, in one transaction."""
-        async with self.engine.connect() as conn:
-            await conn.run_sync(self._record, record)
+        try:
+            async with self.engine.connect() as conn:
+                await conn.run_sync(self._record, record)
+        except Exception:
+            self.away = True
+            raise
+        self.away = False
+
+    @property
+    def record_wait(self) -> float:
+        """How long an attempt waits for its record to land: briefly while the database seems away."""
+        return (AWAY_WAIT if self.away else RECORD_WAIT).total_seconds()
 
     def _record(self, conn: Connection, record: RunRecord) -> None:
         """A record that also ends the run (a quick call's one write) leaves the job's state and the
@@ -572,7 +588,8 @@ class ActionAttempt:
     An attempt given its run's start (`started`, runs since the workflow's RUN_RECORDS patch) never waits
     for the mirror before its call: it writes the run's start and its own beside the call (only if the call
     lasts OPEN_AFTER), then after the call one transaction with its outcome and, for the run's last attempt,
-    the run's end. When that write does not land within RECORD_WAIT (the database is away), the record is
+    the run's end. When that write does not land within RECORD_WAIT (the database is away; AWAY_WAIT after
+    a write that did not land), the record is
     handed on with its true times: in `unrecorded` to the workflow, which writes it durably, and for an
     attempt that Temporal retries in its heartbeat details, which the next attempt writes with its own."""
 
@@ -674,8 +691,9 @@ class ActionAttempt:
         try:
             # Shielded: a write past the wait goes on (and lands, or not) rather than being cut mid-way.
             write = asyncio.shield(self.recorder.record(record))
-            await heartbeating(asyncio.wait_for(write, RECORD_WAIT.total_seconds()))
+            await heartbeating(asyncio.wait_for(write, self.recorder.record_wait))
         except Exception as exc:  # the call was made: no failure to write it may have it made again
+            self.recorder.away = True
             logger.warning(
                 "attempt %s of %s not recorded yet (%s): its run records it when the database is back",
                 self.number,
