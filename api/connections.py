@@ -6,7 +6,8 @@ headers or body a byte at a time, stays open, and each one holds a file descript
 enough of them (about 20,000 here) left the API unable to accept anyone, `/health` included. So:
 
 - a request must arrive whole, headers and body, within `client_timeout_seconds` of its first byte (or of
-  the connection opening); if not, 408 and the connection closes, as nginx's header and body timeouts do;
+  the connection opening); if not, 408 and the connection closes, as nginx's header and body timeouts do
+  (a connection that sent nothing closes without one);
 - a request's line and headers take at most MAX_HEAD_BYTES, or it is a 431 (uvicorn's httptools parser
   keeps any amount, and gathers the URL by concatenation, so a long one also cost time squared);
 - at most `max_connections` are open (fewer if the process's file limit is lower, keeping room for the
@@ -129,6 +130,7 @@ class GuardedProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.peer = "-"
         self.reading = True  # a request is arriving (or the first has yet to start)
+        self.begun = False  # a byte of that request has arrived
         self.counted = False
         self.deadline: asyncio.TimerHandle | None = None
         self.head_bytes = 0  # of the request arriving
@@ -162,7 +164,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.reading = True
+        self.reading = self.begun = True
         self.head_bytes = 0
         self._arm()
 
@@ -190,7 +192,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self.reading = False
+        self.reading = self.begun = False
         self._disarm()
 
     def drop(self) -> None:
@@ -219,7 +221,9 @@ class GuardedProtocol(HttpToolsProtocol):
             self._arm()
             return
         cycle = self.cycle
-        if cycle is None or cycle.response_complete or not cycle.response_started:
+        # A connection that sent nothing just closes, as nginx's does: a 408 there would be read as the
+        # answer to a request a client (a browser's spare connection) sends at that moment.
+        if self.begun and (cycle is None or cycle.response_complete or not cycle.response_started):
             self.transport.write(TIMED_OUT)
         self.drop()
 

@@ -87,14 +87,20 @@ async def closed(reader: asyncio.StreamReader, within: float = 10) -> bool:
     return reader.at_eof()
 
 
+async def test_a_connection_that_sends_nothing_in_time_is_closed_without_an_answer() -> None:
+    async with served(App(), client_timeout_seconds=1) as port, AsyncExitStack() as stack:
+        reader, _ = await Peer(port, "127.0.0.1", stack).connect()
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+
+
 @pytest.mark.parametrize(
     "sent",
     [
-        b"",
+        b"G",
         b"GET /ok HTTP/1.1\r\nHost: t\r\n",
         b"POST /ok HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{",
     ],
-    ids=["nothing", "half the headers", "half the body"],
+    ids=["a byte", "half the headers", "half the body"],
 )
 async def test_a_request_that_does_not_arrive_whole_in_time_is_a_408(sent: bytes) -> None:
     async with served(App(), client_timeout_seconds=1) as port, AsyncExitStack() as stack:
