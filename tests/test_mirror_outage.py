@@ -36,7 +36,7 @@ EVERY_SECONDS = 2
 # knows the database is away and each run ends half a second after its call.
 FROZEN_SKIPS = 1
 # The outage: long enough for several fires, each of which would have waited on the mirror before.
-OUTAGE_FIRES = 7
+OUTAGE_FIRES = 5
 
 
 class TcpProxy:
