@@ -100,5 +100,6 @@ def server_config(app: Any, host: str, port: int, settings: Settings, **options:
         proxy_headers=False,
         loop="uvloop",
         http=guarded_protocol(settings),
+        ws="none",  # no route is a WebSocket; an upgrade would take its connection out of the guard
         **options,
     )
