@@ -9,6 +9,7 @@ import base64
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -353,16 +354,18 @@ async def test_a_new_x_forwarded_for_each_time_does_not_escape_the_throttle(tmp_
         assert "server" not in response.headers
 
 
+async def wrong_login(api: ApiClient, forwarded_for: str) -> int:
+    """The status of a login with a wrong password, through a proxy that saw `forwarded_for`."""
+    body = {"email": new_email(), "password": "wrong password"}
+    response = await api.post("/auth/login", json=body, headers={"X-Forwarded-For": forwarded_for})
+    return response.status_code
+
+
 async def test_behind_a_trusted_proxy_the_address_it_saw_is_counted(tmp_path: Path) -> None:
     # The in-process client's peer address is 127.0.0.1: here it is the trusted proxy.
     app = create_app(settings(tmp_path, auth_attempts_per_minute=3, trusted_proxies="127.0.0.1, 10.0.0.0/8"))
     async with serve(app) as api:
-
-        async def login(forwarded_for: str) -> int:
-            body = {"email": new_email(), "password": "wrong password"}
-            response = await api.post("/auth/login", json=body, headers={"X-Forwarded-For": forwarded_for})
-            return response.status_code
-
+        login = partial(wrong_login, api)
         # Each client counts on its own: the proxy saw six different ones.
         assert [await login(f"203.0.113.{i}, 10.0.0.1") for i in range(6)] == [400] * 6
         # What the client wrote left of the address the proxy saw changes nothing.
@@ -374,12 +377,7 @@ async def test_an_ipv6_client_counts_by_its_64_block(tmp_path: Path) -> None:
     # Behind the trusted proxy 127.0.0.1, the addresses it saw are the clients.
     app = create_app(settings(tmp_path, auth_attempts_per_minute=3, trusted_proxies="127.0.0.1"))
     async with serve(app) as api:
-
-        async def login(client: str) -> int:
-            body = {"email": new_email(), "password": "wrong password"}
-            response = await api.post("/auth/login", json=body, headers={"X-Forwarded-For": client})
-            return response.status_code
-
+        login = partial(wrong_login, api)
         # A new address of one /64 for each guess is still one client.
         assert [await login(f"2001:db8:1:2::{i:x}") for i in range(1, 5)] == [400, 400, 400, 429]
         assert await login("2001:db8:1:3::1") == 400  # the next /64 is another client
