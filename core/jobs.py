@@ -38,7 +38,15 @@ from core.auth import Principal
 from core.config import Settings
 from core.cron import FIRST_YEAR
 from core.db import RowIndex, Sessions, insert_rows, keyset, lock_for_change, paginate, writing
-from core.errors import ChronosError, Conflict, Invalid, NotFound, PreconditionFailed, QuotaExceeded
+from core.errors import (
+    ChronosError,
+    Conflict,
+    Invalid,
+    NotFound,
+    PreconditionFailed,
+    QuotaExceeded,
+    Unavailable,
+)
 from core.job_schedules import (
     backfill_fires,
     backfill_overdue,
@@ -114,6 +122,9 @@ IDEMPOTENCY_TTL = timedelta(hours=48)
 
 # A bulk pause or resume reads the jobs it changes this many at a time.
 BULK_BATCH = 100
+# What a job's answer says of its next runs when Temporal's schedule could not be read.
+COMPUTED_NOTE = "Temporal did not answer: next_runs are computed by Chronos from the schedule's rules"
+JITTER_LEFT_OUT = ", without the jitter Temporal adds"
 
 
 def body_hash(body: JobCreate) -> str:
@@ -829,9 +840,14 @@ class JobService:
             upcoming, note = fixed_delay_next(job, scheduled.get(job.id), datetime.now(UTC))
             return self.links.job_public(job, upcoming, last, note)
         if local and not jittered(job):
-            upcoming = upcoming_local(job, datetime.now(UTC))
-        else:
+            return self.links.job_public(job, upcoming_local(job, datetime.now(UTC)), last)
+        try:
             upcoming = await self.temporal.call(lambda c: described_next_runs(c, job))
+        except Unavailable:
+            # A change is committed by now, and a read needs only the mirror: neither is a 503, which
+            # says nothing was changed. The times come from the rules the schedule was made from.
+            note = COMPUTED_NOTE + (JITTER_LEFT_OUT if jittered(job) else "")
+            return self.links.job_public(job, upcoming_local(job, datetime.now(UTC)), last, note)
         return self.links.job_public(job, upcoming, last)
 
     async def _next_version(

@@ -354,6 +354,26 @@ async def test_patch_reschedules_in_place(api: ApiClient, temporal_client: Clien
     assert described.info.last_updated_at is not None  # the same schedule, updated
 
 
+async def test_a_job_whose_schedule_temporal_cannot_describe_is_answered_with_its_change_made(
+    api: ApiClient, temporal_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = await api.authed_user()
+    job = await create(alice, http_job("http://example.org/x", {"type": "cron", "cron": "0 0 12 * * ?"}))
+
+    async def dropped(*_: object) -> list[datetime]:
+        raise RPCError("operation was canceled", RPCStatusCode.CANCELLED, b"")
+
+    monkeypatch.setattr(core.jobs, "described_next_runs", dropped)
+    read = expect(await alice.get(f"/jobs/{job['id']}"), 200)
+    assert read["next_runs"] == job["next_runs"]  # the local computation, as the create's answer had it
+    assert "Temporal did not answer" in read["next_run_note"]
+    # A 503 would say nothing was changed; the pause was made, and the answer says so.
+    paused = expect(await alice.post(f"/jobs/{job['id']}/pause"), 200)
+    assert (paused["paused"], paused["version"]) == (True, 2)
+    assert "Temporal did not answer" in paused["next_run_note"]
+    assert (await temporal_client.get_schedule_handle(f"job-{job['id']}").describe()).schedule.state.paused
+
+
 async def test_users_see_only_their_own_jobs(api: ApiClient, target: HttpTarget) -> None:
     alice, bob = await api.authed_user(), await api.authed_user()
     job = await create(alice, http_job(target.url(path()), {"type": "immediate"}))

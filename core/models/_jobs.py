@@ -325,7 +325,8 @@ class JobPublic(JobBase):
     next_run_note: str | None = Field(
         default=None,
         description="Why `next_runs` holds at most one time: a fixed-delay interval counts from each run's "
-        "end, so later runs are not known in advance, and none while a run is in flight",
+        "end, so later runs are not known in advance, and none while a run is in flight. Or that they were "
+        "computed by Chronos because Temporal did not answer (the answer is still the job's)",
     )
     last_run: RunPublic | None
     version: int = Field(
