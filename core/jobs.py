@@ -833,7 +833,8 @@ class JobService:
         job's from its last scheduled run: they depend on when that run ends). `local` (the answer to a
         create): computed here instead, by the rules its schedule was just made from, which spares
         Temporal a second call per create (docs/bench.md); not for a jittered schedule, whose times are
-        Temporal's random draw. `run`: the job's last run, when the caller holds it."""
+        Temporal's random draw. Computed here too, with a note, when Temporal does not answer.
+        `run`: the job's last run, when the caller holds it."""
         last = run or (await session.get(Run, job.last_run_id) if job.last_run_id else None)
         if is_fixed_delay(job.schedule):
             scheduled = await last_scheduled_runs(session, [job])
