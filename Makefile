@@ -33,7 +33,7 @@ chromium:
 # keep their order): the suite's waiting on Temporal and peers overlaps on the machine's two cores. Files are
 # handed out most tests first, so a long file of few tests starts last and runs alone: split it instead.
 test: lint chromium
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # Every speed target, Chronos beside bare Temporal on one dev server each; about 28 minutes on 2 cores.
 bench: $(STAMP)
