@@ -420,8 +420,13 @@ async def test_killed_worker_mid_request(temporal_client, target, tmp_path):
 # Past the SDK's default of 100 workflow-task slots, which a run's first attempt holds until it ends, and
 # past httpx's default pool of 100 connections.
 WIDE = 110
+# Each call's own timeout, longer than the target's wait for all of them (HANG_SECONDS): on two cores
+# shared with another test file's `chronos dev`, starting 110 runs took the first calls past the default
+# 30 s, and they were tried again. The test is about how many calls are in flight, not how fast they start.
+WIDE_CALL_SECONDS = 90
 
 
+@pytest.mark.timeout(240)
 async def test_a_worker_makes_as_many_calls_at_once_as_its_concurrency(temporal_client, target, tmp_path):
     """`chronos worker --concurrency 110` has 110 slow calls in flight at once: it had 100, the rest waiting
     behind them, a wait that their attempts' timeouts counted."""
@@ -435,7 +440,7 @@ async def test_a_worker_makes_as_many_calls_at_once_as_its_concurrency(temporal_
     target.script(path, [Answer(until=release)])
     process = _worker_process(settings, temporal_client, queue, "--concurrency", str(WIDE))
     try:
-        action = HttpAction(url=target.url(path))
+        action = HttpAction(url=target.url(path), timeout_seconds=WIDE_CALL_SECONDS)
         handles = [await start(temporal_client, queue, run_input(job, action)) for _ in range(WIDE)]
         try:
             await target.wait_for(path, WIDE)  # every call in flight together, none answered yet
