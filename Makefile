@@ -31,7 +31,8 @@ chromium:
 
 # Two workers, each with its own Temporal server and databases, one test file at a time (a file's tests
 # keep their order): the suite's waiting on Temporal and peers overlaps on the machine's two cores. Files are
-# handed out most tests first, so a long file of few tests starts last and runs alone: split it instead.
+# handed out in collection order, which tests/conftest.py starts with the longest (`SLOWEST_FIRST`), so no
+# long file starts last and runs alone.
 test: lint chromium
 	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder
 
