@@ -36,13 +36,14 @@ chromium:
 test: lint chromium
 	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder
 
-# Every speed target, Chronos beside bare Temporal on one dev server each; about 28 minutes on 2 cores.
+# Every speed target at full size (10,000 schedules, 1,000 runs in flight), Chronos beside bare Temporal on
+# one dev server each; about 40 minutes on 2 cores.
 bench: $(STAMP)
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.throughput --in-memory
-	$(BIN)/python -m bench.lateness --live 2000 --settle 90 --in-flight 1000
+	$(BIN)/python -m bench.lateness --live 10000 --settle 300 --in-flight 1000
 	$(BIN)/python -m bench.lateness --in-memory --once 1000 --spread --apart
-	$(BIN)/python -m bench.schedules
+	$(BIN)/python -m bench.schedules -n 10000
 	$(BIN)/python -m bench.api_latency --seconds 5
 	$(BIN)/python -m bench.workers
 	$(BIN)/python -m bench.eventloop
