@@ -50,7 +50,7 @@ from core.payloads import (
     Trigger,
     schedule_id,
 )
-from core.reconcile import RECONCILE_SCHEDULE_ID, ensure_reconcile_schedule
+from core.reconcile import RECONCILE_SCHEDULE_ID, ensure_reconcile_schedule, pass_offset, reconcile_schedule
 from core.schedules import CronSchedule, fire_times, renewal_due, temporal_spec
 from core.temporal import JOB_ID, OWNER_ID
 from tests.api_client import ApiClient, AuthedClient, expect
@@ -329,11 +329,22 @@ async def test_workers_ensure_the_reconcile_schedule_and_start_a_pass(
             temporal_client, settings.model_copy(update={"reconcile_every_seconds": 120}), run_now=False
         )
         described = await handle.describe()
-        assert [i.every for i in described.schedule.spec.intervals] == [timedelta(seconds=120)]
+        intervals = [(i.every, i.offset) for i in described.schedule.spec.intervals]
+        assert intervals == [(timedelta(seconds=120), timedelta(seconds=74))]  # off the minute's top
         assert described.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
         assert described.schedule.state.paused and described.schedule.state.note == "operator"
     finally:
         await handle.delete()
+
+
+def test_a_pass_starts_off_the_seconds_where_jobs_fire() -> None:
+    """Interval schedules are aligned to the epoch: with no offset the default pass began at the top of
+    each minute, with most cron and interval jobs' fires."""
+    (interval,) = reconcile_schedule(Settings()).spec.intervals
+    assert interval.every == timedelta(seconds=60) and interval.offset is not None
+    second = int(interval.offset.total_seconds())
+    assert all(second % step for step in (2, 3, 5)), second  # never a step of 2, 3, 5, 10, 15, 20 or 30 s
+    assert pass_offset(timedelta(seconds=1)) == timedelta(0)  # an offset is shorter than its interval
 
 
 async def test_recurring_job_past_its_end_is_completed_without_a_schedule(
