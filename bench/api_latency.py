@@ -8,7 +8,9 @@ models) so the run takes seconds; 20 cron jobs are then made through the API, so
 letter) and 10,000 audit entries. Each list is walked once by cursor to collect where its pages start;
 the measured requests then ask for pages at random depths by those cursors and, on the lists that
 take one, by page number (which counts the rows and skips an offset). The target is PostgreSQL's, the
-production mirror: its worst p99 decides, and SQLite's is printed beside it.
+production mirror: its worst p99 decides, and SQLite's is printed beside it. Beside each case, the CPU
+the API process and the PostgreSQL server spent per request: one API process past about a core's worth
+of CPU at the rate queues its requests, which is where a p99 comes from when the machine is slow.
 
     python -m bench.api_latency [--jobs 10000] [--runs 100000] [--rate 100] [--seconds 10]
                                 [--db sqlite,postgresql] [--cases jobs,runs,...]
@@ -224,6 +226,15 @@ async def measure(rate: float, seconds: float, call: Callable[[int], Awaitable[i
     return [len(latencies), failed, *ms]
 
 
+def per_request(before: dict[str, float], after: dict[str, float], requests: int) -> list[float]:
+    """The API's and the mirror's CPU ms per request over a case (NaN for SQLite, which runs inside the
+    API): at `rate` requests a second, the API's share of its one core is the rate times this, over 1,000."""
+    return [
+        (after[name] - before[name]) * 1000 / requests if name in after else float("nan")
+        for name in ("api", "PostgreSQL")
+    ]
+
+
 Case = tuple[str, str, Callable[[int], Awaitable[int]]]
 
 
@@ -293,9 +304,11 @@ async def one_database(
                 began = time.perf_counter()
                 await call(i)
                 alone.append(time.perf_counter() - began)
+            before = s.cpu_seconds()
             measured = await measure(rate, seconds, call)
+            used = per_request(before, s.cpu_seconds(), int(rate * seconds))
             met = "met" if float(measured[3]) < BOUND_MS and measured[1] == 0 else "not met"  # type: ignore[arg-type]
-            rows.append([db, what, percentile(alone[1:], 50) * 1000, *measured, met])
+            rows.append([db, what, percentile(alone[1:], 50) * 1000, *measured, *used, met])
             print(" | ".join(str(cell) for cell in rows[-1]), file=sys.stderr)
         await api.aclose()
         await admin.aclose()
@@ -324,10 +337,18 @@ async def main(jobs: int, runs: int, rate: float, seconds: float, dbs: list[str]
         "p50 ms",
         "p99 ms",
         "max ms",
+        "API CPU ms",
+        "PostgreSQL CPU ms",
         "p99 < 50 ms",
     ]
     print(table(title, header, rows))
     print()
+    # One API process serves every request: past about one core's worth of its CPU, requests queue.
+    busiest = max(rows, key=lambda r: float(r[8]))  # type: ignore[arg-type]
+    print(
+        f"the API's busiest case ({busiest[0]}, {busiest[1]}): {float(busiest[8]):.2f} ms of its CPU a "  # type: ignore[arg-type]
+        f"request, {rate * float(busiest[8]) / 1000:.0%} of one core at {rate:g} requests/s"  # type: ignore[arg-type]
+    )
     worst = {db: max(float(r[6]) for r in rows if r[0] == db) for db in {str(r[0]) for r in rows}}  # type: ignore[arg-type]
     if "sqlite" in worst:
         print(f"worst p99 ms on sqlite = {worst['sqlite']:.2f} (the target is PostgreSQL's)")

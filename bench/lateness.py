@@ -317,11 +317,22 @@ def rss_mb(s: Stack) -> dict[str, float]:
     return sizes
 
 
-async def window(s: Stack, seconds: int, jobs: int, what: str) -> list[list[object]]:
-    """The lateness of the every-10-s schedules in the next whole window of `seconds`."""
+async def cores_during(s: Stack, since: float, until: float) -> dict[str, float]:
+    """The cores each process used from `since` to `until` (both ahead): where a window's time went."""
+    await asyncio.sleep(since - time.time())
+    before = s.cpu_seconds()
+    await asyncio.sleep(until - time.time())
+    after = s.cpu_seconds()
+    return {name: (after[name] - before.get(name, 0.0)) / (until - since) for name in after}
+
+
+async def window(s: Stack, seconds: int, jobs: int, what: str) -> tuple[list[list[object]], dict[str, float]]:
+    """The lateness of the every-10-s schedules in the next whole window of `seconds`, and the cores each
+    process used during it."""
     since = (int(time.time()) // 10 + 1) * 10 + 10
     until = since + seconds
     fires = seconds // 10 * jobs
+    cores = await cores_during(s, since, until)
     await asyncio.sleep(until + 15 - time.time())  # the last bare fire is at until - 5
     await all_in(s, (("bare-cron", since + 5, until + 5), ("cron", since, until)), fires)
     rows = []
@@ -333,7 +344,7 @@ async def window(s: Stack, seconds: int, jobs: int, what: str) -> list[list[obje
         rows.append(row(f"{side}, every 10 s, {what}", late, fires))
         if len(late) < fires:
             await why_missing(s, side, workflow_type, first, first + seconds, fires - len(late))
-    return rows
+    return rows, cores
 
 
 async def why_missing(
@@ -357,10 +368,10 @@ async def why_missing(
 
 async def with_live(
     s: Stack, api: Api, jobs: int, seconds: int, live: int, in_flight: int, settle: float = 0
-) -> tuple[list[list[object]], list[list[object]], float]:
+) -> tuple[list[list[object]], list[list[object]], float, dict[str, float]]:
     """`--live` and `--in-flight`: the every-10-s lateness with `live` quiet schedules made through the
     API (`settle` seconds after the last was made), and RSS empty, with them, and with `in_flight` held
-    runs; the seconds the creates took."""
+    runs; the seconds the creates took; the cores each process used during the window."""
     memory: list[tuple[str, dict[str, float]]] = [("empty (the every-10-s schedules only)", rss_mb(s))]
     retried = RETRIED[0]
 
@@ -373,7 +384,7 @@ async def with_live(
     took = time.perf_counter() - began
     memory.append((f"{live} more schedules", rss_mb(s)))
     await asyncio.sleep(settle)
-    rows = await window(s, seconds, jobs, f"{live} live")
+    rows, cores = await window(s, seconds, jobs, f"{live} live")
     if in_flight:
         url = s.target.url(f"/held?delay_ms={HOLD_MS}")
         held = {"type": "http", "method": "POST", "url": url, "timeout_seconds": HOLD_MS / 1000 + 60}
@@ -393,7 +404,7 @@ async def with_live(
     mb = [[what, *(sizes.get(name, float("nan")) for name in PROCESSES)] for what, sizes in memory]
     if retried := RETRIED[0] - retried:
         print(f"{retried} POST /jobs answered 503 (Temporal did not answer in 5 s) and were sent again")
-    return rows, mb, took
+    return rows, mb, took, cores
 
 
 async def main(
@@ -415,6 +426,8 @@ async def main(
     doubled = ""
     memory: list[list[object]] = []
     took = 0.0
+    empty_cores: dict[str, float] = {}
+    live_cores: dict[str, float] = {}
     dynamic = {} if start_rps is None else {START_RPS: str(start_rps)}
     async with stack(in_memory=in_memory, dynamic_config=dynamic, sqlite_pragmas=pragmas) as s:
         s.start_bare_worker()
@@ -427,6 +440,7 @@ async def main(
         since = (int(time.time()) // 10 + 1) * 10 + 10  # the first whole ten seconds after all exist
         until = since + seconds
         due = seconds // 10 * jobs
+        empty_cores = await cores_during(s, since, until)
         await asyncio.sleep(until + 15 - time.time())  # the last bare fire is at until - 5
         await all_in(s, (("bare-cron", since + 5, until + 5), ("cron", since, until)), due)
         bare_fired = await fires(s, "bare-cron", since + 5, until + 5)
@@ -456,7 +470,9 @@ async def main(
         if once:
             once_rows, doubled = await one_time(s, api, once, spread, apart)
         if live:
-            live_rows, memory, took = await with_live(s, api, jobs, seconds, live, in_flight, settle)
+            live_rows, memory, took, live_cores = await with_live(
+                s, api, jobs, seconds, live, in_flight, settle
+            )
         await api.aclose()
     server = f"{'in-memory' if in_memory else 'file'} dev server"
     if start_rps is not None:
@@ -488,6 +504,12 @@ async def main(
             "\n"
             + table(title, ["schedules", "fires seen", "fires due", "p50 s", "p99 s", "max s"], live_rows)
         )
+        names = sorted(empty_cores)
+        cores = [
+            [what, *(used.get(name, 0.0) for name in names)]
+            for what, used in (("empty", empty_cores), (f"{live} live", live_cores))
+        ]
+        print("\n" + table("Cores each process used during the window", ["window", *names], cores))
         header = ["Chronos RSS", "API MB", "worker MB", "dev server MB"]
         print("\n" + table("Resident memory (RSS)", header, memory))
         bare = float(live_rows[0][4]) / float(rows[0][4])  # type: ignore[arg-type]

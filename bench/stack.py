@@ -64,6 +64,31 @@ def machine() -> str:
     return f"{now}, {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, load average {load}"
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, all its threads (`/proc/<pid>/stat`)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU time the local PostgreSQL server has used so far: every one of its processes, and those that
+    have ended (a backend of a connection the pool closed), whose time its postmaster took in as it
+    reaped them. The whole server, on the same cores: the benchmarks are its only clients here."""
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                name, _, rest = (entry / "stat").read_text().partition(" (")[2].rpartition(")")
+                if name == "postgres":
+                    stats[int(entry.name)] = rest.split()
+    used = 0
+    for fields in stats.values():
+        used += int(fields[11]) + int(fields[12])
+        if int(fields[1]) not in stats:  # the postmaster: add its reaped children's time
+            used += int(fields[13]) + int(fields[14])
+    return used / os.sysconf("SC_CLK_TCK")
+
+
 def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """A child with its output in `log`, so a failed benchmark can say why."""
     with log.open("wb") as out:
@@ -181,13 +206,14 @@ class Stack:
             await asyncio.sleep(0.2)
 
     def cpu_seconds(self) -> dict[str, float]:
-        """CPU time (user + system) each process has used so far, this benchmark's own included."""
+        """CPU time (user + system) each process has used so far, this benchmark's own included, and with
+        a PostgreSQL mirror, the PostgreSQL server's (`postgres_cpu_seconds`)."""
         used = {"benchmark": sum(os.times()[:2])}
-        tick = os.sysconf("SC_CLK_TCK")
         for name, proc in self.children.items():
             with contextlib.suppress(OSError):
-                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                used[name] = (int(fields[11]) + int(fields[12])) / tick
+                used[name] = process_cpu_seconds(proc.pid)
+        if self.database_url:
+            used["PostgreSQL"] = postgres_cpu_seconds()
         return used
 
     def server_time(self, operation: str) -> tuple[float, int]:
