@@ -25,6 +25,10 @@ from core.config import Settings, get_settings
 from core.db import create_schema, make_engine, make_sessions
 from core.temporal import TemporalGateway, data_converter
 
+# New objects between two collections of the youngest generation (Python's default is 700; the worker
+# keeps it: its CPU per run did not move with 7,000).
+YOUNG_OBJECTS = 7000
+
 
 def create_app(settings: Settings | None = None, temporal: TemporalGateway | None = None) -> FastAPI:
     """`temporal` lets tests hand in a connected client; by default the gateway connects on first use."""
@@ -41,11 +45,16 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         )
         # Everything loaded so far (modules, routes, schemas, templates) lives as long as the process:
         # out of the collector's sight, a full collection no longer walks those ~200,000 objects each
-        # time (100+ ms of CPU, the dashboard's slowest requests); undone at shutdown.
+        # time (100+ ms of CPU, the dashboard's slowest requests). And a request makes thousands of
+        # objects that die with it: collected every 700 new ones, they cost a list request 3-15 % of its
+        # CPU, and with the rest frozen a full collection came every second, 12-18 ms each time
+        # (docs/bench.md, "The API's garbage collector"). Both undone at shutdown.
         for name in templates.env.list_templates():
             templates.env.get_template(name)
         gc.collect()
         gc.freeze()
+        thresholds = gc.get_threshold()
+        gc.set_threshold(YOUNG_OBJECTS, *thresholds[1:])
         try:
             if settings.temporal_ui_upstream:
                 async with temporal_ui.upstream_client(app, settings.temporal_ui_upstream):
@@ -53,6 +62,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
             else:
                 yield
         finally:
+            gc.set_threshold(*thresholds)
             gc.unfreeze()
             await engine.dispose()
 
