@@ -184,7 +184,7 @@ def _turn_ends(session: Session) -> None:
 
 # The first key of PostgreSQL's two-key advisory locks that `lock_for_change` takes ("chng").
 CHANGE_SPACE = 0x63686E67
-# The locks `lock_for_change` holds on SQLite, by engine, event loop and key; each goes once unused.
+# The turns `lock_for_change` takes in this process, by engine, event loop and key; each goes once unused.
 _CHANGES: weakref.WeakValueDictionary[tuple[int, int, str], asyncio.Lock] = weakref.WeakValueDictionary()
 _CHANGING = "chronos.changing.held"
 
@@ -194,19 +194,27 @@ async def lock_for_change(session: AsyncSession, key: str) -> None:
     that changes to one thing sent at once take turns, each reading what the one before left. Not the
     row's own lock: the worker writes its runs into the job's row, and a change waiting on Temporal may
     wait on such a run (a pause's signal to a run whose first attempt was writing its record waited 5 s,
-    then failed). PostgreSQL: an advisory lock, which only another change waits for. SQLite, which has no
-    lock but its database's: one per process."""
-    conn = await session.connection()  # in the transaction the lock lasts for
-    if conn.dialect.name == "postgresql":
-        number = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(), "big", signed=True)
-        await conn.execute(
-            text("SELECT pg_advisory_xact_lock(:space, :key)"), {"space": CHANGE_SPACE, "key": number}
-        )
-        return
-    place = (id(conn.engine.sync_engine), id(asyncio.get_running_loop()), key)
-    lock = _CHANGES.get(place) or _CHANGES.setdefault(place, asyncio.Lock())
-    await lock.acquire()
-    session.sync_session.info.setdefault(_CHANGING, []).append(lock)
+    then failed).
+
+    Changes in this process take turns on a lock of the process first, and a session that has not begun
+    takes it before its pooled connection: a change waiting for another holds none. Fifty changes sent at
+    once to four jobs each held one while they waited, the pool ran out, and changes to other jobs waited
+    for it until their time ran out. On PostgreSQL the turn's holder then takes an advisory lock, which
+    only another process's change waits for; SQLite has no other lock but its database's."""
+    place = (id(session.sync_session.get_bind()), id(asyncio.get_running_loop()), key)
+    turn = _CHANGES.get(place) or _CHANGES.setdefault(place, asyncio.Lock())
+    await turn.acquire()
+    try:
+        conn = await session.connection()  # in the transaction the lock lasts for
+        if conn.dialect.name == "postgresql":
+            number = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(), "big", signed=True)
+            await conn.execute(
+                text("SELECT pg_advisory_xact_lock(:space, :key)"), {"space": CHANGE_SPACE, "key": number}
+            )
+    except BaseException:  # no transaction to end it (the pool's wait ran out, a cancel): given back here
+        turn.release()
+        raise
+    session.sync_session.info.setdefault(_CHANGING, []).append(turn)
 
 
 @event.listens_for(Session, "after_transaction_end")
