@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -91,6 +92,18 @@ async def _database(_: Request, exc: Exception) -> JSONResponse:
     return problem(503, "Service unavailable", "the database is unreachable; try again shortly")
 
 
+async def _busy(_: Request, exc: Exception) -> JSONResponse:
+    """The pool's wait for a connection ran out (`CHRONOS_DB_TIMEOUT_SECONDS`): every one is in use. A
+    burst is not the client's mistake nor a bug, so not a 500."""
+    log.warning("database busy: %s", exc)
+    return problem(
+        503,
+        "Service unavailable",
+        "every database connection is in use; try again shortly",
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     # Answered outside the middleware (Starlette's outermost layer), so the headers are added here.
@@ -105,6 +118,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(OperationalError, _database)
     app.add_exception_handler(InterfaceError, _database)
+    app.add_exception_handler(PoolTimeout, _busy)
     app.add_exception_handler(Exception, _unexpected)
 
 

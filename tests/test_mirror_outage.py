@@ -206,3 +206,29 @@ async def test_a_database_that_stops_answering_is_a_503_not_a_hang(temporal_clie
         finally:
             await proxy.close()
             await engine.dispose()
+
+
+async def test_a_pool_with_every_connection_taken_is_a_503(temporal_client: Client, tmp_path) -> None:
+    """A burst that takes every pooled connection: a request that waited its bound for one is told to come
+    back (503, Retry-After), not answered as a bug; once one is free, requests are served again."""
+    with throwaway_database("busy") as url:
+        engine = make_engine(Settings(database_url=url, encryption_keys=ENCRYPTION_KEYS))
+        await create_schema(engine)
+        settings = app_settings(engine, tmp_path, db_timeout_seconds=1, db_pool_size=1)
+        app = create_app(settings, TemporalGateway.of(temporal_client))
+        try:
+            async with serve(app) as api:
+                alice = await api.authed_user()
+                pool = app.state.sessions.kw["bind"]
+                # Its one pooled connection and SQLAlchemy's default overflow of 10 more.
+                held = [await pool.connect() for _ in range(1 + 10)]
+                try:
+                    answer = await alice.get("/jobs")
+                    assert "connection" in expect(answer, 503)["detail"]
+                    assert answer.headers["Retry-After"] == "1"
+                finally:
+                    for conn in held:
+                        await conn.close()
+                expect(await alice.get("/jobs"), 200)
+        finally:
+            await engine.dispose()
