@@ -64,9 +64,15 @@ def machine() -> str:
     return f"{now}, {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, load average {load}"
 
 
+def proc_stat(pid: int | str) -> tuple[str, list[str]]:
+    """A process's name and the fields of `/proc/<pid>/stat` after it (state first: field 3 of proc(5))."""
+    name, _, rest = Path(f"/proc/{pid}/stat").read_text().partition(" (")[2].rpartition(")")
+    return name, rest.split()
+
+
 def process_cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far, all its threads (`/proc/<pid>/stat`)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """CPU time (user + system) a process has used so far, all its threads."""
+    fields = proc_stat(pid)[1]
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -78,9 +84,9 @@ def postgres_cpu_seconds() -> float:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
-                name, _, rest = (entry / "stat").read_text().partition(" (")[2].rpartition(")")
+                name, fields = proc_stat(entry.name)
                 if name == "postgres":
-                    stats[int(entry.name)] = rest.split()
+                    stats[int(entry.name)] = fields
     used = 0
     for fields in stats.values():
         used += int(fields[11]) + int(fields[12])
